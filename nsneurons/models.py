@@ -1,0 +1,172 @@
+"""Load a causal LM (hub id, save_pretrained folder or GGUF file) and wrap it for nnsight tracing."""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .architectures import NeuronSite, get_path, neurons_per_layer, site_for
+
+Device = Literal["cpu", "cuda", "auto"]
+DType = Literal["float32", "bfloat16", "float16"]
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEMO_ALIASES = ("demo", "smollm2-135m-instruct")
+
+
+class ModelLoadError(ValueError):
+    pass
+
+
+def resolve_device(device: Device) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError("device 'cuda' was asked for but torch sees no CUDA device; use 'cpu' or 'auto'")
+    return device
+
+
+@dataclass
+class NeuronModel:
+    """An nnsight-wrapped causal LM plus where its FFN neurons live.
+
+    `remote` is passed to every trace: False (local), True (NDIF) or "local"
+    (nnsight's serialize-then-execute path, used to test remote-compatibility without a server).
+    """
+
+    lm: object  # nnsight LanguageModel
+    tokenizer: object
+    site: NeuronSite
+    n_layers: int
+    n_neurons: int
+    provenance: dict = field(default_factory=dict)
+    remote: bool | str = False
+
+    @property
+    def total_neurons(self) -> int:
+        return self.n_layers * self.n_neurons
+
+    @property
+    def hf_model(self):
+        return self.lm._module
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf_model.parameters()).device
+
+    def layers(self, root=None):
+        """The list of blocks, on the nnsight envoy (default) or on any object with the same paths."""
+        return get_path(self.lm if root is None else root, self.site.layers)
+
+    def down_proj(self, layer: int, root=None):
+        return get_path(self.layers(root)[layer], self.site.down_proj)
+
+    def describe(self) -> str:
+        return (
+            f"{self.provenance.get('model', '?')}: {self.hf_model.config.model_type} ({self.site.family}), "
+            f"{self.n_layers} layers x {self.n_neurons} neurons = {self.total_neurons:,} FFN neurons, "
+            f"dtype {self.provenance.get('dtype')}, device {self.provenance.get('device')}"
+        )
+
+
+def wrap(hf_model, tokenizer, *, source: str = "<in-memory>", remote: bool | str = False, extra: dict | None = None) -> NeuronModel:
+    """Wrap an already-built HF causal LM: freeze parameters, find the neuron site, count neurons."""
+    from nnsight import LanguageModel
+
+    site = site_for(hf_model.config.model_type)
+    hf_model.eval()
+    for p in hf_model.parameters():
+        p.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    try:
+        blocks = get_path(hf_model, site.layers)
+        n_neurons = neurons_per_layer(get_path(blocks[0], site.down_proj))
+    except AttributeError as err:
+        raise ModelLoadError(
+            f"model_type {hf_model.config.model_type!r}: the neuron site table says blocks at "
+            f"{site.layers!r} and neurons at the input of {site.down_proj!r}, but the model has no such module ({err})"
+        ) from None
+    lm = LanguageModel(hf_model, tokenizer=tokenizer)
+    dtype = next(hf_model.parameters()).dtype
+    prov = {
+        "model": source,
+        "model_type": hf_model.config.model_type,
+        "dtype": str(dtype).removeprefix("torch."),
+        "device": next(hf_model.parameters()).device.type,
+    }
+    prov.update(extra or {})
+    return NeuronModel(lm=lm, tokenizer=tokenizer, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=remote)
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32", revision: str | None = None,
+               remote: bool | str = False) -> NeuronModel:
+    """Load from a hub id, a local `save_pretrained` folder, a local `.gguf` file, or "demo".
+
+    With `remote=True` a hub id is not downloaded: nnsight builds the model skeleton and NDIF runs it.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    if source.lower() in DEMO_ALIASES:
+        from .demo_model import ensure_demo_model
+
+        source = str(ensure_demo_model())
+    torch_dtype = DTYPES[dtype]
+    path = Path(source).expanduser()
+    extra: dict = {"revision": revision or ""}
+    if remote is True:
+        return _remote_model(source, dtype=dtype, revision=revision)
+    dev = resolve_device(device)
+    try:
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise ModelLoadError(f"GGUF file {str(path)!r} does not exist")
+            tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+            hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch_dtype)
+            extra["sha256"] = file_sha256(path)
+        elif path.is_dir():
+            if not (path / "config.json").is_file():
+                raise ModelLoadError(f"folder {str(path)!r} has no config.json (expected a save_pretrained folder)")
+            tok = AutoTokenizer.from_pretrained(str(path))
+            hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+        else:
+            tok = AutoTokenizer.from_pretrained(source, revision=revision)
+            hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, revision=revision)
+    except (OSError, ValueError) as err:
+        if isinstance(err, ModelLoadError):
+            raise
+        raise ModelLoadError(f"could not load model {source!r}: {err}") from None
+    hf.to(dev)
+    return wrap(hf, tok, source=source, remote=remote, extra=extra)
+
+
+def _remote_model(source: str, *, dtype: str, revision: str | None) -> NeuronModel:
+    """A model that NDIF runs: nnsight builds it from its config (no weights here)."""
+    from nnsight import LanguageModel
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(source, revision=revision)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "right"
+    lm = LanguageModel(source, tokenizer=tok, revision=revision) if revision else LanguageModel(source, tokenizer=tok)
+    hf = lm._module
+    site = site_for(hf.config.model_type)
+    blocks = get_path(hf, site.layers)
+    n_neurons = neurons_per_layer(get_path(blocks[0], site.down_proj))
+    prov = {"model": source, "model_type": hf.config.model_type, "dtype": dtype, "device": "remote", "revision": revision or ""}
+    return NeuronModel(lm=lm, tokenizer=tok, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=True)
