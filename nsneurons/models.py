@@ -122,9 +122,10 @@ def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32"
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
     if source.lower() in DEMO_ALIASES:
-        from .demo_model import ensure_demo_model
+        from .demo_model import ensure_demo_model_dir
 
-        source = str(ensure_demo_model())
+        # A save_pretrained copy of the GGUF weights (identical logits) loads ~7x faster than the GGUF.
+        source = str(ensure_demo_model_dir())
     torch_dtype = DTYPES[dtype]
     path = Path(source).expanduser()
     extra: dict = {"revision": revision or ""}

@@ -1,0 +1,74 @@
+"""Score a task's proxies into a store: attribution per proxy, one example per write, resumable."""
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .attribution import AttributionConfig, attribute_proxy
+from .store import ScoreStore, open_scores
+from .tasks.base import N_PROXIES, PROMPT_TEMPLATE_VERSION, Proxy
+
+
+def package_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nsneurons")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def group_by_example(proxies: Sequence[Proxy]) -> "OrderedDict[str, list[Proxy]]":
+    groups: OrderedDict[str, list[Proxy]] = OrderedDict()
+    for p in proxies:
+        groups.setdefault(p.example_id, []).append(p)
+    for example_id, group in groups.items():
+        if [p.proxy for p in group] != list(range(N_PROXIES)):
+            raise ValueError(f"example {example_id!r} needs proxies 0..{N_PROXIES - 1} in order, got {[p.proxy for p in group]}")
+    return groups
+
+
+def score_provenance(model, config: AttributionConfig, extra: dict | None = None) -> dict:
+    prov = dict(model.provenance)
+    prov.update(
+        target=config.target, steps=config.steps, quadrature=config.quadrature, ig_path=config.path,
+        answer_format=config.answer_format, prompt_template=PROMPT_TEMPLATE_VERSION,
+        nsneurons_version=package_version(),
+    )
+    prov.update(extra or {})
+    return prov
+
+
+def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, path, *, layers: Sequence[int] | None = None,
+                  provenance: dict | None = None, progress: bool = True):
+    """Compute IG for every proxy and write the store at `path`; resumes where a previous run stopped."""
+    from tqdm.auto import tqdm
+
+    groups = group_by_example(proxies)
+    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    store = ScoreStore.open_or_create(
+        Path(path), example_ids=list(groups), layers=layers, n_neurons=model.n_neurons,
+        correct_letters=[[p.correct_letter for p in group] for group in groups.values()],
+        provenance=score_provenance(model, config, provenance),
+    )
+    done = store.done()
+    with tqdm(total=len(groups) * N_PROXIES, initial=int(done.sum()) * N_PROXIES, unit="proxy",
+              desc=f"IG[{config.target}]", disable=not progress, dynamic_ncols=True) as bar:
+        for index, (example_id, group) in enumerate(groups.items()):
+            if done[index]:
+                continue
+            results = []
+            for proxy in group:
+                results.append(attribute_proxy(model, proxy, config, layers))
+                bar.update(1)
+            store.write_example(
+                index,
+                ig=np.stack([r.ig for r in results]), activation=np.stack([r.activation for r in results]),
+                option_prob=np.stack([r.option_prob for r in results]),
+                target_value=np.array([r.target_value for r in results]),
+                completeness_gap=np.stack([r.completeness_gap for r in results]),
+            )
+    return open_scores(path)

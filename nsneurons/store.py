@@ -1,0 +1,156 @@
+"""The scores store: one xarray Dataset in zarr, written one example at a time, resumable.
+
+Layout (see docs/design.md): `ig` and `activation` over (example, proxy, layer, neuron),
+`option_prob` over (example, proxy, option), `target_value` over (example, proxy),
+`completeness_gap` over (example, proxy, layer), `correct_letter` coordinate over (example, proxy),
+and `done` over (example,): set only after an example's arrays are written, so an interrupted
+write never looks complete. Provenance lives in `attrs`; appending with different provenance is refused.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import xarray as xr
+
+from .tasks.base import LETTERS, N_PROXIES
+
+# Provenance keys that must match to append to an existing store (`created`, `nsneurons_version` may differ).
+_VOLATILE_KEYS = {"created", "nsneurons_version"}
+
+
+class StoreError(ValueError):
+    pass
+
+
+class IncompleteStoreError(StoreError):
+    pass
+
+
+class ProvenanceMismatchError(StoreError):
+    pass
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _template(example_ids: Sequence[str], correct_letters: Sequence[Sequence[str]], layers: Sequence[int],
+              n_neurons: int, provenance: dict) -> xr.Dataset:
+    n_ex, n_l = len(example_ids), len(layers)
+    shape4 = (n_ex, N_PROXIES, n_l, n_neurons)
+    ds = xr.Dataset(
+        {
+            "ig": (("example", "proxy", "layer", "neuron"), np.zeros(shape4, np.float32)),
+            "activation": (("example", "proxy", "layer", "neuron"), np.zeros(shape4, np.float32)),
+            "option_prob": (("example", "proxy", "option"), np.zeros((n_ex, N_PROXIES, 4), np.float32)),
+            "target_value": (("example", "proxy"), np.zeros((n_ex, N_PROXIES), np.float32)),
+            "completeness_gap": (("example", "proxy", "layer"), np.zeros((n_ex, N_PROXIES, n_l), np.float32)),
+            "done": (("example",), np.zeros(n_ex, bool)),
+        },
+        coords={
+            "example": np.asarray(list(example_ids), dtype=str),
+            "proxy": np.arange(N_PROXIES),
+            "layer": np.asarray(list(layers), dtype=np.int64),
+            "neuron": np.arange(n_neurons),
+            "option": list(LETTERS),
+            "correct_letter": (("example", "proxy"), np.asarray(correct_letters, dtype=str)),
+        },
+        attrs=_jsonable(provenance),
+    )
+    ds["ig"].attrs["description"] = "integrated gradient of the neuron (Eq. 1) for the store's target"
+    ds["activation"].attrs["description"] = "unscaled activation (input of the MLP down projection) at the answer position"
+    ds["option_prob"].attrs["description"] = "softmax over the four answer tokens, unmodified model"
+    ds["completeness_gap"].attrs["description"] = "sum of the layer's IG minus (F(x) - F(layer zeroed at the answer position))"
+    return ds
+
+
+def _encoding(ds: xr.Dataset) -> dict:
+    # One chunk per example for the big arrays, so each example is written as one region.
+    enc = {name: {"chunks": (1,) + ds[name].shape[1:]} for name in ("ig", "activation", "option_prob", "target_value", "completeness_gap")}
+    enc["done"] = {"chunks": (max(1, ds.sizes["example"]),)}
+    return enc
+
+
+class ScoreStore:
+    """Writer for one scores store. Use `ScoreStore.open_or_create(...)`."""
+
+    def __init__(self, path: Path, example_ids: list[str]):
+        self.path = Path(path)
+        self.example_ids = example_ids
+
+    @classmethod
+    def open_or_create(cls, path, *, example_ids: Sequence[str], correct_letters: Sequence[Sequence[str]],
+                       layers: Sequence[int], n_neurons: int, provenance: dict) -> "ScoreStore":
+        path = Path(path)
+        provenance = dict(provenance)
+        provenance.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        template = _template(example_ids, correct_letters, layers, n_neurons, provenance)
+        if path.exists():
+            try:
+                existing = xr.open_zarr(path, consolidated=False)
+            except Exception as err:  # noqa: BLE001 - any unreadable store gets the same clear message
+                raise StoreError(f"{path} exists but is not a readable scores store ({err}); remove it or choose another output") from None
+            _check_compatible(path, existing, template)
+            return cls(path, list(example_ids))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        template.to_zarr(path, mode="w", encoding=_encoding(template), consolidated=False)
+        return cls(path, list(example_ids))
+
+    def done(self) -> np.ndarray:
+        return xr.open_zarr(self.path, consolidated=False)["done"].values
+
+    def write_example(self, index: int, *, ig, activation, option_prob, target_value, completeness_gap) -> None:
+        """Write one example's arrays (3 proxies), then mark it done (a separate, last write)."""
+        region = {"example": slice(index, index + 1)}
+        part = xr.Dataset(
+            {
+                "ig": (("example", "proxy", "layer", "neuron"), np.asarray(ig, np.float32)[None]),
+                "activation": (("example", "proxy", "layer", "neuron"), np.asarray(activation, np.float32)[None]),
+                "option_prob": (("example", "proxy", "option"), np.asarray(option_prob, np.float32)[None]),
+                "target_value": (("example", "proxy"), np.asarray(target_value, np.float32)[None]),
+                "completeness_gap": (("example", "proxy", "layer"), np.asarray(completeness_gap, np.float32)[None]),
+            }
+        )
+        part.to_zarr(self.path, region=region, consolidated=False)
+        done = self.done()
+        done[index] = True
+        xr.Dataset({"done": (("example",), done)}).to_zarr(self.path, region={"example": slice(0, len(done))}, consolidated=False)
+
+
+def _check_compatible(path: Path, existing: xr.Dataset, template: xr.Dataset) -> None:
+    old = {k: v for k, v in existing.attrs.items() if k not in _VOLATILE_KEYS}
+    new = {k: v for k, v in template.attrs.items() if k not in _VOLATILE_KEYS}
+    differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if differing:
+        shown = "; ".join(f"{k}: store has {old.get(k)!r}, this run has {new.get(k)!r}" for k in differing)
+        raise ProvenanceMismatchError(f"{path} was made with different settings, refusing to append ({shown}). Use another output path.")
+    for coord in ("example", "layer", "neuron", "correct_letter"):
+        if not np.array_equal(existing[coord].values, template[coord].values):
+            raise ProvenanceMismatchError(f"{path}: coordinate {coord!r} differs from this run's; refusing to append. Use another output path.")
+
+
+def open_scores(path, *, allow_incomplete: bool = False) -> xr.Dataset:
+    """Open a scores store lazily. Raises IncompleteStoreError if some examples are not written yet."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"no scores store at {path}")
+    ds = xr.open_zarr(path, consolidated=False)
+    done = ds["done"].values
+    if not done.all():
+        message = (f"scores store {path} is incomplete: {int(done.sum())} of {done.size} examples written "
+                   f"(missing: {', '.join(ds.example.values[~done][:5])}{'...' if (~done).sum() > 5 else ''}); "
+                   "rerun the same command to resume")
+        if not allow_incomplete:
+            raise IncompleteStoreError(message)
+        warnings.warn(message, stacklevel=2)
+    return ds
+
+
+def example_scores(ds: xr.Dataset, variable: str = "ig") -> xr.DataArray:
+    """ES_e of Eq. 4: the sum of a neuron's IG over the example's three proxies."""
+    return ds[variable].sum("proxy")

@@ -1,0 +1,137 @@
+"""IG inside nnsight traces against an independent plain-PyTorch reference (float32)."""
+import numpy as np
+import pytest
+import torch
+
+from nsneurons import targets
+from nsneurons.answers import answer_token_ids
+from nsneurons.attribution import AttributionConfig, alphas_for, attribute_proxy
+from nsneurons.tasks.base import Proxy
+from reference import reference_ig
+
+PROMPT = ("You are an expert. Read the question and four options then answer with the letter of the correct option.\n"
+          "Question: this movie was good\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:")
+OPTIONS = ("positive", "negative", "neutral", "not sure")
+
+
+def _proxy(correct=1):
+    return Proxy("e1", 0, PROMPT, OPTIONS, correct, "sentiment")
+
+
+def _max_rel(a, b):
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(params=["tiny_llama", "tiny_gpt2", "tiny_neox"])
+def model(request):
+    return request.getfixturevalue(request.param)
+
+
+@pytest.mark.parametrize("target", sorted(targets.TARGETS))
+@pytest.mark.parametrize("path", ["prefix", "full"])
+def test_ig_equals_plain_pytorch_reference(model, target, path):
+    proxy = _proxy()
+    result = attribute_proxy(model, proxy, AttributionConfig(target=target, path=path))
+    ids = model.tokenizer(PROMPT, return_tensors="pt").input_ids
+    answer_ids = torch.tensor(answer_token_ids(model.tokenizer, PROMPT, OPTIONS, "letters"))
+    for layer in range(model.n_layers):
+        ref = reference_ig(model.hf_model, model.down_proj(layer, model.hf_model), ids, targets.TARGETS[target], answer_ids, proxy.correct)
+        assert _max_rel(result.ig[layer], ref) <= 1e-5, (target, path, layer)
+        assert float(ref.abs().max()) > 1e-6  # the comparison is not between two zero arrays
+
+
+def test_prefix_multi_layer_pass_equals_one_layer_passes_and_full_prompt(tiny_llama):
+    proxy = _proxy(correct=3)
+    all_at_once = attribute_proxy(tiny_llama, proxy, AttributionConfig(path="prefix", layers_per_pass=3))
+    one_by_one = attribute_proxy(tiny_llama, proxy, AttributionConfig(path="prefix", layers_per_pass=1))
+    full = attribute_proxy(tiny_llama, proxy, AttributionConfig(path="full"))
+    assert _max_rel(all_at_once.ig, full.ig) <= 1e-5
+    assert _max_rel(one_by_one.ig, full.ig) <= 1e-5
+    np.testing.assert_allclose(all_at_once.activation, full.activation, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(all_at_once.option_prob, full.option_prob, rtol=1e-5)
+
+
+def test_kv_cache_pitfall_guard_default_mask_would_be_wrong(tiny_llama):
+    """The prefix path must pass its own mask: nnsight's default [B, 1] mask with a cache gives wrong IG silently."""
+    proxy = _proxy()
+    fast = attribute_proxy(tiny_llama, proxy, AttributionConfig(path="prefix"))
+    full = attribute_proxy(tiny_llama, proxy, AttributionConfig(path="full"))
+    assert _max_rel(fast.ig, full.ig) <= 1e-5
+
+
+def test_completeness_and_option_probs_match_direct_forward(tiny_llama):
+    proxy = _proxy()
+    result = attribute_proxy(tiny_llama, proxy, AttributionConfig(target="ace", steps=64))
+    ids = tiny_llama.tokenizer(PROMPT, return_tensors="pt").input_ids
+    answer_ids = list(answer_token_ids(tiny_llama.tokenizer, PROMPT, OPTIONS, "letters"))
+    with torch.no_grad():
+        logits = tiny_llama.hf_model(ids).logits[0, -1]
+    probs = torch.softmax(logits[answer_ids], -1)
+    np.testing.assert_allclose(result.option_prob, probs.numpy(), rtol=1e-5)
+    assert result.target_value == pytest.approx(float(probs[proxy.correct]), rel=1e-5)
+    # With many steps the Riemann sum approaches F(x) - F(0): the gap is small relative to the IG mass.
+    assert np.abs(result.completeness_gap).max() < 0.05 * np.abs(result.ig).sum(1).max() + 1e-4
+
+
+def test_ig_of_a_neuron_matches_finite_differences(tiny_llama):
+    """Eq. 1 derived from forward passes only: IG_i = a_i / m * sum_k dF/da_i at (alpha_k * a),
+    the layer's whole answer-position vector scaled (as the papers do), dF/da_i by central differences."""
+    layer, neuron, steps = 2, 5, 8
+    proxy = _proxy()
+    result = attribute_proxy(tiny_llama, proxy, AttributionConfig(target="ace", steps=steps))
+    ids = tiny_llama.tokenizer(PROMPT, return_tensors="pt").input_ids
+    answer_ids = list(answer_token_ids(tiny_llama.tokenizer, PROMPT, OPTIONS, "letters"))
+    module = tiny_llama.down_proj(layer, tiny_llama.hf_model)
+    seen = {}
+
+    def f_at(alpha, nudge):
+        def hook(mod, args):
+            x = args[0].clone()
+            seen["a"] = float(x[0, -1, neuron])
+            x[:, -1] = x[:, -1] * alpha
+            x[:, -1, neuron] += nudge
+            return (x,)
+        handle = module.register_forward_pre_hook(hook)
+        with torch.no_grad():
+            logits = tiny_llama.hf_model(ids).logits[0, -1].double()
+        handle.remove()
+        return float(torch.softmax(logits[answer_ids], -1)[proxy.correct])
+
+    h = 1e-2
+    slopes = [(f_at(k / steps, h) - f_at(k / steps, -h)) / (2 * h) for k in range(1, steps + 1)]
+    derived = seen["a"] / steps * sum(slopes)
+    assert abs(derived) > 1e-6
+    assert result.ig[layer, neuron] == pytest.approx(derived, rel=1e-2)
+
+
+def test_remote_local_serialization_gives_same_numbers(tiny_llama):
+    """nnsight's remote='local' runs the serialize-then-execute path: the trace code is NDIF-compatible."""
+    import dataclasses
+
+    proxy = _proxy()
+    for path in ("prefix", "full"):
+        local = attribute_proxy(tiny_llama, proxy, AttributionConfig(path=path))
+        shipped = attribute_proxy(dataclasses.replace(tiny_llama, remote="local"), proxy, AttributionConfig(path=path))
+        np.testing.assert_array_equal(local.ig, shipped.ig)
+
+
+def test_midpoint_quadrature_and_alphas():
+    np.testing.assert_allclose(alphas_for(4, "right").numpy(), [0, 0.25, 0.5, 0.75, 1.0])
+    np.testing.assert_allclose(alphas_for(2, "midpoint").numpy(), [0, 0.25, 0.75, 1.0])
+
+
+def test_midpoint_matches_reference(tiny_gpt2):
+    proxy = _proxy()
+    result = attribute_proxy(tiny_gpt2, proxy, AttributionConfig(target="qrnca", quadrature="midpoint", steps=8))
+    ids = tiny_gpt2.tokenizer(PROMPT, return_tensors="pt").input_ids
+    answer_ids = torch.tensor(answer_token_ids(tiny_gpt2.tokenizer, PROMPT, OPTIONS, "letters"))
+    ref = reference_ig(tiny_gpt2.hf_model, tiny_gpt2.down_proj(1, tiny_gpt2.hf_model), ids, targets.qrnca, answer_ids, 1, steps=8, quadrature="midpoint")
+    assert _max_rel(result.ig[1], ref) <= 1e-5
+
+
+def test_bad_config_is_refused():
+    with pytest.raises(ValueError, match="unknown target 'nope'"):
+        AttributionConfig(target="nope")
+    with pytest.raises(ValueError, match="steps"):
+        AttributionConfig(steps=0)
