@@ -1,0 +1,143 @@
+"""Switch neurons inside nnsight traces: silence (x0), excite (x2), enhancer, degrader (section 3.5).
+
+A condition is a per-layer multiplier vector over the neurons (1 everywhere, 0 where silenced,
+2 where excited), applied to the input of the MLP down projection at the answer position (the
+last real token; default) or at every position. Several conditions share one batch: each batch
+row is (condition, proxy), and each row gets its own multipliers. Prompts are left-padded with
+explicit position ids, so every row's answer position is the last one and the numbers equal
+unbatched runs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Sequence
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .answers import answer_token_ids
+from .tasks.base import LETTERS, AnswerFormat, Proxy
+
+Position = Literal["answer", "all"]
+SILENCE, EXCITE = 0.0, 2.0
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A named set of neuron switches: `silence` and `excite` are (layer, neuron) pairs."""
+
+    name: str
+    silence: tuple[tuple[int, int], ...] = ()
+    excite: tuple[tuple[int, int], ...] = ()
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def multipliers(self, n_layers: int, n_neurons: int) -> torch.Tensor:
+        """[n_layers, n_neurons] of 1, 0 (silenced) and 2 (excited)."""
+        table = torch.ones(n_layers, n_neurons)
+        for pairs, value in ((self.silence, SILENCE), (self.excite, EXCITE)):
+            for layer, neuron in pairs:
+                if not (0 <= layer < n_layers and 0 <= neuron < n_neurons):
+                    raise ValueError(f"condition {self.name!r}: neuron ({layer}, {neuron}) is outside {n_layers} layers x {n_neurons} neurons")
+                table[layer, neuron] = value
+        return table
+
+
+BASELINE = Condition("none")
+
+
+def enhancer(good: Sequence, bad: Sequence, name: str = "enhancer") -> Condition:
+    """Excite good neurons and silence bad ones."""
+    return Condition(name, silence=tuple(map(tuple, bad)), excite=tuple(map(tuple, good)))
+
+
+def degrader(good: Sequence, bad: Sequence, name: str = "degrader") -> Condition:
+    """Silence good neurons and excite bad ones."""
+    return Condition(name, silence=tuple(map(tuple, good)), excite=tuple(map(tuple, bad)))
+
+
+def _left_padded(tokenizer, prompts: Sequence[str]):
+    encoded = [tokenizer(p)["input_ids"] for p in prompts]
+    width = max(len(e) for e in encoded)
+    pad = tokenizer.pad_token_id
+    ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, e in enumerate(encoded):
+        ids[row, width - len(e):] = torch.tensor(e)
+        mask[row, width - len(e):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    return ids, mask, positions
+
+
+def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition] = (BASELINE,), *,
+                 answer_format: AnswerFormat = "letters", position: Position = "answer", batch_size: int = 16,
+                 progress: bool = False) -> xr.DataArray:
+    """Softmax over the four answer tokens for every (condition, proxy): DataArray (condition, item, option).
+
+    `item` is indexed by (example, proxy) coordinates; unstack with `.set_index(item=["example", "proxy"]).unstack("item")`.
+    """
+    from tqdm.auto import tqdm
+
+    if position not in ("answer", "all"):
+        raise ValueError(f"position must be 'answer' or 'all', got {position!r}")
+    answer_ids = torch.tensor([answer_token_ids(model.tokenizer, p.prompt, p.options, answer_format) for p in proxies])
+    tables = torch.stack([c.multipliers(model.n_layers, model.n_neurons) for c in conditions])  # [C, L, N]
+    touched = sorted({layer for c in conditions for layer, _ in (*c.silence, *c.excite)})
+    rows = [(c, i) for c in range(len(conditions)) for i in range(len(proxies))]
+    # Sorting by prompt length keeps padding small; results go back to their own slots.
+    rows.sort(key=lambda r: len(proxies[r[1]].prompt))
+    out = torch.zeros(len(conditions), len(proxies), 4)
+    sites = {layer: model.down_proj(layer) for layer in touched}
+    if model.remote:
+        import nnsight
+
+        from . import targets
+
+        nnsight.register(targets)
+    for start in tqdm(range(0, len(rows), batch_size), disable=not progress, unit="batch", desc="option probs"):
+        batch = rows[start:start + batch_size]
+        ids, mask, positions = _left_padded(model.tokenizer, [proxies[i].prompt for _, i in batch])
+        cond_index = torch.tensor([c for c, _ in batch])
+        batch_answers = answer_ids[[i for _, i in batch]]
+        with model.lm.trace(ids, attention_mask=mask, position_ids=positions, remote=model.remote):
+            for layer in touched:
+                scale = tables[cond_index, layer].to(model.device)  # [B, N]
+                neurons = sites[layer].input
+                if position == "answer":
+                    neurons[:, -1] = neurons[:, -1] * scale.to(neurons.dtype)
+                else:
+                    neurons[:] = neurons * scale.to(neurons.dtype)[:, None, :]
+            logits = model.lm.output.logits[:, -1].float()
+            picked = torch.gather(logits, 1, batch_answers.to(logits.device))
+            probs = torch.softmax(picked, dim=-1).cpu().save()
+        for (c, i), p in zip(batch, probs):
+            out[c, i] = p
+    return xr.DataArray(
+        out.numpy(), dims=("condition", "item", "option"),
+        coords={"condition": [c.name for c in conditions], "option": list(LETTERS),
+                "example": ("item", [p.example_id for p in proxies]), "proxy": ("item", [p.proxy for p in proxies]),
+                "correct": ("item", [p.correct for p in proxies])},
+    )
+
+
+def correct_table(probs: xr.DataArray) -> xr.DataArray:
+    """Whether the most probable option is the correct one: bool (condition, example, proxy)."""
+    chosen = probs.argmax("option")
+    right = chosen == probs["correct"]
+    return right.set_index(item=["example", "proxy"]).unstack("item")
+
+
+def generate(model, prompt: str, condition: Condition = BASELINE, *, max_new_tokens: int = 20) -> str:
+    """Greedy generation with the condition's switches applied at every position of every step."""
+    table = condition.multipliers(model.n_layers, model.n_neurons)
+    touched = sorted({layer for layer, _ in (*condition.silence, *condition.excite)})
+    sites = {layer: model.down_proj(layer) for layer in touched}
+    with model.lm.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, remote=model.remote) as tracer:
+        with tracer.iter[:max_new_tokens]:
+            for layer in touched:
+                neurons = sites[layer].input
+                neurons[:] = neurons * table[layer].to(neurons.device, neurons.dtype)
+        tokens = model.lm.generator.output.save()
+    ids = tokens[0] if tokens.dim() == 2 else tokens
+    n_prompt = len(model.tokenizer(prompt)["input_ids"])
+    return model.tokenizer.decode(ids[n_prompt:], skip_special_tokens=True)
