@@ -71,6 +71,8 @@ class TaskSpec:
     role: str  # e.g. "You are an expert in sentiment analysis."
     instruction: str  # what to decide, e.g. "Choose the sentiment of the review."
     stem_label: str = "Question"  # label in front of the stem
+    # False where option texts are long (chunking segmentations) and scoring their words makes no sense.
+    word_answers: bool = True
 
 
 def rules_text(answer_format: AnswerFormat) -> str:
