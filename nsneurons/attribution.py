@@ -137,7 +137,7 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks):
     steps = config.steps
     _ship_trace_code(model)
     with lm.session(remote=model.remote):
-        with lm.trace(ids[:, :prompt_len], use_cache=True):
+        with lm.trace(ids[:, :prompt_len], use_cache=True, logits_to_keep=1):
             prefix_cache = lm.output.past_key_values
         kv = [(layer.keys.detach(), layer.values.detach()) for layer in prefix_cache.layers]
         for chunk in chunks:

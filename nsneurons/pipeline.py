@@ -1,0 +1,229 @@
+"""`nsneurons run RECIPE`: every stage of the paper's experiment, resumable, one task at a time.
+
+Stages per task: QATT proxies -> baseline screen of candidate examples -> evaluation set
+(understood / not understood, seeded) -> IG scores for the targets the methods need (resumable
+stores) -> selection by every method -> intervention sweep (good:bad ratios under budget K, plus
+good-only / bad-only ablation) -> metrics. Then the combined datasets, report.md and figures.
+A task whose results file exists with the same recipe fingerprint is not recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import metrics, selection
+from .attribution import AttributionConfig
+from .intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
+from .recipe import Recipe, check_against_model
+from .scoring import score_proxies
+from .store import example_scores
+
+log = logging.getLogger("nsneurons")
+
+# Settings that change a task's results (the rest, such as output folder or description, do not).
+_FINGERPRINT_EXCLUDES = ("output", "description", "ndif_host")
+
+
+def fingerprint(recipe: Recipe, model_provenance: dict) -> str:
+    data = {k: v for k, v in recipe.to_dict().items() if k not in _FINGERPRINT_EXCLUDES}
+    data["model_provenance"] = {k: v for k, v in model_provenance.items() if k != "device"}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _load_model(recipe: Recipe):
+    from .models import load_model
+
+    remote = recipe.backend == "remote"
+    if remote:
+        from .remote import RemoteConfig, configure_nnsight
+
+        configure_nnsight(RemoteConfig.from_sources(host=recipe.ndif_host))
+    return load_model(recipe.model, device=recipe.device, dtype=recipe.dtype, revision=recipe.revision, remote=remote)
+
+
+def task_proxies(recipe: Recipe, task) -> tuple[list, list]:
+    """(identification proxies, evaluation-candidate proxies) of one task, disjoint, seeded."""
+    from .tasks import build_task_proxies, task_questions, task_spec
+
+    demo_pool, questions = task_questions(
+        task.name, task.source, recipe.seed, demo_split=task.demo_split, scored_split=task.scored_split,
+        max_questions=task.max_questions, config=task.config, **task.options)
+    tr = recipe.identification_examples
+    if len(questions) <= tr:
+        raise ValueError(f"task {task.name!r}: {len(questions)} scored questions, need more than identification_examples={tr}")
+    order = np.random.default_rng([recipe.seed, 7]).permutation(len(questions))
+    identification = [questions[i] for i in sorted(order[:tr])]
+    candidates = [questions[i] for i in sorted(order[tr:])]
+    if recipe.evaluation.candidates is not None:
+        candidates = candidates[: recipe.evaluation.candidates]
+    spec = task_spec(task.name)
+    make = lambda qs: build_task_proxies(qs, demo_pool, spec, recipe.seed, recipe.answer_format)  # noqa: E731
+    return make(identification), make(candidates)
+
+
+def _conditions(recipe: Recipe, neuron_sets: dict[str, xr.Dataset]) -> tuple[list[Condition], list[tuple]]:
+    """All intervention conditions of a task, and for each its key (kind, method, direction, ratio-or-group)."""
+    k = recipe.selection.k
+    conditions, keys = [], []
+    for method, ns in neuron_sets.items():
+        has_bad = bool((ns.layer.sel(role="bad").values >= 0).any())
+        ratios = recipe.evaluation.ratios if has_bad else (1.0,)
+        for ratio in ratios:
+            good, bad = selection.ratio_split(ns, k, ratio)
+            conditions += [degrader(good, bad, f"{method}/degrade/{ratio:g}"), enhancer(good, bad, f"{method}/enhance/{ratio:g}")]
+            keys += [("sweep", method, "degrade", ratio), ("sweep", method, "enhance", ratio)]
+        if recipe.evaluation.ablation:
+            groups = [("good", selection.to_pairs(ns, "good", k))]
+            if has_bad:
+                groups.append(("bad", selection.to_pairs(ns, "bad", k)))
+            for group, pairs in groups:
+                empty = []
+                deg = degrader(pairs, empty) if group == "good" else degrader(empty, pairs)
+                enh = enhancer(pairs, empty) if group == "good" else enhancer(empty, pairs)
+                conditions += [Condition(f"{method}/degrade/{group}", deg.silence, deg.excite),
+                               Condition(f"{method}/enhance/{group}", enh.silence, enh.excite)]
+                keys += [("ablation", method, "degrade", group), ("ablation", method, "enhance", group)]
+    return conditions, keys
+
+
+def run_task(recipe: Recipe, model, task, out: Path, *, progress: bool = True) -> dict[str, xr.Dataset]:
+    """One task end to end; returns its datasets (sweep, ablation, neurons, baseline, example)."""
+    id_proxies, candidate_proxies = task_proxies(recipe, task)
+    # Screen candidates with the unmodified model, then draw the evaluation set (appendix A.1).
+    screen = correct_table(option_probs(model, candidate_proxies, [BASELINE], answer_format=recipe.answer_format,
+                                        batch_size=recipe.evaluation.batch_size, progress=progress)).sel(condition="none")
+    understood = {str(e): bool(screen.sel(example=e).sum() >= 2) for e in screen.example.values}
+    sample = metrics.sample_eval_set(understood, recipe.evaluation.understood, recipe.evaluation.not_understood,
+                                     exclude=[p.example_id for p in id_proxies], seed=recipe.seed)
+    if sample.short:
+        log.warning("task %s: %s", task.name, sample.message())
+    chosen = set(sample.ids)
+    eval_proxies = [p for p in candidate_proxies if p.example_id in chosen]
+
+    # IG scores for the targets that the methods need (ACT reads activations from any store).
+    needs = {selection.method_needs(m) for m in recipe.selection.methods}
+    targets = sorted(t for t in needs if t not in (None, "activation")) or ["ace"]
+    a = recipe.attribution
+    es, activations = {}, None
+    for target in targets:
+        config = AttributionConfig(target=target, steps=a.steps, quadrature=a.quadrature, path=a.path,
+                                   layers_per_pass=a.layers_per_pass, answer_format=recipe.answer_format)
+        ds = score_proxies(model, id_proxies, config, out / "scores" / f"{task.name}-{target}.zarr",
+                           layers=a.layers, provenance={"task": task.name, "seed": recipe.seed, "recipe": recipe.name},
+                           progress=progress)
+        es[target] = example_scores(ds).load()
+        activations = ds["activation"].load() if activations is None else activations
+
+    neuron_sets = {m: selection.select(m, k=recipe.selection.k, scores=es, activations=activations,
+                                       n_layers=model.n_layers, n_neurons=model.n_neurons, z=recipe.selection.z,
+                                       t=recipe.selection.kn_threshold, seed=recipe.seed)
+                   for m in recipe.selection.methods}
+
+    conditions, keys = _conditions(recipe, neuron_sets)
+    probs = option_probs(model, eval_proxies, [BASELINE, *conditions], answer_format=recipe.answer_format,
+                         position=recipe.evaluation.position, batch_size=recipe.evaluation.batch_size, progress=progress)
+    correct = correct_table(probs)
+    original = correct.sel(condition="none").values
+    methods = list(recipe.selection.methods)
+    ratios = list(recipe.evaluation.ratios)
+    sweep = xr.DataArray(np.full((len(methods), 2, len(ratios), len(metrics.METRIC_NAMES)), np.nan),
+                         dims=("method", "direction", "ratio", "metric"),
+                         coords={"method": methods, "direction": list(metrics.DIRECTIONS), "ratio": ratios, "metric": list(metrics.METRIC_NAMES)})
+    ablation = xr.DataArray(np.full((len(methods), 2, 2, len(metrics.METRIC_NAMES)), np.nan),
+                            dims=("method", "direction", "group", "metric"),
+                            coords={"method": methods, "direction": list(metrics.DIRECTIONS), "group": ["good", "bad"], "metric": list(metrics.METRIC_NAMES)})
+    for condition, (kind, method, direction, where) in zip(conditions, keys):
+        result = metrics.evaluate_condition(original, correct.sel(condition=condition.name).values, direction)
+        values = [result.as_dict()[name] for name in metrics.METRIC_NAMES]
+        target = sweep.loc[dict(method=method, direction=direction, ratio=where)] if kind == "sweep" else \
+            ablation.loc[dict(method=method, direction=direction, group=where)]
+        target[...] = values
+    baseline = xr.DataArray([metrics.accuracy(original), metrics.comprehension(original), len(chosen), sample.n_understood],
+                            dims="metric", coords={"metric": ["acc", "com", "n_examples", "n_understood"]})
+    neurons = xr.concat([ns.drop_attrs() if hasattr(ns, "drop_attrs") else ns for ns in neuron_sets.values()],
+                        dim=xr.DataArray(methods, dims="method", name="method"))
+    example = _example_probs(probs, eval_proxies, methods, recipe)
+    return {"sweep": sweep, "ablation": ablation, "neurons": neurons, "baseline": baseline, "example": example}
+
+
+def _example_probs(probs: xr.DataArray, eval_proxies, methods, recipe) -> xr.Dataset:
+    """Figure-10-style table: one evaluation proxy's option probabilities under each method's switches."""
+    first = eval_proxies[0]
+    index = next(i for i, p in enumerate(eval_proxies) if p is first)
+    ratio = 0.5 if 0.5 in recipe.evaluation.ratios else recipe.evaluation.ratios[-1]
+    names = ["none"]
+    for m in methods:
+        for direction in ("degrade", "enhance"):
+            for r in (ratio, 1.0):
+                name = f"{m}/{direction}/{r:g}"
+                if name in probs.condition.values and name not in names:
+                    names.append(name)
+                    break
+    table = probs.isel(item=index).sel(condition=names)
+    return xr.Dataset({"prob": table.drop_vars(["example", "proxy", "correct"], errors="ignore")},
+                      coords={"correct_letter": first.correct_letter, "prompt": first.prompt})
+
+
+def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
+    """Run every stage; returns the output folder. Interrupted runs resume; finished tasks are skipped."""
+    import yaml
+
+    out = recipe.output_dir()
+    (out / "tasks").mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), sort_keys=False))
+    model = model or _load_model(recipe)
+    check_against_model(recipe, model.n_layers, model.n_neurons)
+    print(model.describe())
+    stamp = fingerprint(recipe, model.provenance)
+    per_task = {}
+    for task in recipe.tasks:
+        path = out / "tasks" / f"{task.name}.nc"
+        if path.exists():
+            cached = xr.open_dataset(path).load()
+            if cached.attrs.get("fingerprint") == stamp:
+                print(f"task {task.name}: results exist with the same settings, skipped ({path})")
+                per_task[task.name] = cached
+                continue
+        print(f"task {task.name}: running")
+        parts = run_task(recipe, model, task, out, progress=progress)
+        ds = xr.Dataset({"sweep": parts["sweep"], "ablation": parts["ablation"], "baseline": parts["baseline"],
+                         "layer": parts["neurons"].layer, "neuron": parts["neurons"].neuron, "score": parts["neurons"].score,
+                         "example_prob": parts["example"].prob.rename(option="option")},
+                        coords={"example_correct_letter": parts["example"].correct_letter, "example_prompt": parts["example"].prompt})
+        ds.attrs = {"fingerprint": stamp, "task": task.name}
+        tmp = path.with_suffix(".nc.part")
+        ds.to_netcdf(tmp)
+        tmp.replace(path)  # atomic: a task's results exist whole or not at all
+        per_task[task.name] = ds
+    return _combine_and_report(recipe, model, out, per_task)
+
+
+def _combine_and_report(recipe: Recipe, model, out: Path, per_task: dict[str, xr.Dataset]) -> Path:
+    tasks = xr.DataArray(list(per_task), dims="task", name="task")
+    stacked = xr.concat([ds.drop_vars(["example_prob", "example_correct_letter", "example_prompt"]) for ds in per_task.values()],
+                        dim=tasks, coords="minimal", compat="override", join="outer")
+    attrs = {"k": recipe.selection.k, "model": str(model.provenance.get("model")), "recipe": recipe.name,
+             "n_layers": model.n_layers, "n_neurons": model.n_neurons}
+    results = xr.Dataset({"sweep": stacked.sweep, "ablation": stacked.ablation}, attrs=attrs)
+    neurons = xr.Dataset({"layer": stacked.layer, "neuron": stacked.neuron, "score": stacked.score}, attrs=attrs)
+    baseline = xr.Dataset({"baseline": stacked.baseline}, attrs=attrs)
+    examples = xr.concat([ds.example_prob.rename("prob").reset_coords(drop=True) for ds in per_task.values()], dim=tasks, join="outer")
+    examples = xr.Dataset({"prob": examples}, coords={
+        "correct_letter": ("task", [str(ds.example_correct_letter.values) for ds in per_task.values()]),
+        "prompt": ("task", [str(ds.example_prompt.values) for ds in per_task.values()])})
+    for name, ds in (("results", results), ("neurons", neurons), ("baseline", baseline), ("examples", examples)):
+        ds.to_netcdf(out / f"{name}.nc")
+    from . import report
+
+    path = report.write_report(out, results=results, neurons=neurons, baseline=baseline.baseline.to_dataset(dim="metric") if False else baseline["baseline"],
+                               examples=examples, title=f"nsneurons report: {recipe.name}",
+                               summary={"model": model.describe(), "recipe": recipe.name, "k": recipe.selection.k,
+                                        "identification_examples": recipe.identification_examples,
+                                        "steps": recipe.attribution.steps, "answer_format": recipe.answer_format})
+    print(f"report: {path}")
+    return out

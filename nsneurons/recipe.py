@@ -1,0 +1,224 @@
+"""Recipes: one frozen, typed, validated object per experiment, loaded from YAML once at the edge.
+
+Every field is documented where it is declared. Unknown keys, wrong types and bad values are
+refused with the key's path (e.g. `selection.k: expected an int, got 'ten'`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+Backend = Literal["local", "remote"]
+MethodName = Literal["neuronllm", "tn", "qrnca", "tn_enabled", "qrnca_enabled", "kn", "act", "random"]
+
+
+class RecipeError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class TaskSource:
+    name: str  # a task adapter: sentiment, ner, chunking, commonsense, generic (see nsneurons.tasks)
+    source: Optional[str] = None  # None: the packaged fixture file; or a local .jsonl/.json/.csv path; or a hub dataset id
+    config: Optional[str] = None  # hub dataset config name (e.g. "supervised" for Few-NERD)
+    scored_split: Optional[str] = None  # split scored and evaluated (default: the task's test split)
+    demo_split: Optional[str] = None  # split the one-shot demonstration comes from (default: train)
+    max_questions: Optional[int] = None  # cap on scored questions read (None: all)
+    options: dict = field(default_factory=dict)  # adapter options, e.g. column names for "generic"
+
+
+@dataclass(frozen=True)
+class Attribution:
+    steps: int = 16  # m in Eq. 1
+    quadrature: Literal["right", "midpoint"] = "right"  # alpha_k = k/m (the paper) or (k - 1/2)/m
+    path: Literal["prefix", "full"] = "prefix"  # shared-prefix fast path, or per-layer full prompts (reference)
+    layers_per_pass: Optional[int] = None  # None: chosen from the memory available
+    layers: Optional[tuple[int, ...]] = None  # layers to attribute (None: all)
+
+
+@dataclass(frozen=True)
+class Selection:
+    methods: tuple[MethodName, ...] = ("neuronllm", "tn", "qrnca", "kn", "act", "random")  # which selections to run
+    k: int = 100  # K: neurons per role (good, bad) and the intervention budget
+    z: int = 5000  # z: per-example top/bottom set size of additive reordering (Eq. 5)
+    kn_threshold: float = 0.2  # t: KN keeps neurons scoring >= t x the example's maximum
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    understood: int = 50  # evaluation examples the unmodified model understands (Com), per task
+    not_understood: int = 50  # and examples it does not understand
+    candidates: Optional[int] = None  # how many scored-split examples to screen for the evaluation set (None: all)
+    ratios: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # good:bad ratios swept under budget K
+    position: Literal["answer", "all"] = "answer"  # switch neurons at the answer position or at every position
+    ablation: bool = True  # also run good-only and bad-only interventions (Table 3)
+    batch_size: int = 16  # prompts per forward pass
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str  # outputs go to <output>/<name>/
+    model: str  # hub id, save_pretrained folder, .gguf file, or "demo" (SmolLM2-135M-Instruct)
+    tasks: tuple[TaskSource, ...]  # the tasks to run
+    revision: Optional[str] = None  # hub revision of the model
+    backend: Backend = "local"  # "local" (this machine) or "remote" (NDIF)
+    ndif_host: Optional[str] = None  # NDIF host for backend "remote" (else NDIF_HOST or nnsight's config); never the API key
+    device: Literal["cpu", "cuda", "auto"] = "auto"  # where a local model runs
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # model weights and compute dtype
+    answer_format: Literal["letters", "words"] = "letters"  # answer tokens: option letters (the paper) or option words
+    seed: int = 0  # every sampling and shuffle derives from it
+    identification_examples: int = 5  # tr: examples per task used to identify neurons
+    attribution: Attribution = Attribution()
+    selection: Selection = Selection()
+    evaluation: Evaluation = Evaluation()
+    output: str = "store"  # output root folder
+    description: str = ""  # free text for the report
+
+    def output_dir(self) -> Path:
+        return Path(self.output) / self.name
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _type_name(tp) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an int", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", type(None): "null"}.get(tp, str(tp))
+
+
+def _convert(value, tp, where: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, where)
+            except RecipeError as err:
+                errors.append(err)
+        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        item = typing.get_args(tp)[0]
+        return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{where}: expected an int, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise RecipeError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    raise RecipeError(f"{where}: unsupported type {tp}")
+
+
+def _build(cls, data, where: str):
+    if isinstance(data, str) and cls is TaskSource:
+        data = {"name": data}  # shorthand: `tasks: [sentiment, ner]`
+    if not isinstance(data, dict):
+        raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise RecipeError(f"unknown key {prefix}{unknown[0]} (known keys: {', '.join(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{where}.{name}" if where else name
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise RecipeError(f"missing required key {key}")
+            continue
+        kwargs[name] = _convert(data[name], hints[name], key)
+    return cls(**kwargs)
+
+
+def _check_values(recipe: Recipe) -> None:
+    def need(condition, key, message):
+        if not condition:
+            raise RecipeError(f"{key}: {message}")
+
+    need(recipe.name and "/" not in recipe.name, "name", "expected a non-empty name without '/'")
+    need(len(recipe.tasks) > 0, "tasks", "expected at least one task")
+    need(recipe.identification_examples >= 1, "identification_examples", "expected >= 1")
+    need(recipe.attribution.steps >= 1, "attribution.steps", f"expected >= 1, got {recipe.attribution.steps}")
+    need(recipe.selection.k >= 1, "selection.k", f"expected >= 1, got {recipe.selection.k}")
+    need(recipe.selection.z >= 1, "selection.z", f"expected >= 1, got {recipe.selection.z}")
+    need(0 < recipe.selection.kn_threshold <= 1, "selection.kn_threshold", f"expected in (0, 1], got {recipe.selection.kn_threshold}")
+    need(len(recipe.selection.methods) > 0, "selection.methods", "expected at least one method")
+    for i, r in enumerate(recipe.evaluation.ratios):
+        need(0.0 <= r <= 1.0, f"evaluation.ratios[{i}]", f"expected a ratio in [0, 1], got {r}")
+    need(recipe.evaluation.batch_size >= 1, "evaluation.batch_size", "expected >= 1")
+    need(recipe.evaluation.understood >= 0 and recipe.evaluation.not_understood >= 0, "evaluation.understood", "expected >= 0")
+
+
+def recipe_from_dict(data: dict, where: str = "") -> Recipe:
+    recipe = _build(Recipe, data, "")
+    _check_values(recipe)
+    return recipe
+
+
+def load_recipe(path) -> Recipe:
+    """Read and validate a YAML recipe; errors name the file and the key."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML ({err})") from None
+    try:
+        return recipe_from_dict(data or {})
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err}") from None
+
+
+def check_against_model(recipe: Recipe, n_layers: int, n_neurons: int) -> None:
+    """Checks that need the model's size: K and the layer list."""
+    total = (len(recipe.attribution.layers) if recipe.attribution.layers else n_layers) * n_neurons
+    with_bad = any(m in ("neuronllm", "tn_enabled", "qrnca_enabled", "random") for m in recipe.selection.methods)
+    limit = total // 2 if with_bad else total
+    if recipe.selection.k > limit:
+        raise RecipeError(f"selection.k: {recipe.selection.k} is larger than the {limit} neurons available per role "
+                          f"({total} FFN neurons attributed{', split between good and bad' if with_bad else ''})")
+    for layer in recipe.attribution.layers or ():
+        if not 0 <= layer < n_layers:
+            raise RecipeError(f"attribution.layers: layer {layer} is outside 0..{n_layers - 1}")
