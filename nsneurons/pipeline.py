@@ -182,9 +182,9 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
     stamp = fingerprint(recipe, model.provenance)
     per_task = {}
     for task in recipe.tasks:
-        path = out / "tasks" / f"{task.name}.nc"
+        path = out / "tasks" / f"{task.name}.zarr"
         if path.exists():
-            cached = xr.open_dataset(path).load()
+            cached = xr.open_zarr(path, consolidated=False).load()
             if cached.attrs.get("fingerprint") == stamp:
                 print(f"task {task.name}: results exist with the same settings, skipped ({path})")
                 per_task[task.name] = cached
@@ -196,11 +196,26 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
                          "example_prob": parts["example"].prob.rename(option="option")},
                         coords={"example_correct_letter": parts["example"].correct_letter, "example_prompt": parts["example"].prompt})
         ds.attrs = {"fingerprint": stamp, "task": task.name}
-        tmp = path.with_suffix(".nc.part")
-        ds.to_netcdf(tmp)
-        tmp.replace(path)  # atomic: a task's results exist whole or not at all
+        _write_atomically(ds, path)
         per_task[task.name] = ds
     return _combine_and_report(recipe, model, out, per_task)
+
+
+def _write_atomically(ds: xr.Dataset, path: Path) -> None:
+    """Write a zarr store under a temporary name, then rename: it exists whole or not at all."""
+    import shutil
+
+    tmp = path.with_name(path.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    ds.to_zarr(tmp, mode="w", consolidated=False)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def open_outputs(out) -> dict[str, xr.Dataset]:
+    """The combined datasets of a finished run: results, neurons, baseline, examples."""
+    out = Path(out)
+    return {name: xr.open_zarr(out / f"{name}.zarr", consolidated=False) for name in ("results", "neurons", "baseline", "examples")}
 
 
 def _combine_and_report(recipe: Recipe, model, out: Path, per_task: dict[str, xr.Dataset]) -> Path:
@@ -217,10 +232,10 @@ def _combine_and_report(recipe: Recipe, model, out: Path, per_task: dict[str, xr
         "correct_letter": ("task", [str(ds.example_correct_letter.values) for ds in per_task.values()]),
         "prompt": ("task", [str(ds.example_prompt.values) for ds in per_task.values()])})
     for name, ds in (("results", results), ("neurons", neurons), ("baseline", baseline), ("examples", examples)):
-        ds.to_netcdf(out / f"{name}.nc")
+        _write_atomically(ds, out / f"{name}.zarr")
     from . import report
 
-    path = report.write_report(out, results=results, neurons=neurons, baseline=baseline.baseline.to_dataset(dim="metric") if False else baseline["baseline"],
+    path = report.write_report(out, results=results, neurons=neurons, baseline=baseline,
                                examples=examples, title=f"nsneurons report: {recipe.name}",
                                summary={"model": model.describe(), "recipe": recipe.name, "k": recipe.selection.k,
                                         "identification_examples": recipe.identification_examples,

@@ -1,0 +1,126 @@
+"""`nsneurons run` end to end on a tiny random model: every output exists and opens; resume equals uninterrupted."""
+from pathlib import Path
+
+import pytest
+import xarray as xr
+import yaml
+
+from fixtures_models import llama_style_tokenizer, tiny_hf_model
+from nsneurons import cli
+from nsneurons.recipe import RecipeError, load_recipe, recipe_from_dict
+
+pytestmark = pytest.mark.slow
+RECIPE = Path(__file__).parent.parent / "recipes" / "tiny-ci.yaml"
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tok = llama_style_tokenizer()
+    tiny_hf_model("llama", layers=2, vocab_size=len(tok)).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _recipe_file(tmp_path, model_dir, **overrides):
+    data = yaml.safe_load(RECIPE.read_text())
+    data.update(model=str(model_dir), output=str(tmp_path / "out"), **overrides)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _outputs(out):
+    from nsneurons.pipeline import open_outputs
+
+    return {name: ds.load() for name, ds in open_outputs(out).items()}
+
+
+def test_run_writes_every_output(tmp_path, tiny_model_dir):
+    assert cli.main(["run", str(_recipe_file(tmp_path, tiny_model_dir))]) == 0
+    out = tmp_path / "out" / "tiny-ci"
+    for name in ("report.md", "recipe.yaml"):
+        assert (out / name).is_file(), name
+    for name in ("results.zarr", "neurons.zarr", "baseline.zarr", "examples.zarr", "tasks/sentiment.zarr"):
+        assert (out / name).is_dir(), name
+    assert list((out / "figures").glob("*.png"))
+    ds = _outputs(out)
+    assert set(ds["results"].sweep.dims) == {"task", "method", "direction", "ratio", "metric"}
+    assert int((ds["neurons"].layer.sel({"task": "sentiment", "method": "neuronllm", "role": "good"}) >= 0).sum()) == 5
+    assert "RAC" in (out / "report.md").read_text()
+    scores = xr.open_zarr(out / "scores" / "sentiment-ace.zarr", consolidated=False)
+    assert scores.sizes["example"] == 2 and bool(scores.done.all())
+    # A second run finds everything done and recomputes nothing.
+    assert cli.main(["run", str(_recipe_file(tmp_path, tiny_model_dir))]) == 0
+
+
+def test_interrupted_run_resumes_to_the_same_outputs(tmp_path, tiny_model_dir, monkeypatch):
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    assert cli.main(["run", str(_recipe_file(whole, tiny_model_dir))]) == 0
+
+    import nsneurons.scoring as scoring
+
+    real, calls = scoring.attribute_proxy, {"n": 0}
+
+    def dies_midway(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:  # in the middle of the second target's store
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    monkeypatch.setattr(scoring, "attribute_proxy", dies_midway)
+    assert cli.main(["run", str(_recipe_file(broken, tiny_model_dir))]) == 130
+    assert not (broken / "out" / "tiny-ci" / "results.zarr").exists()
+    monkeypatch.setattr(scoring, "attribute_proxy", real)
+    assert cli.main(["run", str(_recipe_file(broken, tiny_model_dir))]) == 0
+    first, second = _outputs(whole / "out" / "tiny-ci"), _outputs(broken / "out" / "tiny-ci")
+    for name in first:
+        xr.testing.assert_identical(first[name], second[name])
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"model": None}, "missing required key model"),
+    ({"selection": {"kk": 3}}, "unknown key selection.kk"),
+    ({"selection": {"k": "ten"}}, "selection.k: expected an int, got 'ten'"),
+    ({"evaluation": {"ratios": [0.5, 1.5]}}, r"evaluation.ratios\[1\]: expected a ratio in \[0, 1\], got 1.5"),
+    ({"selection": {"methods": ["neuronllm", "magic"]}}, r"selection.methods\[1\]: expected one of"),
+    ({"attribution": {"quadrature": "simpson"}}, "attribution.quadrature: expected one of 'right', 'midpoint'"),
+])
+def test_bad_recipes_name_the_key(change, message):
+    data = {"name": "x", "model": "m", "tasks": ["sentiment"]}
+    for key, value in change.items():
+        if value is None:
+            data.pop(key)
+        else:
+            data[key] = value
+    with pytest.raises(RecipeError, match=message):
+        recipe_from_dict(data)
+
+
+def test_k_larger_than_the_model_is_refused(tmp_path, tiny_model_dir):
+    path = _recipe_file(tmp_path, tiny_model_dir, selection={"k": 10_000})
+    assert cli.main(["run", str(path)]) == 2  # clear error, no traceback
+    from nsneurons.recipe import check_against_model
+
+    with pytest.raises(RecipeError, match="selection.k: 10000 is larger than the 128 neurons available per role"):
+        check_against_model(load_recipe(path), n_layers=2, n_neurons=128)
+
+
+def test_recipe_file_errors_name_the_file(tmp_path):
+    with pytest.raises(RecipeError, match="cannot read recipe .*missing.yaml"):
+        load_recipe(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodel: m\ntasks: [sentiment]\nseed: [1\n")
+    with pytest.raises(RecipeError, match="bad.yaml: not valid YAML"):
+        load_recipe(bad)
+
+
+def test_shipped_recipes_are_valid():
+    for path in (Path(__file__).parent.parent / "recipes").glob("*.yaml"):
+        text = path.read_text()
+        if "naica" in path.name or "cross" in path.name:
+            continue
+        load_recipe(path)
