@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -91,7 +92,10 @@ def wrap(hf_model, tokenizer, *, source: str = "<in-memory>", remote: bool | str
             f"model_type {hf_model.config.model_type!r}: the neuron site table says blocks at "
             f"{site.layers!r} and neurons at the input of {site.down_proj!r}, but the model has no such module ({err})"
         ) from None
-    lm = LanguageModel(hf_model, tokenizer=tokenizer)
+    with warnings.catch_warnings():
+        # nnsight 0.8 renames LanguageModel to TransformersModel; both behave the same.
+        warnings.simplefilter("ignore")
+        lm = LanguageModel(hf_model, tokenizer=tokenizer)
     dtype = next(hf_model.parameters()).dtype
     prov = {
         "model": source,

@@ -148,7 +148,8 @@ def run_task(recipe: Recipe, model, task, out: Path, *, progress: bool = True) -
     neurons = xr.concat([ns.drop_attrs() if hasattr(ns, "drop_attrs") else ns for ns in neuron_sets.values()],
                         dim=xr.DataArray(methods, dims="method", name="method"))
     example = _example_probs(probs, eval_proxies, methods, recipe)
-    return {"sweep": sweep, "ablation": ablation, "neurons": neurons, "baseline": baseline, "example": example}
+    return {"sweep": sweep, "ablation": ablation, "neurons": neurons, "baseline": baseline, "example": example,
+            "evaluation_examples": [p.example_id for p in eval_proxies if p.proxy == 0]}
 
 
 def _example_probs(probs: xr.DataArray, eval_proxies, methods, recipe) -> xr.Dataset:
@@ -167,6 +168,13 @@ def _example_probs(probs: xr.DataArray, eval_proxies, methods, recipe) -> xr.Dat
     table = probs.isel(item=index).sel(condition=names)
     return xr.Dataset({"prob": table.drop_vars(["example", "proxy", "correct"], errors="ignore")},
                       coords={"correct_letter": first.correct_letter, "prompt": first.prompt})
+
+
+def evaluation_proxies(recipe: Recipe, task, out: Path) -> list:
+    """The evaluation proxies a finished run used for `task` (read back from its results)."""
+    ids = set(xr.open_zarr(Path(out) / "tasks" / f"{task.name}.zarr", consolidated=False).evaluation_example.values.tolist())
+    _, candidates = task_proxies(recipe, task)
+    return [p for p in candidates if p.example_id in ids]
 
 
 def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
@@ -194,7 +202,8 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
         ds = xr.Dataset({"sweep": parts["sweep"], "ablation": parts["ablation"], "baseline": parts["baseline"],
                          "layer": parts["neurons"].layer, "neuron": parts["neurons"].neuron, "score": parts["neurons"].score,
                          "example_prob": parts["example"].prob.rename(option="option")},
-                        coords={"example_correct_letter": parts["example"].correct_letter, "example_prompt": parts["example"].prompt})
+                        coords={"example_correct_letter": parts["example"].correct_letter, "example_prompt": parts["example"].prompt,
+                                "evaluation_example": parts["evaluation_examples"]})
         ds.attrs = {"fingerprint": stamp, "task": task.name}
         _write_atomically(ds, path)
         per_task[task.name] = ds
@@ -220,7 +229,7 @@ def open_outputs(out) -> dict[str, xr.Dataset]:
 
 def _combine_and_report(recipe: Recipe, model, out: Path, per_task: dict[str, xr.Dataset]) -> Path:
     tasks = xr.DataArray(list(per_task), dims="task", name="task")
-    stacked = xr.concat([ds.drop_vars(["example_prob", "example_correct_letter", "example_prompt"]) for ds in per_task.values()],
+    stacked = xr.concat([ds.drop_vars(["example_prob", "example_correct_letter", "example_prompt", "evaluation_example"]) for ds in per_task.values()],
                         dim=tasks, coords="minimal", compat="override", join="outer")
     attrs = {"k": recipe.selection.k, "model": str(model.provenance.get("model")), "recipe": recipe.name,
              "n_layers": model.n_layers, "n_neurons": model.n_neurons}
