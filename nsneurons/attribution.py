@@ -130,8 +130,7 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks):
     target_fn = _targets.get_target(config.target)
     prompt_len = ids.shape[1] - 1
     rows = len(alphas)
-    dtype = next(model.hf_model.parameters()).dtype if model.remote is not True else torch.float32
-    device = model.device if model.remote is not True else torch.device("cpu")
+    dtype, device = model.compute_dtype, model.device
     results = []
     sites = {layer: model.down_proj(layer) for chunk in chunks for layer in chunk}
     steps = config.steps

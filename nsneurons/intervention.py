@@ -133,8 +133,7 @@ def _shared_prefix_probs(model, prompt: str, tables: torch.Tensor, answer_ids: t
     lm = model.lm
     ids = model.tokenizer(prompt, return_tensors="pt")["input_ids"]
     prompt_len, n = ids.shape[1] - 1, tables.shape[0]
-    dtype = torch.float32 if model.remote is True else next(model.hf_model.parameters()).dtype
-    device = torch.device("cpu") if model.remote is True else model.device
+    dtype, device = model.compute_dtype, model.device
     query = ids[:, prompt_len:].expand(1, n).to(device)
     positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
     mask = torch.full((1, 1, n, prompt_len + n), torch.finfo(dtype).min, dtype=dtype, device=device)

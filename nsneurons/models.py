@@ -56,7 +56,17 @@ class NeuronModel:
 
     @property
     def device(self) -> torch.device:
+        """Where inputs for a trace go: the model's device locally; CPU for NDIF (the server moves them)."""
+        if self.remote is True:
+            return torch.device("cpu")
         return next(self.hf_model.parameters()).device
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype activations have in a trace (for NDIF: the recipe's dtype, which must match the deployment)."""
+        if self.remote is True:
+            return DTYPES.get(self.provenance.get("dtype"), torch.float32)
+        return next(self.hf_model.parameters()).dtype
 
     def layers(self, root=None):
         """The list of blocks, on the nnsight envoy (default) or on any object with the same paths."""
