@@ -1,0 +1,161 @@
+"""Multiple-choice domain QA for NA-ICA / QRNCA (seed 002): domains are the clusters.
+
+Rows: {"id", "domain", "question", "choices": [>= 4 texts], "answer": text | letter | 0-based index}
+(column names are arguments). More than four choices: wrong ones are dropped at random (seeded).
+Sources, all read through `datasets.load_dataset` (one code path):
+- None: the packaged fixture nsneurons/tasks/data/domain_qa.jsonl (6 domains x 7 questions);
+- a local .jsonl/.json/.csv file: `load_dataset("json"|"csv", data_files=...)`;
+- a folder or a hub id: `load_dataset(source, config, split=split)`.
+
+Each question becomes 3 proxies, zero-shot like the seed's data: proxy i uses instruction
+template i (three different wordings) and its own option order, with the correct option on three
+different letters; the orders depend only on (seed, question id). The domain is never named in
+the prompt, so neuron-based domain prediction cannot read it off the text.
+"""
+from __future__ import annotations
+
+import random
+import string
+from pathlib import Path
+from typing import Any, Sequence
+
+from .base import LETTERS, N_OPTIONS, N_PROXIES, AnswerFormat, Proxy, Question, TaskDataError, render_block, rules_text
+
+TASK = "domain_qa"
+DATA_FILE = Path(__file__).parent / "data" / "domain_qa.jsonl"
+TEMPLATE_VERSION = "domain-qa-v1"
+ANSWER_CUE = "Answer:"
+_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv"}
+
+# Three instruction templates (proxy i uses template i); {rules} is rules_text(answer_format).
+TEMPLATES = (
+    "You are an expert. Answer the following multiple-choice question.\n{rules}\n\n{block}\n" + ANSWER_CUE,
+    "Below is a multiple-choice question. Only one of the options is correct; pick it.\n{rules}\n\n{block}\n" + ANSWER_CUE,
+    "Here is a quiz question with four options. Give the correct option and nothing else.\n{rules}\n\n{block}\n" + ANSWER_CUE,
+)
+
+
+def _read_rows(source, *, split: str | None, config: str | None, cache_dir: str | None) -> tuple[list[dict], str]:
+    import datasets  # deferred: importing this module does no I/O
+
+    if source is None:
+        source = DATA_FILE
+    path = Path(source).expanduser()
+    try:
+        if path.suffix.lower() in _FILE_BUILDERS:
+            if not path.is_file():
+                raise TaskDataError(f"{path}: file not found")
+            table = datasets.load_dataset(_FILE_BUILDERS[path.suffix.lower()], data_files=str(path), split="train", cache_dir=cache_dir)
+            label = str(path)
+        else:
+            if not path.is_dir() and "/" not in str(source):
+                raise TaskDataError(f"{source}: not an existing file or folder, nor a hub id of the form owner/name")
+            table = datasets.load_dataset(str(source), config, split=split or "test", cache_dir=cache_dir)
+            label = f"{source}[{split or 'test'}]"
+    except TaskDataError:
+        raise
+    except Exception as error:  # datasets wraps errors in its own types; name the source instead
+        raise TaskDataError(f"{source}: could not load domain QA rows: {error}") from error
+    return [dict(r) for r in table], label
+
+
+def _answer_index(value: Any, choices: list[str], where: str) -> int:
+    if isinstance(value, str) and value in choices:
+        return choices.index(value)
+    letters = string.ascii_uppercase[: len(choices)]
+    if isinstance(value, str) and len(value.strip()) == 1 and value.strip() in letters:
+        return letters.index(value.strip())
+    if not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, str) and value.strip().isdigit())):
+        if 0 <= int(value) < len(choices):
+            return int(value)
+    raise TaskDataError(f"{where}: answer {value!r} is not a choice text, letter or index of {choices!r}")
+
+
+def row_to_question(row: dict, index: int, *, seed: int, label: str, question_column: str = "question",
+                    choices_column: str = "choices", answer_column: str = "answer", domain_column: str = "domain",
+                    id_column: str = "id") -> Question:
+    where = f"{label} row {index}"
+    for name in (question_column, choices_column, answer_column, domain_column):
+        if row.get(name) is None:
+            raise TaskDataError(f"{where}: missing field {name!r}; fields present: {', '.join(sorted(map(str, row)))}")
+    choices = [str(c).strip() for c in row[choices_column]]
+    if len(choices) < N_OPTIONS:
+        raise TaskDataError(f"{where}: {len(choices)} choices {choices!r}; expected at least {N_OPTIONS}")
+    answer = _answer_index(row[answer_column], choices, where)
+    qid = str(row[id_column]) if row.get(id_column) not in (None, "") else f"{row[domain_column]}-{index}"
+    wrong = [i for i in range(len(choices)) if i != answer]
+    dropped = set(random.Random(f"{seed}:{qid}:drop").sample(wrong, len(choices) - N_OPTIONS))
+    kept = [i for i in range(len(choices)) if i not in dropped]
+    domain = str(row[domain_column])
+    return Question(qid, str(row[question_column]).strip(), tuple(choices[i] for i in kept), kept.index(answer), TASK,
+                    {"domain": domain, "source": label, "row": index})
+
+
+def load_domain_qa(source=None, *, seed: int = 0, domains: Sequence[str] | None = None, max_per_domain: int | None = None,
+                   split: str | None = None, config: str | None = None, cache_dir: str | None = None,
+                   **columns: str) -> dict[str, list[Question]]:
+    """{domain: questions} in first-appearance order of the domains (file order within a domain).
+
+    `domains` keeps only those (in that order); `max_per_domain` keeps a seeded sample of each
+    (in file order). `columns`: question_column=, choices_column=, answer_column=, domain_column=, id_column=.
+    """
+    rows, label = _read_rows(source, split=split, config=config, cache_dir=cache_dir)
+    by_domain: dict[str, list[Question]] = {}
+    for index, row in enumerate(rows):
+        question = row_to_question(row, index, seed=seed, label=label, **columns)
+        by_domain.setdefault(question.meta["domain"], []).append(question)
+    ids = [q.example_id for qs in by_domain.values() for q in qs]
+    if len(set(ids)) != len(ids):
+        raise TaskDataError(f"{label}: question ids repeat: {sorted({i for i in ids if ids.count(i) > 1})[:5]}")
+    if domains is not None:
+        unknown = [d for d in domains if d not in by_domain]
+        if unknown:
+            raise TaskDataError(f"{label}: no questions for domains {unknown}; domains present: {', '.join(by_domain)}")
+        by_domain = {d: by_domain[d] for d in domains}
+    if max_per_domain is not None:
+        for domain, questions in by_domain.items():
+            if len(questions) > max_per_domain:
+                picked = sorted(random.Random(f"{seed}:{domain}:sample").sample(range(len(questions)), max_per_domain))
+                by_domain[domain] = [questions[i] for i in picked]
+    return by_domain
+
+
+def proxy_orders(question: Question, seed: int) -> list[list[int]]:
+    """Option order of each proxy: the correct option on 3 distinct letters, distractors shuffled."""
+    rng = random.Random(f"{seed}:{question.example_id}:domain-qa")
+    positions = rng.sample(range(N_OPTIONS), N_PROXIES)
+    orders = []
+    for position in positions:
+        distractors = [i for i in range(N_OPTIONS) if i != question.answer]
+        rng.shuffle(distractors)
+        orders.append(distractors[:position] + [question.answer] + distractors[position:])
+    return orders
+
+
+def make_domain_proxies(question: Question, *, seed: int = 0, answer_format: AnswerFormat = "letters") -> list[Proxy]:
+    """The 3 proxies of one question: template i for proxy i, shuffled options, distinct correct letters."""
+    if answer_format not in ("letters", "words"):
+        raise TaskDataError(f"answer_format {answer_format!r}: expected 'letters' or 'words'")
+    proxies = []
+    for number, order in enumerate(proxy_orders(question, seed)):
+        options = tuple(question.options[i] for i in order)
+        block = render_block(question.stem, options, "Question")
+        prompt = TEMPLATES[number].format(rules=rules_text(answer_format), block=block)
+        proxies.append(Proxy(question.example_id, number, prompt, options, order.index(question.answer), question.task))
+    return proxies
+
+
+def domain_proxies(questions_by_domain: dict[str, Sequence[Question]], *, seed: int = 0,
+                   answer_format: AnswerFormat = "letters") -> dict[str, list[Proxy]]:
+    """{question id: its 3 proxies}, in domain then question order."""
+    return {q.example_id: make_domain_proxies(q, seed=seed, answer_format=answer_format)
+            for qs in questions_by_domain.values() for q in qs}
+
+
+def domain_of(questions_by_domain: dict[str, Sequence[Question]]) -> dict[str, str]:
+    """{question id: domain}."""
+    return {q.example_id: domain for domain, qs in questions_by_domain.items() for q in qs}
+
+
+__all__ = ["LETTERS", "TASK", "TEMPLATES", "TEMPLATE_VERSION", "domain_of", "domain_proxies", "load_domain_qa",
+           "make_domain_proxies", "proxy_orders", "row_to_question"]
