@@ -76,7 +76,7 @@ def _auto_layers_per_pass(model, n_layers: int, steps: int, prompt_len: int) -> 
     cfg = model.hf_model.config
     hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 1024)
     bytes_per_row = 4 * (2 * cfg.vocab_size + model.n_layers * (12 * hidden + 4 * model.n_neurons) + 2 * prompt_len)
-    if model.remote is True:
+    if model.on_server:
         budget = 8 << 30
     elif model.device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(model.device)

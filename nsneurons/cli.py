@@ -29,7 +29,7 @@ def _model(args):
     if args.remote:
         from .remote import RemoteConfig, configure_nnsight
 
-        configure_nnsight(RemoteConfig.from_sources())
+        configure_nnsight(RemoteConfig.resolve())
     return load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision, remote=args.remote)
 
 

@@ -98,24 +98,17 @@ def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition
         # Switches at the answer position cannot change earlier positions: one shared prefix per proxy,
         # then every condition as one query token after it (exact, ~C times cheaper than C full prompts).
         for i in tqdm(range(len(proxies)), disable=not progress, unit="proxy", desc=f"option probs x{len(conditions)}"):
-            out[:, i] = _shared_prefix_probs(model, proxies[i].prompt, tables, answer_ids[i], sites)
+            out[:, i] = _retrying(model, lambda: _shared_prefix_probs(model, proxies[i].prompt, tables, answer_ids[i], sites),
+                                  f"example {proxies[i].example_id!r} proxy {proxies[i].proxy}")
         rows = []
     for start in tqdm(range(0, len(rows), batch_size), disable=not progress, unit="batch", desc="option probs"):
         batch = rows[start:start + batch_size]
         ids, mask, positions = _left_padded(model.tokenizer, [proxies[i].prompt for _, i in batch])
         cond_index = torch.tensor([c for c, _ in batch])
         batch_answers = answer_ids[[i for _, i in batch]]
-        with model.lm.trace(ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, remote=model.remote):
-            for layer in touched:
-                scale = tables[cond_index, layer].to(model.device)  # [B, N]
-                neurons = sites[layer].input
-                if position == "answer":
-                    neurons[:, -1] = neurons[:, -1] * scale.to(neurons.dtype)
-                else:
-                    neurons[:] = neurons * scale.to(neurons.dtype)[:, None, :]
-            logits = model.lm.output.logits[:, -1].float()
-            picked = torch.gather(logits, 1, batch_answers.to(logits.device))
-            probs = torch.softmax(picked, dim=-1).cpu().save()
+        probs = _retrying(model, lambda: _batch_probs(model, ids, mask, positions, tables[cond_index], touched, sites,
+                                                      batch_answers, position),
+                          f"examples {sorted({proxies[i].example_id for _, i in batch})[:3]}")
         for (c, i), p in zip(batch, probs):
             out[c, i] = p
     return xr.DataArray(
@@ -124,6 +117,31 @@ def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition
                 "example": ("item", [p.example_id for p in proxies]), "proxy": ("item", [p.proxy for p in proxies]),
                 "correct": ("item", [p.correct for p in proxies])},
     )
+
+
+def _retrying(model, fn, describe: str):
+    """On NDIF, retry transient failures and name the example in server errors; locally just call."""
+    if not model.on_server:
+        return fn()
+    from .remote import with_retries
+
+    return with_retries(fn, describe=describe)
+
+
+def _batch_probs(model, ids, mask, positions, scales, touched, sites, answers, position) -> torch.Tensor:
+    """Option probabilities [B, 4] of a left-padded batch, row b under multipliers scales[b]."""
+    with model.lm.trace(ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, remote=model.remote):
+        for layer in touched:
+            scale = scales[:, layer].to(model.device)  # [B, N]
+            neurons = sites[layer].input
+            if position == "answer":
+                neurons[:, -1] = neurons[:, -1] * scale.to(neurons.dtype)
+            else:
+                neurons[:] = neurons * scale.to(neurons.dtype)[:, None, :]
+        logits = model.lm.output.logits[:, -1].float()
+        picked = torch.gather(logits, 1, answers.to(logits.device))
+        probs = torch.softmax(picked, dim=-1).cpu().save()
+    return probs
 
 
 def _shared_prefix_probs(model, prompt: str, tables: torch.Tensor, answer_ids: torch.Tensor, sites: dict) -> torch.Tensor:

@@ -55,16 +55,21 @@ class NeuronModel:
         return self.lm._module
 
     @property
+    def on_server(self) -> bool:
+        """True when traces run on NDIF (remote=True or a host URL); "local" only serializes in-process."""
+        return self.remote not in (False, None, "local")
+
+    @property
     def device(self) -> torch.device:
         """Where inputs for a trace go: the model's device locally; CPU for NDIF (the server moves them)."""
-        if self.remote is True:
+        if self.on_server:
             return torch.device("cpu")
         return next(self.hf_model.parameters()).device
 
     @property
     def compute_dtype(self) -> torch.dtype:
         """The dtype activations have in a trace (for NDIF: the recipe's dtype, which must match the deployment)."""
-        if self.remote is True:
+        if self.on_server:
             return DTYPES.get(self.provenance.get("dtype"), torch.float32)
         return next(self.hf_model.parameters()).dtype
 
@@ -143,8 +148,8 @@ def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32"
     torch_dtype = DTYPES[dtype]
     path = Path(source).expanduser()
     extra: dict = {"revision": revision or ""}
-    if remote is True:
-        return _remote_model(source, dtype=dtype, revision=revision)
+    if remote not in (False, None, "local"):
+        return _remote_model(source, dtype=dtype, revision=revision, remote=remote)
     dev = resolve_device(device)
     try:
         if path.suffix == ".gguf":
@@ -169,19 +174,29 @@ def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32"
     return wrap(hf, tok, source=source, remote=remote, extra=extra)
 
 
-def _remote_model(source: str, *, dtype: str, revision: str | None) -> NeuronModel:
-    """A model that NDIF runs: nnsight builds it from its config (no weights here)."""
+def _remote_model(source: str, *, dtype: str, revision: str | None, remote: bool | str = True) -> NeuronModel:
+    """A model that NDIF runs: nnsight builds it from its config (no weights here).
+
+    A local save_pretrained folder works too (for a server that deployed that folder, such as
+    scripts/ndif-local): its absolute path is the model's repo id.
+    """
     from nnsight import LanguageModel
     from transformers import AutoTokenizer
 
+    if Path(source).expanduser().is_dir():
+        from .remote import register_local_model_path
+
+        source = register_local_model_path(source)
     tok = AutoTokenizer.from_pretrained(source, revision=revision)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
-    lm = LanguageModel(source, tokenizer=tok, revision=revision) if revision else LanguageModel(source, tokenizer=tok)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lm = LanguageModel(source, tokenizer=tok, revision=revision) if revision else LanguageModel(source, tokenizer=tok)
     hf = lm._module
     site = site_for(hf.config.model_type)
     blocks = get_path(hf, site.layers)
     n_neurons = neurons_per_layer(get_path(blocks[0], site.down_proj))
     prov = {"model": source, "model_type": hf.config.model_type, "dtype": dtype, "device": "remote", "revision": revision or ""}
-    return NeuronModel(lm=lm, tokenizer=tok, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=True)
+    return NeuronModel(lm=lm, tokenizer=tok, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=remote)

@@ -42,7 +42,7 @@ def _load_model(recipe: Recipe):
     if remote:
         from .remote import RemoteConfig, configure_nnsight
 
-        configure_nnsight(RemoteConfig.from_sources(host=recipe.ndif_host))
+        configure_nnsight(RemoteConfig.resolve(host=recipe.ndif_host))
     return load_model(recipe.model, device=recipe.device, dtype=recipe.dtype, revision=recipe.revision, remote=remote)
 
 

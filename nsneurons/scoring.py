@@ -42,6 +42,17 @@ def score_provenance(model, config: AttributionConfig, extra: dict | None = None
     return prov
 
 
+def _attribute(model, proxy, config, layers):
+    if not model.on_server:
+        return attribute_proxy(model, proxy, config, layers)
+    from .remote import with_retries
+
+    # Transient failures (connection refused, timeouts, busy server) are retried with backoff;
+    # a server-side error names the example it happened on.
+    return with_retries(lambda: attribute_proxy(model, proxy, config, layers),
+                        describe=f"example {proxy.example_id!r} proxy {proxy.proxy}")
+
+
 def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, path, *, layers: Sequence[int] | None = None,
                   provenance: dict | None = None, progress: bool = True):
     """Compute IG for every proxy and write the store at `path`; resumes where a previous run stopped."""
@@ -62,7 +73,7 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
                 continue
             results = []
             for proxy in group:
-                results.append(attribute_proxy(model, proxy, config, layers))
+                results.append(_attribute(model, proxy, config, layers))
                 bar.update(1)
             store.write_example(
                 index,
