@@ -185,8 +185,10 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), sort_keys=False))
     model = model or _load_model(recipe)
-    check_against_model(recipe, model.n_layers, model.n_neurons)
     print(model.describe())
+    if recipe.experiment == "naica":
+        return _run_naica(recipe, model, out, progress=progress)
+    check_against_model(recipe, model.n_layers, model.n_neurons)
     stamp = fingerprint(recipe, model.provenance)
     per_task = {}
     for task in recipe.tasks:
@@ -208,6 +210,19 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
         _write_atomically(ds, path)
         per_task[task.name] = ds
     return _combine_and_report(recipe, model, out, per_task)
+
+
+def _run_naica(recipe: Recipe, model, out: Path, *, progress: bool) -> Path:
+    from .naica_apps import run_naica
+    from .tasks.domain_qa import load_domain_qa
+
+    n = recipe.naica
+    questions = load_domain_qa(n.source, seed=recipe.seed, domains=n.domains, max_per_domain=n.max_per_domain, config=n.config)
+    run_naica(model, questions, out_dir=out, t=n.t, v=n.v, u=n.u, steps=n.steps, seed=recipe.seed,
+              answer_format=recipe.answer_format, held_out_fraction=n.held_out_fraction, progress=progress,
+              remove_common=n.remove_common)
+    print(f"report: {out / 'report.md'}")
+    return out
 
 
 def _write_atomically(ds: xr.Dataset, path: Path) -> None:

@@ -60,10 +60,28 @@ class Evaluation:
 
 
 @dataclass(frozen=True)
+class Naica:
+    """NA-ICA / QRNCA (seed 002): key neurons per query on multi-choice domain QA."""
+
+    source: Optional[str] = None  # None: the packaged domain QA fixture; or a local file or hub dataset id
+    config: Optional[str] = None  # hub dataset config
+    domains: Optional[tuple[str, ...]] = None  # domains to use (None: all in the data)
+    max_per_domain: Optional[int] = None  # seeded sample of questions per domain (None: all)
+    t: float = 0.2  # keep neurons whose attribution exceeds t x the prompt's maximum
+    v: int = 20  # key neurons per query
+    u: float = 0.3  # common neurons: in more than floor(N x u) queries
+    steps: int = 20  # IG steps (QRNCA's default)
+    held_out_fraction: float = 0.3  # queries held out for neuron-based domain prediction
+    remove_common: bool = True  # drop common neurons from the key neurons
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str  # outputs go to <output>/<name>/
     model: str  # hub id, save_pretrained folder, .gguf file, or "demo" (SmolLM2-135M-Instruct)
-    tasks: tuple[TaskSource, ...]  # the tasks to run
+    tasks: tuple[TaskSource, ...] = ()  # the tasks to run (experiment "neuronllm")
+    experiment: Literal["neuronllm", "naica"] = "neuronllm"  # NeuronLLM and its baselines, or NA-ICA / QRNCA
+    naica: Naica = Naica()  # settings of experiment "naica"
     revision: Optional[str] = None  # hub revision of the model
     backend: Backend = "local"  # "local" (this machine) or "remote" (NDIF)
     ndif_host: Optional[str] = None  # NDIF host for backend "remote" (else NDIF_HOST or nnsight's config); never the API key
@@ -173,7 +191,11 @@ def _check_values(recipe: Recipe) -> None:
             raise RecipeError(f"{key}: {message}")
 
     need(recipe.name and "/" not in recipe.name, "name", "expected a non-empty name without '/'")
-    need(len(recipe.tasks) > 0, "tasks", "expected at least one task")
+    need(len(recipe.tasks) > 0 or recipe.experiment == "naica", "tasks", "expected at least one task")
+    need(0 < recipe.naica.t <= 1, "naica.t", f"expected in (0, 1], got {recipe.naica.t}")
+    need(0 < recipe.naica.u <= 1, "naica.u", f"expected in (0, 1], got {recipe.naica.u}")
+    need(recipe.naica.v >= 1, "naica.v", f"expected >= 1, got {recipe.naica.v}")
+    need(0 <= recipe.naica.held_out_fraction < 1, "naica.held_out_fraction", f"expected in [0, 1), got {recipe.naica.held_out_fraction}")
     need(recipe.identification_examples >= 1, "identification_examples", "expected >= 1")
     need(recipe.attribution.steps >= 1, "attribution.steps", f"expected >= 1, got {recipe.attribution.steps}")
     need(recipe.selection.k >= 1, "selection.k", f"expected >= 1, got {recipe.selection.k}")
