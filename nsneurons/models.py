@@ -131,7 +131,7 @@ def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
 
 
 def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32", revision: str | None = None,
-               remote: bool | str = False) -> NeuronModel:
+               remote: bool | str = False, trust_remote_code: bool = False) -> NeuronModel:
     """Load from a hub id, a local `save_pretrained` folder, a local `.gguf` file, or "demo".
 
     With `remote=True` a hub id is not downloaded: nnsight builds the model skeleton and NDIF runs it.
@@ -164,8 +164,9 @@ def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32"
             tok = AutoTokenizer.from_pretrained(str(path))
             hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
         else:
-            tok = AutoTokenizer.from_pretrained(source, revision=revision)
-            hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, revision=revision)
+            tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
+            hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, revision=revision,
+                                                      trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         if isinstance(err, ModelLoadError):
             raise

@@ -43,7 +43,8 @@ def _load_model(recipe: Recipe):
         from .remote import RemoteConfig, configure_nnsight
 
         configure_nnsight(RemoteConfig.resolve(host=recipe.ndif_host))
-    return load_model(recipe.model, device=recipe.device, dtype=recipe.dtype, revision=recipe.revision, remote=remote)
+    return load_model(recipe.model, device=recipe.device, dtype=recipe.dtype, revision=recipe.revision, remote=remote,
+                      trust_remote_code=recipe.trust_remote_code)
 
 
 def task_proxies(recipe: Recipe, task) -> tuple[list, list]:

@@ -83,6 +83,7 @@ class Recipe:
     experiment: Literal["neuronllm", "naica"] = "neuronllm"  # NeuronLLM and its baselines, or NA-ICA / QRNCA
     naica: Naica = Naica()  # settings of experiment "naica"
     revision: Optional[str] = None  # hub revision of the model
+    trust_remote_code: bool = False  # allow the model's own code from the hub (Baichuan 2 needs it)
     backend: Backend = "local"  # "local" (this machine) or "remote" (NDIF)
     ndif_host: Optional[str] = None  # NDIF host for backend "remote" (else NDIF_HOST or nnsight's config); never the API key
     device: Literal["cpu", "cuda", "auto"] = "auto"  # where a local model runs
