@@ -1,0 +1,476 @@
+"""Cross-task analyses of section 4.6 / appendix C of the NeuronLLM paper, on a finished `nsneurons run`:
+common and task-specific neurons (C.1, Table 5), the cross-task matrix (C.2, Figures 2 and 4),
+task-dependent functionality (C.5, Table 8), layer distributions (C.6, Figures 5-7) and the
+intervention-budget sensitivity (C.4, Table 7).
+
+`run_crosstask(recipe, out)` re-ranks the stored scores (`scores/<task>-<target>.zarr`; no IG is
+recomputed), runs the interventions on each task's evaluation proxies and writes `crosstask.zarr`
+(one zarr group per Dataset, read them with `open_crosstask`), `figures/crosstask_*.png` and
+`crosstask.md`.
+
+Decisions:
+- Common good (bad) neurons of a method: in the good (bad) set of more than one task (neurons.zarr).
+  Order: number of tasks desc, mean rank over those tasks asc, then (layer, neuron) asc; all are
+  stored, the first ones up to the budget K are intervened on (Table 5).
+- Task-specific neurons: the task's full ranking (same method, scores, z, t, seed as the run, so its
+  first K are neurons.zarr's, which is checked) minus every common neuron of the method, good or
+  bad; the first K per role (= the stored set with common neurons removed and refilled).
+- The budget K is split by good:bad ratio like the run's sweep (good = round(ratio * K) first good,
+  the rest first bad); a good-only method uses ratio 1. Tables 5 and 7 take the best over the recipe's
+  ratios; the cross-task matrix uses one ratio (default 0.5). A condition with no neuron is skipped (NaN).
+- Budget values above half the attributed neurons are clamped to it and deduplicated.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import xarray as xr
+
+from . import metrics, pipeline, report, selection
+from .intervention import BASELINE, correct_table, degrader, enhancer, option_probs
+from .metrics import DIRECTIONS, METRIC_NAMES
+from .recipe import MethodName, Recipe, RecipeError
+from .selection import ROLES
+from .store import example_scores, open_scores
+
+DEFAULT_K = (10, 25, 50, 100, 150, 200, 250, 500)  # Table 7
+GROUPS = ("common", "specific", "matrix", "layers", "budget")
+_CHUNK = 64  # conditions per option_probs call (bounds the [C, layers, neurons] multiplier table)
+
+
+@dataclass(frozen=True)
+class CrossTaskSettings:
+    methods: Optional[tuple[MethodName, ...]] = None  # common/specific/matrix/layers (None: neuronllm if run, else the first)
+    budget_methods: Optional[tuple[MethodName, ...]] = None  # Table 7 (None: those of neuronllm, tn, qrnca that were run)
+    k_values: tuple[int, ...] = DEFAULT_K  # budgets K of Table 7, clamped to what the model has
+    ratio: float = 0.5  # good:bad ratio of the cross-task matrix
+
+
+def settings_of(recipe: Recipe, **overrides) -> CrossTaskSettings:
+    """The recipe's `crosstask:` section (if Recipe has one), with non-None keyword overrides."""
+    section = getattr(recipe, "crosstask", None)
+    base = CrossTaskSettings(**dataclasses.asdict(section)) if section is not None else CrossTaskSettings()
+    s = dataclasses.replace(base, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None})
+    if not 0.0 <= s.ratio <= 1.0:
+        raise RecipeError(f"crosstask.ratio: expected a ratio in [0, 1], got {s.ratio}")
+    if not s.k_values or min(s.k_values) < 1:
+        raise RecipeError(f"crosstask.k_values: expected ints >= 1, got {list(s.k_values)}")
+    return s
+
+
+def load_crosstask_recipe(path) -> tuple[Recipe, CrossTaskSettings]:
+    """A recipe file with an optional `crosstask:` section (read here if Recipe has no such field)."""
+    import yaml
+
+    from .recipe import _build, load_recipe, recipe_from_dict
+
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if "crosstask" in {f.name for f in dataclasses.fields(Recipe)} or "crosstask" not in data:
+        recipe = load_recipe(path)
+        return recipe, settings_of(recipe)
+    try:
+        section = _build(CrossTaskSettings, data.pop("crosstask") or {}, "crosstask")
+        recipe = recipe_from_dict(data)
+        return recipe, settings_of(recipe, **dataclasses.asdict(section))
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err}") from None
+
+
+# ---- neuron sets ---------------------------------------------------------------------------
+
+def _set(layer, neuron, **extra) -> xr.Dataset:
+    data = {"layer": (("role", "rank"), layer), "neuron": (("role", "rank"), neuron)}
+    data.update({k: (("role", "rank"), v) for k, v in extra.items()})
+    return xr.Dataset(data, coords={"role": list(ROLES), "rank": np.arange(layer.shape[1])})
+
+
+def common_neurons(neurons: xr.Dataset, size: int | None = None) -> xr.Dataset:
+    """Common good/bad neurons of one method's sets (dims task, role, rank): dims (role, rank) with
+    layer, neuron (-1 pads) and n_tasks (0 pads); `size` rows (None: all common neurons, at least 1).
+    attrs n_good / n_bad count every common neuron."""
+    found, attrs = {}, {}
+    for role in ROLES:
+        ranks: dict[tuple[int, int], list[int]] = {}
+        for task in neurons["task"].values:
+            part = neurons.sel(task=task, role=role)
+            for rank, (l, n) in enumerate(zip(part["layer"].values, part["neuron"].values)):
+                if l >= 0:
+                    ranks.setdefault((int(l), int(n)), []).append(rank)
+        common = sorted((key for key, r in ranks.items() if len(r) > 1), key=lambda key: (-len(ranks[key]), np.mean(ranks[key]), key))
+        found[role] = [(key, len(ranks[key])) for key in common]
+        attrs[f"n_{role}"] = len(common)
+    size = size if size is not None else max(1, *(len(v) for v in found.values()))
+    layer, neuron, n_tasks = np.full((2, size), -1), np.full((2, size), -1), np.zeros((2, size), dtype=int)
+    for i, role in enumerate(ROLES):
+        for j, ((l, n), count) in enumerate(found[role][:size]):
+            layer[i, j], neuron[i, j], n_tasks[i, j] = l, n, count
+    ds = _set(layer, neuron, n_tasks=n_tasks)
+    ds.attrs.update(attrs)
+    return ds
+
+
+def pairs_of(neuron_set: xr.Dataset) -> set[tuple[int, int]]:
+    """Every (layer, neuron) of a set, both roles."""
+    return {(int(l), int(n)) for l, n in zip(neuron_set["layer"].values.ravel(), neuron_set["neuron"].values.ravel()) if l >= 0}
+
+
+def task_specific(ranking: xr.Dataset, exclude, k: int) -> xr.Dataset:
+    """The first k neurons per role of `ranking` (a neuron set, best first) that are not in `exclude`
+    ((layer, neuron) pairs): the ranking's top k minus `exclude`, refilled from the next-ranked.
+    -1 (score NaN) pads when the ranking runs out. attrs n_removed_<role>: excluded among its top k."""
+    width = int(max([int(ranking["neuron"].max()), *(n for _, n in exclude)], default=0)) + 1
+    banned = np.array([l * width + n for l, n in exclude], dtype=np.int64)
+    layer, neuron, score = np.full((2, k), -1), np.full((2, k), -1), np.full((2, k), np.nan)
+    attrs = {}
+    for i, role in enumerate(ROLES):
+        part = ranking.sel(role=role)
+        lv, nv = part["layer"].values.astype(np.int64), part["neuron"].values.astype(np.int64)
+        keep = (lv >= 0) & ~np.isin(lv * width + nv, banned)
+        attrs[f"n_removed_{role}"] = int(((lv[:k] >= 0) & ~keep[:k]).sum())
+        picked = np.flatnonzero(keep)[:k]
+        layer[i, :len(picked)], neuron[i, :len(picked)] = lv[picked], nv[picked]
+        score[i, :len(picked)] = part["score"].values[picked] if "score" in part else np.nan
+    ds = _set(layer, neuron, score=score)
+    ds.attrs.update(attrs)
+    return ds
+
+
+def full_ranking(recipe: Recipe, out: Path, task: str, method: str, n_layers: int, n_neurons: int) -> xr.Dataset:
+    """Re-rank a task's stored scores exactly as the run selected (neuron set with K = half the grid)."""
+    targets = [t for t in ("ace", "qrnca", "tn") if (out / "scores" / f"{task}-{t}.zarr").exists()]
+    if not targets:
+        raise FileNotFoundError(f"no scores store for task {task!r} under {out / 'scores'}; run `nsneurons run` first")
+    needs = selection.method_needs(method)
+    if needs not in (None, "activation") and needs not in targets:
+        raise FileNotFoundError(f"method {method!r} needs {out / 'scores' / f'{task}-{needs}.zarr'}")
+    first = open_scores(out / "scores" / f"{task}-{(needs if needs in targets else targets[0])}.zarr")
+    scores = {needs: example_scores(first).load()} if needs in targets else {}
+    activations = first["activation"].load() if needs == "activation" else None
+    grid = first.sizes["layer"] * first.sizes["neuron"]
+    return selection.select(method, k=grid // 2, scores=scores, activations=activations, n_layers=n_layers,
+                            n_neurons=n_neurons, z=recipe.selection.z, t=recipe.selection.kn_threshold, seed=recipe.seed)
+
+
+# ---- interventions -------------------------------------------------------------------------
+
+def _split(neuron_set: xr.Dataset, k: int, ratio: float, with_bad: bool):
+    n_good = selection.good_count(k, ratio if with_bad else 1.0)
+    return selection.to_pairs(neuron_set, "good", n_good), selection.to_pairs(neuron_set, "bad", k - n_good)
+
+
+def _add(conditions: list, keys: list, key: tuple, good, bad) -> None:
+    """A degrader and an enhancer (skipped without neurons); key = (effect name, coordinates)."""
+    if good or bad:
+        name = key[0] + "/" + "/".join(f"{v:g}" if isinstance(v, float) else str(v) for v in key[1].values())
+        conditions += [degrader(good, bad, f"{name}/degrade"), enhancer(good, bad, f"{name}/enhance")]
+        keys += [(key[0], {**key[1], "direction": d}) for d in ("degrade", "enhance")]
+
+
+def _evaluate(model, recipe: Recipe, proxies, conditions, progress) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Correctness (example, proxy) of the unmodified model and under each condition."""
+    original, found = None, {}
+    chunks = [conditions[i:i + _CHUNK] for i in range(0, len(conditions), _CHUNK)] or [[]]
+    for chunk in chunks:
+        batch = [BASELINE, *chunk] if original is None else list(chunk)
+        probs = option_probs(model, proxies, batch, answer_format=recipe.answer_format, position=recipe.evaluation.position,
+                             batch_size=recipe.evaluation.batch_size, progress=progress)
+        correct = correct_table(probs)
+        original = correct.sel(condition="none").values if original is None else original
+        found.update({c.name: correct.sel(condition=c.name).values for c in chunk})
+    return original, found
+
+
+def _require_run(recipe: Recipe, out: Path) -> None:
+    missing = [p for p in ["results.zarr", "neurons.zarr", *(f"tasks/{t.name}.zarr" for t in recipe.tasks)] if not (out / p).exists()]
+    if missing:
+        raise FileNotFoundError(f"cross-task analyses need a finished `nsneurons run` of recipe {recipe.name!r} in {out} "
+                                f"(missing: {', '.join(missing)}); run it first")
+    if len(recipe.tasks) < 2:
+        raise RecipeError("tasks: cross-task analyses need at least two tasks")
+
+
+def _nan(**coords) -> xr.DataArray:
+    return xr.DataArray(np.full([len(v) for v in coords.values()], np.nan), dims=list(coords), coords=coords)
+
+
+def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, budget_methods=None, k_values=None,
+                  ratio=None, progress: bool = True) -> Path:
+    """All analyses of the module doc on a finished run; returns the path of crosstask.md."""
+    out = Path(out_dir) if out_dir is not None else recipe.output_dir()
+    _require_run(recipe, out)
+    neurons = pipeline.open_outputs(out)["neurons"].load()
+    run_methods = [str(m) for m in neurons["method"].values]
+    s = settings_of(recipe, methods=methods, budget_methods=budget_methods, k_values=k_values, ratio=ratio)
+    methods = list(s.methods or (["neuronllm"] if "neuronllm" in run_methods else run_methods[:1]))
+    budget_methods = list(s.budget_methods or [m for m in ("neuronllm", "tn", "qrnca") if m in run_methods] or run_methods[:1])
+    for m in {*methods, *budget_methods} - set(run_methods):
+        raise RecipeError(f"crosstask: method {m!r} was not run (the run has {', '.join(run_methods)})")
+    model = model or pipeline._load_model(recipe)
+    stamp = pipeline.fingerprint(recipe, model.provenance)
+    for task in recipe.tasks:
+        if xr.open_zarr(out / "tasks" / f"{task.name}.zarr", consolidated=False).attrs.get("fingerprint") != stamp:
+            raise RecipeError(f"{out}/tasks/{task.name}.zarr was made with other settings or another model; rerun `nsneurons run`")
+    tasks, k = [t.name for t in recipe.tasks], recipe.selection.k
+    ratios = sorted({*recipe.evaluation.ratios, 1.0})  # 1.0: where good-only methods are evaluated
+    with_bad = {m: selection.METHODS[m].with_bad for m in {*methods, *budget_methods}}
+    rankings = {}
+    for t in tasks:
+        for m in dict.fromkeys([*methods, *budget_methods]):
+            r = rankings[t, m] = full_ranking(recipe, out, t, m, model.n_layers, model.n_neurons)
+            stored = neurons.sel({"task": t, "method": m})
+            if not all(np.array_equal(r[v].values[:, :k], stored[v].values) for v in ("layer", "neuron")):
+                raise ValueError(f"re-ranking the stored scores of task {t!r} with {m!r} does not give neurons.zarr's set; rerun `nsneurons run`")
+    kmax = min(r.sizes["rank"] for r in rankings.values())
+    ks = sorted({min(int(v), kmax) for v in s.k_values})
+
+    sets = neurons.sel({"method": methods, "task": tasks})[["layer", "neuron", "score"]]
+    common = {m: common_neurons(sets.sel({"method": m})) for m in methods}
+    width = max(c.sizes["rank"] for c in common.values())
+    common_ds = xr.concat([common_neurons(sets.sel({"method": m}), width).assign(n_common=("role", [c.attrs["n_good"], c.attrs["n_bad"]]))
+                           for m, c in common.items()], dim=xr.DataArray(methods, dims="method"))
+    specific = {(t, m): task_specific(rankings[t, m], pairs_of(common[m]), k) for t in tasks for m in methods}
+    specific_ds = xr.concat([xr.concat([specific[t, m] for m in methods], dim=xr.DataArray(methods, dims="method"))
+                             for t in tasks], dim=xr.DataArray(tasks, dims="task"))
+    specific_ds["n_removed"] = (("task", "method", "role"), [[[specific[t, m].attrs[f"n_removed_{r}"] for r in ROLES]
+                                                              for m in methods] for t in tasks])
+    d, mt = list(DIRECTIONS), list(METRIC_NAMES)
+    effects = {"common": _nan(method=methods, task=tasks, direction=d, ratio=ratios, metric=mt),
+               "matrix": _nan(method=methods, source_task=tasks, eval_task=tasks, direction=d, metric=mt),
+               "budget": _nan(task=tasks, method=budget_methods, k=ks, direction=d, ratio=ratios, metric=mt)}
+    for task in tasks:
+        conditions, keys = [], []
+        for m in methods:
+            for r in ratios if with_bad[m] else [1.0]:
+                _add(conditions, keys, ("common", {"method": m, "task": task, "ratio": r}), *_split(common_ds.sel({"method": m}), k, r, with_bad[m]))
+            for source in tasks:
+                _add(conditions, keys, ("matrix", {"method": m, "source_task": source, "eval_task": task}),
+                     *_split(specific[source, m], k, s.ratio, with_bad[m]))
+        for m in budget_methods:
+            for kk in ks:
+                for r in ratios if with_bad[m] else [1.0]:
+                    _add(conditions, keys, ("budget", {"task": task, "method": m, "k": kk, "ratio": r}), *_split(rankings[task, m], kk, r, with_bad[m]))
+        print(f"cross-task: evaluating {len(conditions)} conditions on task {task}")
+        original, found = _evaluate(model, recipe, pipeline.evaluation_proxies(recipe, recipe.tasks[tasks.index(task)], out), conditions, progress)
+        for c, (kind, where) in zip(conditions, keys):
+            values = metrics.evaluate_condition(original, found[c.name], where["direction"]).as_dict()
+            effects[kind].loc[where] = [values[name] for name in METRIC_NAMES]
+
+    attrs = {"k": k, "recipe": recipe.name, "model": str(model.provenance.get("model")), "n_layers": model.n_layers,
+             "n_neurons": model.n_neurons, "fingerprint": stamp}
+    common_ds = common_ds.assign(effect=effects["common"]).assign_attrs(attrs)
+    datasets = {"common": common_ds, "specific": specific_ds.assign_attrs(attrs),
+                "matrix": xr.Dataset({"effect": effects["matrix"]}, attrs={**attrs, "ratio": s.ratio}),
+                "layers": layer_statistics(sets, specific_ds, common_ds, model.n_layers).assign_attrs(attrs),
+                "budget": xr.Dataset({"sweep": effects["budget"]}, attrs={**attrs, "k_values": [int(v) for v in s.k_values], "k_max": kmax})}
+    _write_groups(datasets, out / "crosstask.zarr")
+    return write_crosstask_report(out, datasets)
+
+
+def layer_statistics(original: xr.Dataset, specific: xr.Dataset, common: xr.Dataset, n_layers: int) -> xr.Dataset:
+    """Layer histograms (C.6): count (set, task, method, role, layer) for the run's sets and the
+    task-specific ones, their task mean, change = specific - original (Figure 7), common (Figure 6)."""
+    count = xr.concat([report.layer_counts(original, n_layers), report.layer_counts(specific.transpose("task", "method", "role", "rank"), n_layers)],
+                      dim=xr.DataArray(["original", "specific"], dims="set"))
+    common_count = report.layer_counts(common[["layer", "neuron"]].expand_dims(task=["common"]), n_layers).squeeze("task", drop=True)
+    return xr.Dataset({"count": count, "mean": count.mean("task"), "change": count.sel(set="specific", drop=True) - count.sel(set="original", drop=True),
+                       "common": common_count})
+
+
+def _write_groups(datasets: dict[str, xr.Dataset], path: Path) -> None:
+    import shutil
+
+    tmp = path.with_name(path.name + ".part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    for name, ds in datasets.items():
+        ds.to_zarr(tmp, group=name, mode="w", consolidated=False)
+    shutil.rmtree(path, ignore_errors=True)
+    tmp.rename(path)
+
+
+def open_crosstask(out) -> dict[str, xr.Dataset]:
+    """The Datasets of `run_crosstask`: common, specific, matrix, layers, budget (lazy)."""
+    path = Path(out) / "crosstask.zarr"
+    if not path.exists():
+        raise FileNotFoundError(f"no {path}; run `nsneurons crosstask RECIPE` after `nsneurons run RECIPE`")
+    return {name: xr.open_zarr(path, group=name, consolidated=False) for name in GROUPS}
+
+
+# ---- tables --------------------------------------------------------------------------------
+
+def _relative(original: float, new: float) -> str:
+    return "undefined" if not math.isfinite(original) or original == 0 else f"{(new - original) / original * 100:+.1f}%"
+
+
+def _cross_table(matrix, method, direction, rows_dim, cell, header) -> str:
+    cut = matrix["effect"].sel({"method": method, "direction": direction})
+    cols_dim = "source_task" if rows_dim == "eval_task" else "eval_task"
+    rows = [[header[1].format(r), *(cell({m: float(v) for m, v in zip(METRIC_NAMES, cut.sel({rows_dim: r, cols_dim: c}).sel(metric=list(METRIC_NAMES)).values)})
+                                     for c in cut[cols_dim].values)] for r in cut[rows_dim].values]
+    return report._markdown([header[0], *(header[2].format(c) for c in cut[cols_dim].values)], rows)
+
+
+def matrix_table(matrix: xr.Dataset, method: str, direction: str) -> str:
+    """Figure 2/4 as numbers: rows eval task, columns source task's specific neurons; signed Acc/Com change (points)."""
+    return _cross_table(matrix, method, direction, "eval_task", lambda v: "-" if not math.isfinite(v["acc_change"]) else
+                        f"{v['acc_change']:+.1f}/{v['com_change']:+.1f}", ("eval task \\ neurons of", "{}", "{}"))
+
+
+def functionality_table(matrix: xr.Dataset, method: str, direction: str = "enhance") -> str:
+    """Table 8: rows source task of the intervened neurons, columns evaluated task, signed relative Acc/Com change."""
+    return _cross_table(matrix, method, direction, "source_task", lambda v: "-" if not math.isfinite(v["acc_intervened"]) else
+                        f"{_relative(v['acc_original'], v['acc_intervened'])}/{_relative(v['com_original'], v['com_intervened'])}",
+                        ("intervened neurons", "{} neurons", "{} task"))
+
+
+def budget_table(budget: xr.Dataset, task: str | None = None) -> str:
+    """Table 7: rows methods, columns K x Deg/Enh, best-over-ratio RAC/RCC (task None: average over tasks)."""
+    sweep, tasks = budget["sweep"], [str(t) for t in budget["task"].values]
+    header = ["method"] + [f"K={int(kk)} {report.DIR_LABEL[d]}" for kk in sweep["k"].values for d in DIRECTIONS]
+    rows = []
+    for m in sweep["method"].values:
+        row = [str(m)]
+        for kk in sweep["k"].values:
+            results = xr.Dataset({"sweep": sweep.sel(k=kk)})
+            for d in DIRECTIONS:
+                cells = [report.best_cells(results, t, m, d) for t in ([task] if task else tasks)]
+                row.append(report._fmt(cells[0]) if task else report._fmt(*report.average_cells(cells)))
+        rows.append(row)
+    return report._markdown(header, rows)
+
+
+# ---- figures -------------------------------------------------------------------------------
+
+def _panels(rows, cols, width, row_height, draw, title=None, path=None) -> Path:
+    """A rows x cols grid of axes; draw(ax, row, col) fills each; saved to path."""
+    plt = report._pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(width, row_height * len(rows) + 0.8), squeeze=False)
+    for (i, row), (j, col) in ((a, b) for a in enumerate(rows) for b in enumerate(cols)):
+        image = draw(axes[i, j], row, col)
+        if image is not None:
+            fig.colorbar(image, ax=axes[i, j], shrink=0.8)
+        axes[i, j].xaxis.set_major_locator(MaxNLocator(integer=True)) if axes[i, j].get_xscale() == "linear" else None
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return report._save(fig, path)
+
+
+def plot_cross_task(matrix: xr.Dataset, path, metric: str = "acc_change") -> Path:
+    """Figures 2/4: per method (rows) and direction (columns), eval task (vertical) x source task's
+    specific neurons (horizontal), colour = `metric` (default signed Acc change, points)."""
+    effect = matrix["effect"].sel(metric=metric)
+    tasks = [str(t) for t in effect["source_task"].values]
+
+    def draw(ax, m, d):
+        values = effect.sel({"method": m, "direction": d}).transpose("eval_task", "source_task").values
+        vmax = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
+        image = ax.imshow(values, cmap="RdBu_r", vmin=-(vmax or 1.0), vmax=vmax or 1.0)
+        for (r, c), v in np.ndenumerate(values):
+            ax.text(c, r, "-" if not np.isfinite(v) else f"{v:+.1f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(len(tasks)), tasks, rotation=30)
+        ax.set_yticks(range(len(tasks)), tasks)
+        ax.set(xlabel="task-specific neurons of", ylabel="evaluated on", title=f"{m}: {report.DIR_LABEL[d]} ({metric})")
+        return image
+
+    return _panels(list(effect["method"].values), DIRECTIONS, 4.5 + 1.1 * len(tasks), 1 + 0.8 * len(tasks), draw,
+                   f"Cross-task evaluation (ratio {matrix.attrs.get('ratio', '?')})", path)
+
+
+def plot_layer_change(layers: xr.Dataset, path) -> Path:
+    """Figure 7: task x layer heatmap of (task-specific - original) neuron counts per method and role."""
+    change = layers["change"]
+
+    def draw(ax, m, role):
+        values = change.sel({"method": m, "role": role}).transpose("task", "layer").values
+        vmax = max(1, int(np.abs(values).max()))
+        ax.set_yticks(range(change.sizes["task"]), [str(t) for t in change["task"].values])
+        ax.set(xlabel="layer", title=f"{m}: {role} neurons, task-specific - original")
+        return ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+
+    return _panels(list(change["method"].values), ROLES, 11, 1 + 0.5 * change.sizes["task"], draw, None, path)
+
+
+def plot_common_layers(layers: xr.Dataset, path) -> Path:
+    """Figure 6: layer histogram of the common good (left) and bad (right) neurons per method."""
+    common = layers["common"]
+
+    def draw(ax, m, role):
+        ax.bar(common["layer"].values, common.sel({"method": m, "role": role}).values)
+        ax.set(xlabel="layer", ylabel="neurons", title=f"{m}: common {role} neurons")
+
+    return _panels(list(common["method"].values), ROLES, 10, 2.4, draw, None, path)
+
+
+def plot_budget(budget: xr.Dataset, path) -> Path:
+    """Table 7 as lines: best-over-ratio RAC (solid) / RCC (dashed) against K, per task and direction."""
+    sweep = budget["sweep"]
+
+    def draw(ax, t, d):
+        for i, m in enumerate(sweep["method"].values):
+            best = [report.best_cells(xr.Dataset({"sweep": sweep.sel(k=kk)}), t, m, d) for kk in sweep["k"].values]
+            for half, style in (("rac", "-o"), ("rcc", "--s")):
+                ys = [np.nan if b is None or b[half].fail or b[half].change.undefined else b[half].change.percent for b in best]
+                ax.plot(sweep["k"].values, ys, style, color=f"C{i}", label=f"{m} {half.upper()}")
+        ax.set_xscale("log")
+        ax.set(xlabel="budget K", ylabel="RAC / RCC (%), Fail not drawn", title=f"{t}: {d}")
+        ax.legend(fontsize=7)
+
+    return _panels([str(t) for t in sweep["task"].values], DIRECTIONS, 10, 2.6, draw, "Budget sensitivity", path)
+
+
+def write_crosstask_report(out, datasets: dict[str, xr.Dataset] | None = None) -> Path:
+    """figures/crosstask_*.png and crosstask.md from the stored Datasets; links it from report.md."""
+    out = Path(out)
+    ds = datasets or {name: d.load() for name, d in open_crosstask(out).items()}
+    fig = out / "figures"
+    common, matrix, layers, budget = ds["common"], ds["matrix"], ds["layers"], ds["budget"]
+    pngs = {"matrix": plot_cross_task(matrix, fig / "crosstask_matrix.png"), "common": plot_common_layers(layers, fig / "crosstask_common_layers.png"),
+            "change": plot_layer_change(layers, fig / "crosstask_layer_change.png"), "budget": plot_budget(budget, fig / "crosstask_budget.png")}
+    n_layers = int(layers.sizes["layer"])
+    pngs["specific"] = report.plot_layer_distribution(ds["specific"].transpose("task", "method", "role", "rank"), n_layers,
+                                                      fig / "crosstask_layer_distribution_specific.png")
+    link = {key: p.relative_to(out).as_posix() for key, p in pngs.items()}
+    methods = [str(m) for m in matrix["method"].values]
+    counts = [[m, *(int(common["n_common"].sel({"method": m, "role": r})) for r in ROLES),
+               *(int(ds["specific"]["n_removed"].sel({"method": m, "role": r}).sum()) for r in ROLES)] for m in methods]
+    parts = [f"# Cross-task analyses: {common.attrs.get('recipe', '')}",
+             f"Model `{common.attrs.get('model')}`; K = {common.attrs.get('k')}; cross-task ratio {matrix.attrs.get('ratio')}.",
+             "## Common neurons (C.1)", "Common good (bad) neurons: selected as good (bad) for more than one task. "
+             "Removed = common neurons among the tasks' top-K sets (summed over tasks), refilled from the next-ranked.",
+             report._markdown(["method", "common good", "common bad", "removed good", "removed bad"], counts),
+             "### Intervening up to K common neurons on every task (Table 5)",
+             "Best over good:bad ratios, RAC/RCC; - = no common neuron.", report.table1(xr.Dataset({"sweep": common["effect"]})),
+             "## Cross-task matrix (Figures 2 and 4)",
+             "Task-specific neurons of one task (columns) intervened, evaluated on every task (rows); "
+             "signed Acc/Com change in points (intervened - original).", f"![cross-task]({link['matrix']})"]
+    for m in methods:
+        for d in DIRECTIONS:
+            parts += [f"**{m}, {report.DIR_LABEL[d]}**", matrix_table(matrix, m, d)]
+    parts += ["## Task-dependent functionality (Table 8)",
+              "Enhancing one task's specific neurons (rows) evaluated on each task (columns): signed relative change "
+              "of Acc / Com ((new - original) / original); a negative off-diagonal cell = neurons good for one task, bad for another."]
+    parts += [f"**{m}**\n\n" + functionality_table(matrix, m) for m in methods]
+    parts += ["## Layer distributions (C.6, Figures 5-7)",
+              "Run's sets: report.md (layer_distribution.png). Task-specific sets:", f"![specific]({link['specific']})",
+              "Common neurons (Figure 6):", f"![common]({link['common']})",
+              "Change after removing common neurons and refilling (Figure 7; red = more, blue = fewer):", f"![change]({link['change']})",
+              "## Budget sensitivity (Table 7)",
+              f"Neurons re-selected from the stored scores at each K (requested {budget.attrs.get('k_values')}, "
+              f"clamped to {budget.attrs.get('k_max')}), best over ratios, RAC/RCC on the task's own evaluation set."]
+    for t in budget["task"].values:
+        parts += [f"**{t}**", budget_table(budget, str(t))]
+    parts += ["**Average over tasks**", budget_table(budget), report.AVERAGING_RULE, f"![budget]({link['budget']})"]
+    path = out / "crosstask.md"
+    path.write_text("\n\n".join(parts) + "\n")
+    main = out / "report.md"
+    if main.exists() and "crosstask.md" not in main.read_text():
+        with main.open("a") as f:
+            f.write("\n## Cross-task analyses\n\nSee [crosstask.md](crosstask.md).\n")
+    return path
