@@ -103,6 +103,19 @@ def cmd_run(args):
     print(f"outputs in {out}")
 
 
+def cmd_crosstask(args):
+    import dataclasses
+
+    from .crosstask import load_crosstask_recipe, run_crosstask
+
+    recipe, settings = load_crosstask_recipe(args.recipe)
+    if args.remote:
+        recipe = dataclasses.replace(recipe, backend="remote")
+    if args.output:
+        recipe = dataclasses.replace(recipe, output=args.output)
+    print(f"cross-task report: {run_crosstask(recipe, **dataclasses.asdict(settings))}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nsneurons", description="Good and bad neurons of a language model for a whole task.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
     p.add_argument("--output", default=None, help="output root (default: the recipe's)")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("crosstask", help="cross-task analyses (common/task-specific neurons, cross-task matrix, layers, budget K) after `nsneurons run`")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
+    p.add_argument("--output", default=None, help="output root (default: the recipe's)")
+    p.set_defaults(func=cmd_crosstask)
     return parser
 
 

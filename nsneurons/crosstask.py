@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import xarray as xr
@@ -34,28 +32,21 @@ import xarray as xr
 from . import metrics, pipeline, report, selection
 from .intervention import BASELINE, correct_table, degrader, enhancer, option_probs
 from .metrics import DIRECTIONS, METRIC_NAMES
-from .recipe import MethodName, Recipe, RecipeError
+from .recipe import CrossTask, Recipe, RecipeError
 from .selection import ROLES
 from .store import example_scores, open_scores
 
-DEFAULT_K = (10, 25, 50, 100, 150, 200, 250, 500)  # Table 7
+DEFAULT_K = CrossTask().k_values  # Table 7
 GROUPS = ("common", "specific", "matrix", "layers", "budget")
 _CHUNK = 64  # conditions per option_probs call (bounds the [C, layers, neurons] multiplier table)
 
 
-@dataclass(frozen=True)
-class CrossTaskSettings:
-    methods: Optional[tuple[MethodName, ...]] = None  # common/specific/matrix/layers (None: neuronllm if run, else the first)
-    budget_methods: Optional[tuple[MethodName, ...]] = None  # Table 7 (None: those of neuronllm, tn, qrnca that were run)
-    k_values: tuple[int, ...] = DEFAULT_K  # budgets K of Table 7, clamped to what the model has
-    ratio: float = 0.5  # good:bad ratio of the cross-task matrix
+CrossTaskSettings = CrossTask  # the recipe's `crosstask:` section
 
 
-def settings_of(recipe: Recipe, **overrides) -> CrossTaskSettings:
-    """The recipe's `crosstask:` section (if Recipe has one), with non-None keyword overrides."""
-    section = getattr(recipe, "crosstask", None)
-    base = CrossTaskSettings(**dataclasses.asdict(section)) if section is not None else CrossTaskSettings()
-    s = dataclasses.replace(base, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None})
+def settings_of(recipe: Recipe, **overrides) -> CrossTask:
+    """The recipe's `crosstask:` section with non-None keyword overrides."""
+    s = dataclasses.replace(recipe.crosstask, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None})
     if not 0.0 <= s.ratio <= 1.0:
         raise RecipeError(f"crosstask.ratio: expected a ratio in [0, 1], got {s.ratio}")
     if not s.k_values or min(s.k_values) < 1:
@@ -63,22 +54,12 @@ def settings_of(recipe: Recipe, **overrides) -> CrossTaskSettings:
     return s
 
 
-def load_crosstask_recipe(path) -> tuple[Recipe, CrossTaskSettings]:
-    """A recipe file with an optional `crosstask:` section (read here if Recipe has no such field)."""
-    import yaml
+def load_crosstask_recipe(path) -> tuple[Recipe, CrossTask]:
+    """A recipe file and its `crosstask:` settings."""
+    from .recipe import load_recipe
 
-    from .recipe import _build, load_recipe, recipe_from_dict
-
-    data = yaml.safe_load(Path(path).read_text()) or {}
-    if "crosstask" in {f.name for f in dataclasses.fields(Recipe)} or "crosstask" not in data:
-        recipe = load_recipe(path)
-        return recipe, settings_of(recipe)
-    try:
-        section = _build(CrossTaskSettings, data.pop("crosstask") or {}, "crosstask")
-        recipe = recipe_from_dict(data)
-        return recipe, settings_of(recipe, **dataclasses.asdict(section))
-    except RecipeError as err:
-        raise RecipeError(f"{path}: {err}") from None
+    recipe = load_recipe(path)
+    return recipe, settings_of(recipe)
 
 
 # ---- neuron sets ---------------------------------------------------------------------------

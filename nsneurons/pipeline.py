@@ -26,7 +26,7 @@ from .store import example_scores
 log = logging.getLogger("nsneurons")
 
 # Settings that change a task's results (the rest, such as output folder or description, do not).
-_FINGERPRINT_EXCLUDES = ("output", "description", "ndif_host")
+_FINGERPRINT_EXCLUDES = ("output", "description", "ndif_host", "crosstask")
 
 
 def fingerprint(recipe: Recipe, model_provenance: dict) -> str:
@@ -202,7 +202,9 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
                 continue
         print(f"task {task.name}: running")
         parts = run_task(recipe, model, task, out, progress=progress)
-        ds = xr.Dataset({"sweep": parts["sweep"], "ablation": parts["ablation"], "baseline": parts["baseline"],
+        # The baseline has its own measures (acc, com, counts): a dim of its own keeps `metric` clean.
+        ds = xr.Dataset({"sweep": parts["sweep"], "ablation": parts["ablation"],
+                         "baseline": parts["baseline"].rename(metric="measure"),
                          "layer": parts["neurons"].layer, "neuron": parts["neurons"].neuron, "score": parts["neurons"].score,
                          "example_prob": parts["example"].prob.rename(option="option")},
                         coords={"example_correct_letter": parts["example"].correct_letter, "example_prompt": parts["example"].prompt,
@@ -251,7 +253,7 @@ def _combine_and_report(recipe: Recipe, model, out: Path, per_task: dict[str, xr
              "n_layers": model.n_layers, "n_neurons": model.n_neurons}
     results = xr.Dataset({"sweep": stacked.sweep, "ablation": stacked.ablation}, attrs=attrs)
     neurons = xr.Dataset({"layer": stacked.layer, "neuron": stacked.neuron, "score": stacked.score}, attrs=attrs)
-    baseline = xr.Dataset({"baseline": stacked.baseline}, attrs=attrs)
+    baseline = xr.Dataset({"baseline": stacked.baseline.rename(measure="metric")}, attrs=attrs)
     examples = xr.concat([ds.example_prob.rename("prob").reset_coords(drop=True) for ds in per_task.values()], dim=tasks, join="outer")
     examples = xr.Dataset({"prob": examples}, coords={
         "correct_letter": ("task", [str(ds.example_correct_letter.values) for ds in per_task.values()]),

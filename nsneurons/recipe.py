@@ -76,12 +76,23 @@ class Naica:
 
 
 @dataclass(frozen=True)
+class CrossTask:
+    """Settings of `nsneurons crosstask` (appendix C analyses), run after `nsneurons run`."""
+
+    methods: Optional[tuple[MethodName, ...]] = None  # common/specific/matrix/layers (None: neuronllm if run, else the first)
+    budget_methods: Optional[tuple[MethodName, ...]] = None  # Table 7 (None: neuronllm, tn, qrnca among those run)
+    k_values: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 500)  # Table 7 budgets, clamped to the model
+    ratio: float = 0.5  # good:bad ratio of the cross-task matrix
+
+
+@dataclass(frozen=True)
 class Recipe:
     name: str  # outputs go to <output>/<name>/
     model: str  # hub id, save_pretrained folder, .gguf file, or "demo" (SmolLM2-135M-Instruct)
     tasks: tuple[TaskSource, ...] = ()  # the tasks to run (experiment "neuronllm")
     experiment: Literal["neuronllm", "naica"] = "neuronllm"  # NeuronLLM and its baselines, or NA-ICA / QRNCA
     naica: Naica = Naica()  # settings of experiment "naica"
+    crosstask: CrossTask = CrossTask()  # settings of `nsneurons crosstask` (after `nsneurons run`)
     revision: Optional[str] = None  # hub revision of the model
     trust_remote_code: bool = False  # allow the model's own code from the hub (Baichuan 2 needs it)
     backend: Backend = "local"  # "local" (this machine) or "remote" (NDIF)
@@ -205,6 +216,8 @@ def _check_values(recipe: Recipe) -> None:
     need(len(recipe.selection.methods) > 0, "selection.methods", "expected at least one method")
     for i, r in enumerate(recipe.evaluation.ratios):
         need(0.0 <= r <= 1.0, f"evaluation.ratios[{i}]", f"expected a ratio in [0, 1], got {r}")
+    need(0.0 <= recipe.crosstask.ratio <= 1.0, "crosstask.ratio", f"expected a ratio in [0, 1], got {recipe.crosstask.ratio}")
+    need(all(k >= 1 for k in recipe.crosstask.k_values), "crosstask.k_values", "expected ints >= 1")
     need(recipe.evaluation.batch_size >= 1, "evaluation.batch_size", "expected >= 1")
     need(recipe.evaluation.understood >= 0 and recipe.evaluation.not_understood >= 0, "evaluation.understood", "expected >= 0")
 

@@ -1,7 +1,6 @@
 """Architecture table, model loading, answer tokens, batched baseline evaluation."""
 import numpy as np
 import pytest
-import torch
 
 from fixtures_models import gpt2_style_tokenizer, llama_style_tokenizer, tiny_hf_model
 from nsneurons.answers import AnswerTokenError, answer_token_ids
