@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+import nnsight
 import numpy as np
 import torch
 
@@ -131,11 +132,13 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks):
     prompt_len = ids.shape[1] - 1
     rows = len(alphas)
     dtype, device = model.compute_dtype, model.device
-    results = []
     sites = {layer: model.down_proj(layer) for chunk in chunks for layer in chunk}
     steps = config.steps
     _ship_trace_code(model)
     with lm.session(remote=model.remote):
+        # Made and saved inside the session: on NDIF the body runs on the server, and only
+        # saved values come back (a list made outside would stay empty here).
+        results = []
         with lm.trace(ids[:, :prompt_len], use_cache=True, logits_to_keep=1):
             prefix_cache = lm.output.past_key_values
         kv = [(layer.keys.detach(), layer.values.detach()) for layer in prefix_cache.layers]
@@ -166,6 +169,7 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks):
                 f_table = f_rows.detach().float().reshape(len(chunk), rows).cpu().save()
                 last = logits[rows - 1].detach().float().cpu().save()
             results.append((ig, act, f_table, last))
+        nnsight.save(results)
     return results
 
 
@@ -174,12 +178,12 @@ def _full_path(model, ids, answer_ids, correct, config, alphas, chunks):
     lm = model.lm
     target_fn = _targets.get_target(config.target)
     rows = len(alphas)
-    results = []
     batch = ids.expand(rows, -1)
     sites = [(layer, model.down_proj(layer)) for chunk in chunks for layer in chunk]
     steps = config.steps
     _ship_trace_code(model)
     with lm.session(remote=model.remote):
+        results = []  # made and saved inside the session (see _prefix_path)
         for layer, site in sites:
             with lm.trace(batch):
                 neurons = site.input
@@ -194,4 +198,5 @@ def _full_path(model, ids, answer_ids, correct, config, alphas, chunks):
                 f_table = f_rows.detach().float()[None].cpu().save()
                 last = logits[rows - 1].detach().float().cpu().save()
             results.append((ig, act, f_table, last))
+        nnsight.save(results)
     return results

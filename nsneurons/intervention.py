@@ -130,15 +130,18 @@ def _retrying(model, fn, describe: str):
 
 def _batch_probs(model, ids, mask, positions, scales, touched, sites, answers, position) -> torch.Tensor:
     """Option probabilities [B, 4] of a left-padded batch, row b under multipliers scales[b]."""
-    with model.lm.trace(ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, remote=model.remote):
+    # The block must not name `model`: on NDIF it would be pickled by reference to nsneurons,
+    # which the server does not have.
+    lm, device = model.lm, model.device
+    with lm.trace(ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, remote=model.remote):
         for layer in touched:
-            scale = scales[:, layer].to(model.device)  # [B, N]
+            scale = scales[:, layer].to(device)  # [B, N]
             neurons = sites[layer].input
             if position == "answer":
                 neurons[:, -1] = neurons[:, -1] * scale.to(neurons.dtype)
             else:
                 neurons[:] = neurons * scale.to(neurons.dtype)[:, None, :]
-        logits = model.lm.output.logits[:, -1].float()
+        logits = lm.output.logits[:, -1].float()
         picked = torch.gather(logits, 1, answers.to(logits.device))
         probs = torch.softmax(picked, dim=-1).cpu().save()
     return probs
@@ -182,12 +185,13 @@ def generate(model, prompt: str, condition: Condition = BASELINE, *, max_new_tok
     table = condition.multipliers(model.n_layers, model.n_neurons)
     touched = sorted({layer for layer, _ in (*condition.silence, *condition.excite)})
     sites = {layer: model.down_proj(layer) for layer in touched}
-    with model.lm.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, remote=model.remote) as tracer:
+    lm = model.lm  # not `model` inside the block (see _batch_probs)
+    with lm.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, remote=model.remote) as tracer:
         with tracer.iter[:max_new_tokens]:
             for layer in touched:
                 neurons = sites[layer].input
                 neurons[:] = neurons * table[layer].to(neurons.device, neurons.dtype)
-        tokens = model.lm.generator.output.save()
+        tokens = lm.generator.output.save()
     ids = tokens[0] if tokens.dim() == 2 else tokens
     n_prompt = len(model.tokenizer(prompt)["input_ids"])
     return model.tokenizer.decode(ids[n_prompt:], skip_special_tokens=True)

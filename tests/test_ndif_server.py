@@ -11,7 +11,6 @@ import socket
 import pytest
 import torch
 
-from ndif_server import ndif_server  # noqa: F401  (session fixture; see tests/ndif_server.py)
 from nsneurons.remote import (
     NsneuronsRemoteError,
     RemoteConfig,
