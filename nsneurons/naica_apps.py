@@ -29,7 +29,8 @@ def attribute_queries(model, proxies_by_query: Mapping[str, Sequence[Proxy]], *,
     """IG (target "qrnca") and activations of every neuron for every prompt: (query, prompt, layer, neuron)."""
     from tqdm.auto import tqdm
 
-    from .attribution import AttributionConfig, attribute_proxy
+    from .attribution import AttributionConfig
+    from .scoring import attribute_with_retries
 
     config = AttributionConfig(target="qrnca", steps=steps, answer_format=answer_format, path=path)
     queries = list(proxies_by_query)
@@ -44,7 +45,7 @@ def attribute_queries(model, proxies_by_query: Mapping[str, Sequence[Proxy]], *,
     bar = tqdm(total=len(queries) * n_p, disable=not progress, unit="prompt", desc="NA-ICA attribution")
     for i, query in enumerate(queries):
         for j, proxy in enumerate(proxies_by_query[query]):
-            result = attribute_proxy(model, proxy, config)
+            result = attribute_with_retries(model, proxy, config)
             ig[i, j], act[i, j], probs[i, j], target[i, j] = result.ig, result.activation, result.option_prob, result.target_value
             letters[i, j] = proxy.correct_letter
             bar.update()

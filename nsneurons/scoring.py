@@ -42,7 +42,8 @@ def score_provenance(model, config: AttributionConfig, extra: dict | None = None
     return prov
 
 
-def _attribute(model, proxy, config, layers):
+def attribute_with_retries(model, proxy, config, layers=None):
+    """`attribute_proxy`; on NDIF with retries of transient failures and the example named in errors."""
     if not model.on_server:
         return attribute_proxy(model, proxy, config, layers)
     from .remote import with_retries
@@ -73,7 +74,7 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
                 continue
             results = []
             for proxy in group:
-                results.append(_attribute(model, proxy, config, layers))
+                results.append(attribute_with_retries(model, proxy, config, layers))
                 bar.update(1)
             store.write_example(
                 index,
