@@ -51,3 +51,12 @@ def answer_token_ids(tokenizer, prompt: str, options: Sequence[str], answer_form
             "option's text must differ; use answer_format 'letters' or reword the options"
         )
     return tuple(int(i) for i in ids)
+
+
+def check_answer_tokens(tokenizer, proxies, answer_format: AnswerFormat) -> None:
+    """Resolve every proxy's answer tokens up front, so a collision stops a run before hours of work."""
+    for proxy in proxies:
+        try:
+            answer_token_ids(tokenizer, proxy.prompt, proxy.options, answer_format)
+        except AnswerTokenError as err:
+            raise AnswerTokenError(f"task {proxy.task!r}, example {proxy.example_id!r}: {err}") from None

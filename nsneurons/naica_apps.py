@@ -306,6 +306,9 @@ def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: i
     out_dir.mkdir(parents=True, exist_ok=True)
     domains = _domain_of(questions_by_domain)
     proxies = domain_proxies(questions_by_domain, seed=seed, answer_format=answer_format)
+    from .answers import check_answer_tokens
+
+    check_answer_tokens(model.tokenizer, [p for ps in proxies.values() for p in ps], answer_format)
     attribution = attribute_queries(model, proxies, steps=steps, answer_format=answer_format, progress=progress)
     attribution = attribution.assign_coords(domain=("query", [domains[q] for q in attribution["query"].values]))
     found = key_neurons(attribution["ig"], t=t, v=v, u=u, remove_common=remove_common)

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 
 from . import metrics, selection
+from .answers import check_answer_tokens
 from .attribution import AttributionConfig
 from .intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
 from .recipe import Recipe, check_against_model
@@ -95,6 +96,7 @@ def _conditions(recipe: Recipe, neuron_sets: dict[str, xr.Dataset]) -> tuple[lis
 def run_task(recipe: Recipe, model, task, out: Path, *, progress: bool = True) -> dict[str, xr.Dataset]:
     """One task end to end; returns its datasets (sweep, ablation, neurons, baseline, example)."""
     id_proxies, candidate_proxies = task_proxies(recipe, task)
+    check_answer_tokens(model.tokenizer, id_proxies + candidate_proxies, recipe.answer_format)
     # Screen candidates with the unmodified model, then draw the evaluation set (appendix A.1).
     screen = correct_table(option_probs(model, candidate_proxies, [BASELINE], answer_format=recipe.answer_format,
                                         batch_size=recipe.evaluation.batch_size, progress=progress)).sel(condition="none")
