@@ -122,8 +122,9 @@ def test_shipped_crosstask_recipes_load(tmp_path):
     assert demo.model == "demo" and len(demo.tasks) >= 2
     paper, settings = load_crosstask_recipe(root / "cross-task-paper.yaml")
     assert paper.model == "meta-llama/Llama-2-7b-hf" and [t.name for t in paper.tasks] == ["ner", "chunking", "sentiment", "commonsense"]
-    assert settings == CrossTaskSettings() and settings.k_values == (10, 25, 50, 100, 150, 200, 250, 500)
-    # A `crosstask:` section is read (and checked) whether or not Recipe has the field.
+    assert settings == CrossTaskSettings(methods=("neuronllm",), budget_methods=("neuronllm", "tn", "qrnca"))
+    assert settings.k_values == (10, 25, 50, 100, 150, 200, 250, 500)
+    # A `crosstask:` section is read and checked.
     path = tmp_path / "r.yaml"
     path.write_text("name: x\nmodel: m\ntasks: [sentiment, ner]\ncrosstask: {methods: [tn], k_values: [5, 7], ratio: 0.3}\n")
     assert load_crosstask_recipe(path)[1] == CrossTaskSettings(methods=("tn",), k_values=(5, 7), ratio=0.3)
