@@ -132,3 +132,15 @@ def test_naica_recipe_runs_through_nsneurons_run(tmp_path, tiny_model_dir):
     out = tmp_path / "out" / "tiny-ci"
     assert (out / "report.md").is_file() and (out / "naica_layer_histogram.png").is_file()
     assert (out / "naica_overlap_heatmap.png").is_file() and (out / "naica.zarr").is_dir()
+
+
+@pytest.mark.demo
+def test_naica_demo_recipe_writes_figures_and_report(tmp_path):
+    """recipes/na-ica.yaml as shipped, on the real demo model (several minutes on 2 cores)."""
+    recipe = Path(__file__).parent.parent / "recipes" / "na-ica.yaml"
+    assert cli.main(["run", str(recipe), "--output", str(tmp_path)]) == 0
+    out = tmp_path / "na-ica"
+    for name in ("report.md", "naica_layer_histogram.png", "naica_overlap_heatmap.png"):
+        assert (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    assert "Localized regions" in report and "Neuron-based prediction" in report and "Editing" in report
