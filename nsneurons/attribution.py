@@ -88,6 +88,19 @@ def _auto_layers_per_pass(model, n_layers: int, steps: int, prompt_len: int) -> 
     return int(max(1, min(n_layers, rows // (steps + 2))))
 
 
+def shared_prefix_queries(ids: torch.Tensor, n: int, dtype, device):
+    """n copies of the last token as query tokens after the cached prompt prefix: input ids,
+    position ids (all at the last token's position) and a 4-D mask letting each see the prefix
+    and itself only. Passing the mask also keeps nnsight from adding its default one (see docs)."""
+    prompt_len = ids.shape[1] - 1
+    query = ids[:, prompt_len:].expand(1, n).to(device)
+    positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
+    mask = torch.full((1, 1, n, prompt_len + n), torch.finfo(dtype).min, dtype=dtype, device=device)
+    mask[..., :prompt_len] = 0
+    mask[0, 0, torch.arange(n), prompt_len + torch.arange(n)] = 0
+    return query, positions, mask
+
+
 def _ship_trace_code(model) -> None:
     """Remote traces run where nsneurons is not installed: ship the target functions by value."""
     if model.remote:
@@ -144,11 +157,7 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks):
         kv = [(layer.keys.detach(), layer.values.detach()) for layer in prefix_cache.layers]
         for chunk in chunks:
             n = len(chunk) * rows
-            query = ids[:, prompt_len:].expand(1, n).to(device)
-            positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
-            mask = torch.full((1, 1, n, prompt_len + n), torch.finfo(dtype).min, dtype=dtype, device=device)
-            mask[..., :prompt_len] = 0
-            mask[0, 0, torch.arange(n), prompt_len + torch.arange(n)] = 0
+            query, positions, mask = shared_prefix_queries(ids, n, dtype, device)
             cache = DynamicCache(ddp_cache_data=kv)
             with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
                 scaled, originals = [], []

@@ -150,15 +150,13 @@ def _shared_prefix_probs(model, prompt: str, tables: torch.Tensor, answer_ids: t
     """Option probabilities [C, 4] of one prompt under C conditions applied at its last token."""
     from transformers import DynamicCache
 
+    from .attribution import shared_prefix_queries
+
     lm = model.lm
     ids = model.tokenizer(prompt, return_tensors="pt")["input_ids"]
     prompt_len, n = ids.shape[1] - 1, tables.shape[0]
     dtype, device = model.compute_dtype, model.device
-    query = ids[:, prompt_len:].expand(1, n).to(device)
-    positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
-    mask = torch.full((1, 1, n, prompt_len + n), torch.finfo(dtype).min, dtype=dtype, device=device)
-    mask[..., :prompt_len] = 0
-    mask[0, 0, torch.arange(n), prompt_len + torch.arange(n)] = 0
+    query, positions, mask = shared_prefix_queries(ids, n, dtype, device)
     with lm.session(remote=model.remote):
         with lm.trace(ids[:, :prompt_len], use_cache=True, logits_to_keep=1):
             prefix_cache = lm.output.past_key_values
