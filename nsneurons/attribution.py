@@ -147,6 +147,8 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks):
     dtype, device = model.compute_dtype, model.device
     sites = {layer: model.down_proj(layer) for chunk in chunks for layer in chunk}
     steps = config.steps
+    # Built here, not in the session: the session body runs on NDIF, where nsneurons is not installed.
+    queries = {len(c) * rows: shared_prefix_queries(ids, len(c) * rows, dtype, device) for c in chunks}
     _ship_trace_code(model)
     with lm.session(remote=model.remote):
         # Made and saved inside the session: on NDIF the body runs on the server, and only
@@ -157,7 +159,7 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks):
         kv = [(layer.keys.detach(), layer.values.detach()) for layer in prefix_cache.layers]
         for chunk in chunks:
             n = len(chunk) * rows
-            query, positions, mask = shared_prefix_queries(ids, n, dtype, device)
+            query, positions, mask = queries[n]
             cache = DynamicCache(ddp_cache_data=kv)
             with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
                 scaled, originals = [], []
