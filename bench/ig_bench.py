@@ -9,13 +9,19 @@ One run, one model, one prompt, one set of settings (target "ace", m steps, righ
                  backward. Full-vocabulary logits at every position, as the peers' code does.
   (b) nsneurons  `attribute_proxy(model, proxy, AttributionConfig())`, exactly as a user calls it
                  (default config: path="prefix", layers per pass chosen by the memory budget).
-  (c) limit      faster plain-PyTorch forms, to locate the limit (no nnsight):
+  (b2-b4)    variants of (b) inside the same nnsight traces, proposed for nsneurons/attribution.py:
+                 b2 prefix trace with logits_to_keep=1, and lm_head skipped in favour of the four
+                    answer-token logits ("ace" only);
+                 b3 b2 + staircase rows: the query trace starts with one row and each attributed block's
+                    input grows by the m + 1 rows that scale it (no copies run the blocks below);
+                 b4 b3 + an attention function that skips the masked n x n block.
+  (c1-c5)    faster plain-PyTorch forms (no nnsight), to locate the limit:
                  c1 shared prefix: the prompt minus its last token runs once with a KV cache, then
                     all L*m scaled copies of the last token are query tokens of ONE sequence after
                     that prefix (4-D mask: each sees the prefix and itself), one backward;
-                 c2 as c1, plus: prefix logits only at its last position, answer-token logits only
-                    (exact for "ace"), and a staircase: group j's rows join at layer j (below it
-                    they equal the unscaled row), so layers below j run no copies of group j.
+                 c2 c1 + prefix logits at its last position only + answer-token logits only ("ace");
+                 c3 c1 + prefix logits at one position + staircase rows; c4 c2 + c3;
+                 c5 c4 + prefix+self attention (each query row against the prefix keys and its own).
 
 Reported per strategy: seconds per proxy question for all layers (median of repeats after a
 warm-up), speed-up over (a), peak memory (CPU: peak RSS of this process during the strategy,
@@ -270,6 +276,9 @@ def prefix_diag_attention(module, query, key, value, attention_mask=None, scalin
     keys and its own key (the last n keys), never the other rows, so the n x n block of the masked
     form (all masked but its diagonal) is never computed. The mask argument is ignored: this function
     is correct only where the mask has that structure. Grouped-query heads share their key/value head."""
+    out_dtype = query.dtype
+    if out_dtype != torch.float32:  # accumulate in float32, as the fused kernels do
+        query, key, value = query.float(), key.float(), value.float()
     b, h, n, d = query.shape
     hkv = key.shape[1]
     g = h // hkv
@@ -280,9 +289,9 @@ def prefix_diag_attention(module, query, key, value, attention_mask=None, scalin
     vp, vs = value[:, :, :p], value[:, :, p:]
     s_prefix = (q @ kp.transpose(-1, -2)) * scaling  # [b, hkv, g*n, p]
     s_self = (q.view(b, hkv, g, n, d) * ks[:, :, None]).sum(-1).reshape(b, hkv, g * n, 1) * scaling
-    w = torch.softmax(torch.cat([s_prefix, s_self], dim=-1).float(), dim=-1).to(query.dtype)
+    w = torch.softmax(torch.cat([s_prefix, s_self], dim=-1), dim=-1)
     out = w[..., :p] @ vp + (w[..., p:].view(b, hkv, g, n, 1) * vs[:, :, None]).reshape(b, hkv, g * n, d)
-    return out.view(b, h, n, d).transpose(1, 2).contiguous(), None
+    return out.view(b, h, n, d).transpose(1, 2).contiguous().to(out_dtype), None
 
 
 _PREFIX_DIAG = "nsneurons_prefix_diag"
@@ -745,9 +754,15 @@ def build(args):
     # gpu
     from fixtures_models import llama_style_tokenizer
 
-    if not torch.cuda.is_available():
-        raise SystemExit("--mode gpu needs a CUDA device (torch sees none)")
     tok = llama_style_tokenizer()  # offline; its ids (< 600) are valid in a 32000-word vocabulary
+    if args.shrink:  # the gpu-mode flow on a small LLaMA-2-style model, on CUDA if there is one, else CPU
+        shape = dict(LLAMA2_7B, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
+                     num_key_value_heads=8)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        hf = random_llama(shape, torch.bfloat16, device, args.seed)
+        return hf, tok, f"--shrink: random-init LLaMA-2-style model (4 layers, hidden 256, intermediate 688, vocab 32000) on {device}, bfloat16"
+    if not torch.cuda.is_available():
+        raise SystemExit("--mode gpu needs a CUDA device (torch sees none); --shrink runs its flow on a small model on CPU")
     hf = random_llama(LLAMA2_7B, torch.bfloat16, "cuda", args.seed)
     return hf, tok, "random-init LLaMA-2-7B shape (32 layers, hidden 4096, intermediate 11008, 32 heads, vocab 32000), bfloat16"
 
@@ -804,6 +819,8 @@ def parse_args(argv=None):
                    help="others' share of the machine's CPU that marks a timing as disturbed (0.10)")
     p.add_argument("--gate-wait", type=float, default=60.0, help="longest wait for a quiet moment, seconds (60)")
     p.add_argument("--gate-tries", type=int, default=3, help="timings per measurement at most; the fastest is kept (3)")
+    p.add_argument("--shrink", action="store_true",
+                   help="gpu mode: a 4-layer LLaMA-2-style model instead of 7B (checks the flow; runs on CPU without CUDA)")
     p.add_argument("--ci-layers", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--correct", type=int, default=1, help="index of the correct option (0..3)")
@@ -978,7 +995,13 @@ def report(result: dict) -> str:
         f"- prompt {result['prompt_tokens']} tokens, m = {result['steps']}, target {result['target']}, quadrature {result['quadrature']}",
         f"- machine: {m.get('cpu', '?')}{' / ' + m['gpu'] if 'gpu' in m else ''}, {m.get('cores')} cores, torch {m.get('torch')}, "
         f"transformers {m.get('transformers', '?')}, nnsight {m.get('nnsight', '?')}; started {result['started']}; "
-        f"1-minute load average {result['loadavg_1m_start']:.2f} at start, {m['loadavg_1m']:.2f} at end",
+        f"1-minute load average {result['loadavg_1m_start']:.2f} at start, {m['loadavg_1m']:.2f} at end; "
+        f"finished {result.get('finished', '?')}",
+        "- timing: " + (
+            f"gated (before each timing, waited up to {result['gate']['wait_s']:.0f} s for a quiet CPU; a timing during which "
+            f"other processes used more than {result['gate']['threshold']:.0%} of the machine's CPU was retried, up to "
+            f"{result['gate']['tries']} tries, fastest kept)" if result["gate"]["enabled"] else "not gated")
+        + "; (a) timed layer by layer and summed; (b), (c) medians of the runs after one warm-up",
         f"- memory: {result['memory']}",
         "",
         result["table"],
