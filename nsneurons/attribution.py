@@ -3,16 +3,21 @@
 IG_i = a_i / m * sum_k dF/d(scaled a_i) at scaled a = alpha_k * a, for one layer at a time
 (other layers untouched), alpha_k = k/m (right Riemann, the paper's Eq. 1) or (k - 1/2)/m (midpoint).
 
-Two ways to compute the same numbers:
-- `prefix` (default, fast): scaling the last position cannot change earlier positions (causal
-  attention), so the prompt minus its last token runs once with a KV cache; then the last token
-  runs as n = layers x (m + 1) query tokens of ONE sequence after that shared prefix, all at the
-  last token's position, under a 4-D mask that lets each query see the prefix and itself only.
-  Group j scales layer j; row 0 of each group is alpha = 0 (for the completeness diagnostic).
-  One backward per pass. Passing an explicit mask also avoids nnsight's silent default-mask bug
-  with caches (see docs).
+Three ways to compute the same numbers (`AttributionConfig.path`):
+- `staircase` (default, fastest): scaling the last position cannot change earlier positions
+  (causal attention), so the prompt minus its last token runs once with a KV cache. The last
+  token then runs as ONE query row after that shared prefix; at the input of each attributed
+  block j, m + 1 copies of the row join (all at the last token's position, under a 4-D mask
+  that lets each see the prefix and itself only) and layer j's neurons of those copies are
+  scaled. Rows of layer j never run the blocks below j, where they would equal the unscaled
+  row: about half the row-layers of `prefix`. Row 0 stays unscaled and gives F(x).
+- `prefix`: the same, with all layers x (m + 1) rows present from the embedding on.
 - `full` (reference): per layer, a batch of m + 1 full prompts.
-Both run inside one `session`, so on NDIF the prefix cache never leaves the server.
+Each group's row 0 is alpha = 0 (for the completeness diagnostic). One backward per pass. For
+targets that only need the four answer tokens' logits (`targets.ANSWER_LOGITS_ONLY`), the output
+layer computes those four columns only. Passing an explicit mask also avoids nnsight's silent
+default-mask bug with caches (see docs). Each runs inside one `session`, so on NDIF the prefix
+cache never leaves the server.
 """
 from __future__ import annotations
 
@@ -24,11 +29,12 @@ import numpy as np
 import torch
 
 from . import targets as _targets
+from . import trace_ops as _trace_ops
 from .answers import answer_token_ids
 from .tasks.base import AnswerFormat, Proxy
 
 Quadrature = Literal["right", "midpoint"]
-Path_ = Literal["prefix", "full"]
+Path_ = Literal["staircase", "prefix", "full"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class AttributionConfig:
     target: str = "ace"  # a name in nsneurons.targets.TARGETS
     steps: int = 16  # m in Eq. 1
     quadrature: Quadrature = "right"  # alpha_k = k/m ("right", the paper) or (k - 1/2)/m
-    path: Path_ = "prefix"  # "prefix" (fast, default) or "full" (per-layer full prompts, the reference)
+    path: Path_ = "staircase"  # "staircase" (fastest, default), "prefix", or "full" (per-layer full prompts, the reference)
     layers_per_pass: int | None = None  # None: as many as the memory budget allows
     answer_format: AnswerFormat = "letters"
 
@@ -48,8 +54,8 @@ class AttributionConfig:
             raise ValueError(f"steps must be >= 1, got {self.steps}")
         if self.quadrature not in ("right", "midpoint"):
             raise ValueError(f"quadrature must be 'right' or 'midpoint', got {self.quadrature!r}")
-        if self.path not in ("prefix", "full"):
-            raise ValueError(f"path must be 'prefix' or 'full', got {self.path!r}")
+        if self.path not in ("staircase", "prefix", "full"):
+            raise ValueError(f"path must be 'staircase', 'prefix' or 'full', got {self.path!r}")
 
 
 @dataclass
@@ -95,23 +101,34 @@ def shared_prefix_queries(ids: torch.Tensor, n: int, dtype, device):
     prompt_len = ids.shape[1] - 1
     query = ids[:, prompt_len:].expand(1, n).to(device)
     positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
-    mask = torch.full((1, 1, n, prompt_len + n), torch.finfo(dtype).min, dtype=dtype, device=device)
-    mask[..., :prompt_len] = 0
-    mask[0, 0, torch.arange(n), prompt_len + torch.arange(n)] = 0
-    return query, positions, mask
+    return query, positions, _trace_ops.query_mask(prompt_len, n, dtype, device)
 
 
 def _ship_trace_code(model) -> None:
-    """Remote traces run where nsneurons is not installed: ship the target functions by value."""
+    """Remote traces run where nsneurons is not installed: ship the torch-only helpers by value."""
     if model.remote:
-        import nnsight
-
         nnsight.register(_targets)
+        nnsight.register(_trace_ops)
+
+
+def _answer_head(model, target: str):
+    """The output layer's envoy when F needs only the four answer logits and that layer is a plain
+    linear map (so its four rows give exactly those logits); else None (full-vocabulary logits)."""
+    if target not in _targets.ANSWER_LOGITS_ONLY:
+        return None
+    head = model.hf_model.get_output_embeddings()
+    if type(head) is not torch.nn.Linear:
+        return None
+    name = next(name for name, module in model.hf_model.named_modules() if module is head)
+    envoy = model.lm
+    for part in name.split("."):
+        envoy = getattr(envoy, part)
+    return envoy
 
 
 def attribute_proxy(model, proxy: Proxy, config: AttributionConfig, layers: Sequence[int] | None = None) -> ProxyAttribution:
     """IG of every neuron of `layers` (default: all) for one proxy question."""
-    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    layers = list(range(model.n_layers)) if layers is None else sorted(set(layers))
     answer_ids = torch.tensor(answer_token_ids(model.tokenizer, proxy.prompt, proxy.options, config.answer_format))
     ids = model.tokenizer(proxy.prompt, return_tensors="pt")["input_ids"]
     if ids.shape[1] < 2:
@@ -119,25 +136,25 @@ def attribute_proxy(model, proxy: Proxy, config: AttributionConfig, layers: Sequ
     alphas = alphas_for(config.steps, config.quadrature)
     per_pass = config.layers_per_pass or _auto_layers_per_pass(model, len(layers), config.steps, ids.shape[1])
     chunks = [layers[i : i + per_pass] for i in range(0, len(layers), per_pass)]
-    if config.path == "prefix":
-        results = _prefix_path(model, ids, answer_ids, proxy.correct, config, alphas, chunks)
-    else:
+    if config.path == "full":
         results = _full_path(model, ids, answer_ids, proxy.correct, config, alphas, chunks)
+    else:
+        results = _prefix_path(model, ids, answer_ids, proxy.correct, config, alphas, chunks,
+                               staircase=config.path == "staircase")
     ig, act, f_rows = (torch.cat([r[i] for r in results]).float() for i in range(3))
-    # f_rows [layers, rows]: F per row; the last row (alpha = 1) gives F(x), row 0 the zeroed layer.
-    last_logits = results[0][3]
-    target_fn = _targets.get_target(config.target)
-    f_x = float(target_fn(last_logits, answer_ids, proxy.correct))
+    # f_rows [layers, rows]: F per row, row 0 with the layer zeroed (alpha = 0).
+    f_x, option_logits = float(results[0][3]), results[0][4]
     gap = ig.sum(1) - (f_x - f_rows[:, 0])
     return ProxyAttribution(
         ig=ig.numpy(), activation=act.numpy(),
-        option_prob=_targets.option_probs(last_logits, answer_ids).numpy().astype(np.float32),
+        option_prob=torch.softmax(option_logits.float(), -1).numpy().astype(np.float32),
         target_value=f_x, completeness_gap=gap.numpy().astype(np.float32),
     )
 
 
-def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks):
-    """Shared-prefix computation; one session so a remote prefix cache stays on the server."""
+def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks, staircase: bool):
+    """Shared-prefix computation (staircase or flat rows); one session so a remote prefix cache
+    stays on the server. Returns per pass: IG, activations, F per row, F(x), the answer logits."""
     from transformers import DynamicCache
 
     lm = model.lm
@@ -146,9 +163,16 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks):
     rows = len(alphas)
     dtype, device = model.compute_dtype, model.device
     sites = {layer: model.down_proj(layer) for chunk in chunks for layer in chunk}
-    steps = config.steps
+    blocks = model.layers()
+    n_layers, steps = model.n_layers, config.steps
+    head = _answer_head(model, config.target)
+    # With only the answer logits computed, they come in A..D order.
+    target_ids = torch.arange(len(answer_ids)) if head is not None else answer_ids
     # Built here, not in the session: the session body runs on NDIF, where nsneurons is not installed.
-    queries = {len(c) * rows: shared_prefix_queries(ids, len(c) * rows, dtype, device) for c in chunks}
+    if staircase:
+        queries = {1: shared_prefix_queries(ids, 1, dtype, device)}
+    else:
+        queries = {len(c) * rows: shared_prefix_queries(ids, len(c) * rows, dtype, device) for c in chunks}
     _ship_trace_code(model)
     with lm.session(remote=model.remote):
         # Made and saved inside the session: on NDIF the body runs on the server, and only
@@ -158,28 +182,51 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks):
             prefix_cache = lm.output.past_key_values
         kv = [(layer.keys.detach(), layer.values.detach()) for layer in prefix_cache.layers]
         for chunk in chunks:
-            n = len(chunk) * rows
-            query, positions, mask = queries[n]
+            query, positions, mask = queries[1 if staircase else len(chunk) * rows]
             cache = DynamicCache(ddp_cache_data=kv)
             with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
                 scaled, originals = [], []
-                for j, layer in enumerate(chunk):
-                    neurons = sites[layer].input
-                    # Every row of group j sees layer j unscaled (only layer j is scaled in group j).
-                    original = neurons[0, j * rows].detach().clone()
-                    step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
-                    neurons[0, j * rows : (j + 1) * rows] = step_values
-                    scaled.append(step_values)
-                    originals.append(original)
-                logits = lm.output.logits[0]
-                f_rows = target_fn(logits, answer_ids.to(logits.device), correct)
+                if staircase:
+                    # Blocks from the chunk's first layer up: rows join at their own layer.
+                    for layer in range(chunk[0], n_layers):
+                        block_inputs = blocks[layer].inputs
+                        hidden = block_inputs[0][0]
+                        if layer in chunk:
+                            hidden = torch.cat([hidden, hidden[:, :1].expand(1, rows, hidden.shape[2])], dim=1)
+                        blocks[layer].inputs = _trace_ops.grow_block_inputs(block_inputs, hidden, prompt_len)
+                        if layer in chunk:
+                            neurons = sites[layer].input
+                            original = neurons[0, 0].detach().clone()
+                            step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
+                            neurons[0, hidden.shape[1] - rows :] = step_values
+                            scaled.append(step_values)
+                            originals.append(original)
+                else:
+                    for j, layer in enumerate(chunk):
+                        neurons = sites[layer].input
+                        # Every row of group j sees layer j unscaled (only layer j is scaled in group j).
+                        original = neurons[0, j * rows].detach().clone()
+                        step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
+                        neurons[0, j * rows : (j + 1) * rows] = step_values
+                        scaled.append(step_values)
+                        originals.append(original)
+                if head is not None:
+                    weight = head.weight[answer_ids.to(head.weight.device)]
+                    head.skip(head.input @ weight.T)
+                # Flattened: GPT-2 views its grown output as [rows, 1, ...] (its input shape was [1, 1]).
+                logits = lm.output.logits.reshape(-1, lm.output.logits.shape[-1])
+                f_rows = target_fn(logits, target_ids.to(logits.device), correct)
                 grads = torch.autograd.grad(f_rows.sum(), scaled)
                 # Row 0 (alpha = 0) and a trailing alpha = 1 row (midpoint) are no quadrature points.
                 ig = torch.stack([o.float() * g[1 : steps + 1].float().sum(0) / steps for o, g in zip(originals, grads)]).cpu().save()
                 act = torch.stack(originals).float().cpu().save()
-                f_table = f_rows.detach().float().reshape(len(chunk), rows).cpu().save()
-                last = logits[rows - 1].detach().float().cpu().save()
-            results.append((ig, act, f_table, last))
+                # Unscaled row: row 0 (staircase), or group 0's alpha = 1 row (flat).
+                x_row = 0 if staircase else rows - 1
+                group_rows = f_rows[1:] if staircase else f_rows
+                f_table = group_rows.detach().float().reshape(len(chunk), rows).cpu().save()
+                f_x = f_rows[x_row].detach().float().cpu().save()
+                option_logits = logits[x_row, target_ids.to(logits.device)].detach().float().cpu().save()
+            results.append((ig, act, f_table, f_x, option_logits))
         nnsight.save(results)
     return results
 
@@ -207,7 +254,8 @@ def _full_path(model, ids, answer_ids, correct, config, alphas, chunks):
                 ig = (original.float() * grads[0][1 : steps + 1].float().sum(0) / steps)[None].cpu().save()
                 act = original[None].float().cpu().save()
                 f_table = f_rows.detach().float()[None].cpu().save()
-                last = logits[rows - 1].detach().float().cpu().save()
-            results.append((ig, act, f_table, last))
+                f_x = f_rows[rows - 1].detach().float().cpu().save()
+                option_logits = logits[rows - 1, answer_ids.to(logits.device)].detach().float().cpu().save()
+            results.append((ig, act, f_table, f_x, option_logits))
         nnsight.save(results)
     return results

@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=5, help="identification examples (tr)")
     p.add_argument("--target", default="ace", help="ace, qrnca or tn")
     p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--path", default="prefix", choices=["prefix", "full"])
+    p.add_argument("--path", default="staircase", choices=["staircase", "prefix", "full"],
+                   help="IG computation: shared prefix with rows joining at their layer (default, fastest), shared prefix with all rows, or per-layer full prompts (reference)")
     p.add_argument("--layers", default=None, help="comma-separated layers (default: all)")
     p.add_argument("--layers-per-pass", type=int, default=None)
     p.add_argument("--out", type=Path, required=True, help="output .zarr path")

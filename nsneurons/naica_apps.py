@@ -25,7 +25,7 @@ EDIT_CONDITIONS = ("none", "boost", "suppress", "random_boost", "random_suppress
 
 
 def attribute_queries(model, proxies_by_query: Mapping[str, Sequence[Proxy]], *, steps: int = 20, answer_format: str = "letters",
-                      progress: bool = False, path: str = "prefix") -> xr.Dataset:
+                      progress: bool = False, path: str = "staircase") -> xr.Dataset:
     """IG (target "qrnca") and activations of every neuron for every prompt: (query, prompt, layer, neuron)."""
     from tqdm.auto import tqdm
 

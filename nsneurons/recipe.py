@@ -35,7 +35,9 @@ class TaskSource:
 class Attribution:
     steps: int = 16  # m in Eq. 1
     quadrature: Literal["right", "midpoint"] = "right"  # alpha_k = k/m (the paper) or (k - 1/2)/m
-    path: Literal["prefix", "full"] = "prefix"  # shared-prefix fast path, or per-layer full prompts (reference)
+    # "staircase": shared prefix, each layer's rows join at that layer (fastest); "prefix": shared
+    # prefix, every row from the embedding on; "full": per-layer full prompts (the reference).
+    path: Literal["staircase", "prefix", "full"] = "staircase"
     layers_per_pass: Optional[int] = None  # None: chosen from the memory available
     layers: Optional[tuple[int, ...]] = None  # layers to attribute (None: all)
 

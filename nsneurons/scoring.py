@@ -60,7 +60,8 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
     from tqdm.auto import tqdm
 
     groups = group_by_example(proxies)
-    layers = list(range(model.n_layers)) if layers is None else list(layers)
+    # Ascending, without repeats: the order attribute_proxy returns them in.
+    layers = list(range(model.n_layers)) if layers is None else sorted(set(layers))
     store = ScoreStore.open_or_create(
         Path(path), example_ids=list(groups), layers=layers, n_neurons=model.n_neurons,
         correct_letters=[[p.correct_letter for p in group] for group in groups.values()],

@@ -28,6 +28,9 @@ def tn(logits: torch.Tensor, answer_ids: torch.Tensor, correct: int) -> torch.Te
 
 
 TARGETS = {"ace": ace, "qrnca": qrnca, "tn": tn}
+# Targets that read only the four answer tokens' logits: attribution then computes just those
+# four columns of the output layer (no whole-vocabulary projection).
+ANSWER_LOGITS_ONLY = frozenset({"ace"})
 
 
 def get_target(name: str):

@@ -29,7 +29,7 @@ def model(request):
 
 
 @pytest.mark.parametrize("target", sorted(targets.TARGETS))
-@pytest.mark.parametrize("path", ["prefix", "full"])
+@pytest.mark.parametrize("path", ["staircase", "prefix", "full"])
 def test_ig_equals_plain_pytorch_reference(model, target, path):
     proxy = _proxy()
     result = attribute_proxy(model, proxy, AttributionConfig(target=target, path=path))
@@ -41,15 +41,39 @@ def test_ig_equals_plain_pytorch_reference(model, target, path):
         assert float(ref.abs().max()) > 1e-6  # the comparison is not between two zero arrays
 
 
-def test_prefix_multi_layer_pass_equals_one_layer_passes_and_full_prompt(tiny_llama):
+@pytest.mark.parametrize("path", ["staircase", "prefix"])
+@pytest.mark.parametrize("target", ["ace", "qrnca"])
+def test_prefix_multi_layer_pass_equals_one_layer_passes_and_full_prompt(tiny_llama, path, target):
     proxy = _proxy(correct=3)
-    all_at_once = attribute_proxy(tiny_llama, proxy, AttributionConfig(path="prefix", layers_per_pass=3))
-    one_by_one = attribute_proxy(tiny_llama, proxy, AttributionConfig(path="prefix", layers_per_pass=1))
-    full = attribute_proxy(tiny_llama, proxy, AttributionConfig(path="full"))
-    assert _max_rel(all_at_once.ig, full.ig) <= 1e-5
-    assert _max_rel(one_by_one.ig, full.ig) <= 1e-5
-    np.testing.assert_allclose(all_at_once.activation, full.activation, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(all_at_once.option_prob, full.option_prob, rtol=1e-5)
+    full = attribute_proxy(tiny_llama, proxy, AttributionConfig(path="full", target=target))
+    for per_pass in (3, 2, 1):  # one pass; passes of 2 + 1 layers; one layer per pass
+        fast = attribute_proxy(tiny_llama, proxy, AttributionConfig(path=path, target=target, layers_per_pass=per_pass))
+        assert _max_rel(fast.ig, full.ig) <= 1e-5, per_pass
+        np.testing.assert_allclose(fast.activation, full.activation, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(fast.option_prob, full.option_prob, rtol=1e-5)
+        assert fast.target_value == pytest.approx(full.target_value, rel=1e-5)
+        np.testing.assert_allclose(fast.completeness_gap, full.completeness_gap, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["staircase", "prefix", "full"])
+def test_a_subset_of_layers_equals_those_rows_of_all_layers(tiny_llama, path):
+    proxy = _proxy(correct=2)
+    every = attribute_proxy(tiny_llama, proxy, AttributionConfig(path=path))
+    some = attribute_proxy(tiny_llama, proxy, AttributionConfig(path=path), layers=[2, 1])
+    assert some.ig.shape == (2, tiny_llama.n_neurons)  # layers come back in ascending order
+    assert _max_rel(some.ig, every.ig[1:]) <= 1e-5
+    top = attribute_proxy(tiny_llama, proxy, AttributionConfig(path=path), layers=[2])
+    assert _max_rel(top.ig, every.ig[2:]) <= 1e-5
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2", "tiny_neox"])
+def test_ace_computes_only_the_four_answer_logits(request, fixture):
+    from nsneurons.attribution import _answer_head
+
+    model = request.getfixturevalue(fixture)
+    head = _answer_head(model, "ace")
+    assert head is not None and head._module is model.hf_model.get_output_embeddings()
+    assert _answer_head(model, "qrnca") is None and _answer_head(model, "tn") is None
 
 
 def test_kv_cache_pitfall_guard_default_mask_would_be_wrong(tiny_llama):
@@ -110,7 +134,7 @@ def test_remote_local_serialization_gives_same_numbers(tiny_llama):
     import dataclasses
 
     proxy = _proxy()
-    for path in ("prefix", "full"):
+    for path in ("staircase", "prefix", "full"):
         local = attribute_proxy(tiny_llama, proxy, AttributionConfig(path=path))
         shipped = attribute_proxy(dataclasses.replace(tiny_llama, remote="local"), proxy, AttributionConfig(path=path))
         np.testing.assert_array_equal(local.ig, shipped.ig)

@@ -110,7 +110,7 @@ def test_ig_reference_path_and_layer_chunks_remote_equal_local(models, proxies):
 
     remote, local = models
     proxy = proxies[0][0]
-    for config in (AttributionConfig(target="tn", steps=3, path="full"),
+    for config in (AttributionConfig(target="tn", steps=3, path="full"), AttributionConfig(target="ace", steps=3, path="prefix"),
                    AttributionConfig(target="ace", steps=3, layers_per_pass=1, quadrature="midpoint")):
         assert rel_err(attribute_proxy(remote, proxy, config).ig, attribute_proxy(local, proxy, config).ig) <= TOL
 

@@ -1,0 +1,47 @@
+"""Torch-only helpers that run inside nnsight traces.
+
+They only use torch, so on NDIF (where nsneurons is not installed) this module is shipped by value
+with `nnsight.register`, like `nsneurons.targets`.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def query_mask(prompt_len: int, n: int, dtype, device) -> torch.Tensor:
+    """4-D additive mask for n query tokens after a cached prefix of prompt_len tokens: each query
+    sees the whole prefix and itself only (the queries are independent copies of the last token)."""
+    mask = torch.full((1, 1, n, prompt_len + n), torch.finfo(dtype).min, dtype=dtype, device=device)
+    mask[..., :prompt_len] = 0
+    idx = torch.arange(n, device=device)
+    mask[0, 0, idx, prompt_len + idx] = 0
+    return mask
+
+
+def grow_block_arg(value, n: int, prompt_len: int):
+    """One argument of a transformer block, prepared by the model for ONE query row, made fit n rows.
+
+    The rows are copies of the same token at the same position, so every per-row tensor ([1, 1, ...]:
+    position ids, rotary cos/sin) is expanded, and the 4-D attention mask is rebuilt for n rows.
+    Anything else (caches, flags, None) passes through.
+    """
+    if torch.is_tensor(value):
+        if value.dim() == 4 and value.shape[-2] == 1 and value.shape[-1] == prompt_len + 1:
+            if value.dtype == torch.bool:
+                return query_mask(prompt_len, n, torch.float32, value.device) == 0
+            return query_mask(prompt_len, n, value.dtype, value.device)
+        if value.dim() >= 2 and value.shape[0] == 1 and value.shape[1] == 1:
+            return value.expand(1, n, *value.shape[2:])
+        return value
+    if isinstance(value, tuple):
+        return tuple(grow_block_arg(v, n, prompt_len) for v in value)
+    return value
+
+
+def grow_block_inputs(inputs, hidden: torch.Tensor, prompt_len: int):
+    """(args, kwargs) of a block, with the hidden states replaced by `hidden` ([1, n, d]) and the
+    other arguments resized for its n rows."""
+    args, kwargs = inputs
+    n = hidden.shape[1]
+    new_args = (hidden,) + tuple(grow_block_arg(a, n, prompt_len) for a in args[1:])
+    return new_args, {k: grow_block_arg(v, n, prompt_len) for k, v in kwargs.items()}
