@@ -8,13 +8,12 @@ One run, one model, one prompt, one set of settings (target "ace", m steps, righ
                  activation scaled by alpha_k at that layer (forward pre-hook on down_proj), one
                  backward. Full-vocabulary logits at every position, as the peers' code does.
   (b) nsneurons  `attribute_proxy(model, proxy, AttributionConfig())`, exactly as a user calls it
-                 (default config: path="prefix", layers per pass chosen by the memory budget).
-  (b2-b4)    variants of (b) inside the same nnsight traces, proposed for nsneurons/attribution.py:
-                 b2 prefix trace with logits_to_keep=1, and lm_head skipped in favour of the four
-                    answer-token logits ("ace" only);
-                 b3 b2 + staircase rows: the query trace starts with one row and each attributed block's
-                    input grows by the m + 1 rows that scale it (no copies run the blocks below);
-                 b4 b3 + an attention function that skips the masked n x n block.
+                 (default config: path="staircase" -- a shared prefix, each layer's m + 1 rows join
+                 at that layer's block -- the four answer-token logits only for "ace", layers per
+                 pass chosen by the memory budget).
+  (b2, b3)   nsneurons variants: b2 path="prefix" (every row from the embedding on, the previous
+                 default); b3 (b) with an attention function for the query rows that computes each
+                 row against the prefix keys and its own key only (the masked n x n block is skipped).
   (c1-c5)    faster plain-PyTorch forms (no nnsight), to locate the limit:
                  c1 shared prefix: the prompt minus its last token runs once with a KV cache, then
                     all L*m scaled copies of the last token are query tokens of ONE sequence after
@@ -276,10 +275,14 @@ def prefix_diag_attention(module, query, key, value, attention_mask=None, scalin
     keys and its own key (the last n keys), never the other rows, so the n x n block of the masked
     form (all masked but its diagonal) is never computed. The mask argument is ignored: this function
     is correct only where the mask has that structure. Grouped-query heads share their key/value head."""
+    b, h, n, d = query.shape
+    if key.shape[2] == n:  # no cached prefix (the prefix trace itself): ordinary causal attention
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs)
     out_dtype = query.dtype
     if out_dtype != torch.float32:  # accumulate in float32, as the fused kernels do
         query, key, value = query.float(), key.float(), value.float()
-    b, h, n, d = query.shape
     hkv = key.shape[1]
     g = h // hkv
     p = key.shape[2] - n
@@ -381,148 +384,6 @@ def shared_prefix_manual(pb: Problem, layers, staircase: bool = True, answer_log
         f = target_fn(hf.lm_head(hidden), pb.answer_ids, pb.correct)
     grads = torch.autograd.grad(f.sum(), scaled)
     return torch.stack([(o.float() * g.float().sum(0) / m).cpu() for o, g in zip(originals, grads)])
-
-
-def nsneurons_prefix_variant(model, proxy: Proxy, config: AttributionConfig) -> torch.Tensor:
-    """(b2) nsneurons' prefix path (attribution._prefix_path, same nnsight traces, one pass for all
-    layers) with two changes proposed for nsneurons/attribution.py:
-      1. the prefix trace asks for logits at its last position only (`logits_to_keep=1`): its logits
-         are never used, only its KV cache;
-      2. for the "ace" target, the query trace skips lm_head (`lm.lm_head.skip(...)`) and puts the four
-         answer-token logits in its place (h @ W[answer_ids].T): "ace" is a softmax over those four.
-    Returns IG [layers, N] (the other outputs of attribute_proxy follow from the same tensors)."""
-    from transformers import DynamicCache
-
-    from nsneurons.attribution import alphas_for
-
-    lm = model.lm
-    tok = model.tokenizer
-    answer_ids = torch.tensor(answer_token_ids(tok, proxy.prompt, proxy.options, config.answer_format))
-    ids = tok(proxy.prompt, return_tensors="pt")["input_ids"]
-    prompt_len = ids.shape[1] - 1
-    alphas = alphas_for(config.steps, config.quadrature)
-    rows = len(alphas)
-    steps = config.steps
-    chunk = list(range(model.n_layers))
-    dtype = next(model.hf_model.parameters()).dtype
-    device = model.device
-    answer_only = config.target == "ace"
-    target_fn = _targets.get_target(config.target)
-    weight = model.hf_model.get_output_embeddings().weight
-    sites = {layer: model.down_proj(layer) for layer in chunk}
-    with lm.session():
-        with lm.trace(ids[:, :prompt_len], use_cache=True, logits_to_keep=1):
-            prefix_cache = lm.output.past_key_values
-        kv = [(layer.keys.detach(), layer.values.detach()) for layer in prefix_cache.layers]
-        n = len(chunk) * rows
-        query = ids[:, prompt_len:].expand(1, n).to(device)
-        positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
-        mask = torch.full((1, 1, n, prompt_len + n), torch.finfo(dtype).min, dtype=dtype, device=device)
-        mask[..., :prompt_len] = 0
-        mask[0, 0, torch.arange(n), prompt_len + torch.arange(n)] = 0
-        with lm.trace(query, past_key_values=DynamicCache(ddp_cache_data=kv), position_ids=positions, attention_mask=mask):
-            scaled, originals = [], []
-            for j, layer in enumerate(chunk):
-                neurons = sites[layer].input
-                original = neurons[0, j * rows].detach().clone()
-                step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
-                neurons[0, j * rows : (j + 1) * rows] = step_values
-                scaled.append(step_values)
-                originals.append(original)
-            if answer_only:
-                lm.lm_head.skip(lm.lm_head.input @ weight[answer_ids.to(device)].T)
-                logits = lm.output.logits[0]
-                f_rows = torch.softmax(logits.float(), dim=-1)[..., proxy.correct]
-            else:
-                logits = lm.output.logits[0]
-                f_rows = target_fn(logits, answer_ids.to(logits.device), proxy.correct)
-            grads = torch.autograd.grad(f_rows.sum(), scaled)
-            ig = torch.stack([o.float() * g[1 : steps + 1].float().sum(0) / steps for o, g in zip(originals, grads)]).cpu().save()
-    return ig
-
-
-def _grow(v, n_prev: int, n: int, mask_for):
-    """A block argument sized for n_prev query rows, resized for n (rows are copies of row 0)."""
-    if torch.is_tensor(v):
-        if v.dim() == 4 and v.shape[-2] == n_prev:  # attention mask
-            return mask_for(n)
-        if v.dim() >= 2 and v.shape[0] == 1 and v.shape[1] == n_prev:  # position ids, rotary cos/sin
-            return v[:, :1].expand(1, n, *v.shape[2:])
-        return v
-    if isinstance(v, tuple):
-        return tuple(_grow(x, n_prev, n, mask_for) for x in v)
-    return v
-
-
-def nsneurons_staircase_variant(model, proxy: Proxy, config: AttributionConfig, attn: str | None = None) -> torch.Tensor:
-    """(b3) (b2) plus staircase rows, still inside nnsight traces: the query trace starts with ONE
-    row (the unscaled last token); at the input of each block j that is attributed, m + 1 copies
-    of row 0 are appended (`block.inputs = ...`, with the mask, position ids and rotary embeddings
-    resized to the new row count) and its down_proj input scales those copies. Rows of layer j
-    never run the blocks below j, where they would equal row 0. Checked on tiny LLaMA and GPT-NeoX
-    models against the full-prompt path (GPT-2 passes its mask positionally in a form this does not
-    resize yet). `attn`: an attention implementation for the query trace (prefix_diag_attention:
-    each row attends to the prefix and itself without the n x n masked block). Returns IG [layers, N]."""
-    from transformers import DynamicCache
-
-    from nsneurons.attribution import alphas_for
-
-    lm = model.lm
-    tok = model.tokenizer
-    answer_ids = torch.tensor(answer_token_ids(tok, proxy.prompt, proxy.options, config.answer_format))
-    ids = tok(proxy.prompt, return_tensors="pt")["input_ids"]
-    prompt_len = ids.shape[1] - 1
-    alphas = alphas_for(config.steps, config.quadrature)
-    rows = len(alphas)
-    steps = config.steps
-    chunk = list(range(model.n_layers))
-    dtype = next(model.hf_model.parameters()).dtype
-    device = model.device
-    answer_only = config.target == "ace"
-    target_fn = _targets.get_target(config.target)
-    weight = model.hf_model.get_output_embeddings().weight
-    blocks = model.layers()
-
-    def mask_for(n):
-        mask = torch.full((1, 1, n, prompt_len + n), torch.finfo(dtype).min, dtype=dtype, device=device)
-        mask[..., :prompt_len] = 0
-        mask[0, 0, torch.arange(n), prompt_len + torch.arange(n)] = 0
-        return mask
-
-    with lm.session():
-        with lm.trace(ids[:, :prompt_len], use_cache=True, logits_to_keep=1):
-            prefix_cache = lm.output.past_key_values
-        kv = [(layer.keys.detach(), layer.values.detach()) for layer in prefix_cache.layers]
-        with attention_impl(model.hf_model, attn), lm.trace(
-                ids[:, prompt_len:].to(device), past_key_values=DynamicCache(ddp_cache_data=kv),
-                position_ids=torch.full((1, 1), prompt_len, dtype=torch.long, device=device), attention_mask=mask_for(1)):
-            scaled, originals = [], []
-            for layer in range(chunk[0], model.n_layers):
-                args, kwargs = blocks[layer].inputs
-                hidden = args[0]
-                n_prev = hidden.shape[1]
-                if layer in chunk:
-                    hidden = torch.cat([hidden, hidden[:, :1].expand(1, rows, -1)], dim=1)
-                n = hidden.shape[1]
-                blocks[layer].inputs = ((hidden,) + tuple(_grow(a, n_prev, n, mask_for) for a in args[1:]),
-                                        {k: mask_for(n) if k == "attention_mask" else _grow(v, n_prev, n, mask_for)
-                                         for k, v in kwargs.items()})
-                if layer in chunk:
-                    neurons = model.down_proj(layer).input
-                    original = neurons[0, 0].detach().clone()
-                    step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
-                    neurons[0, n - rows :] = step_values
-                    scaled.append(step_values)
-                    originals.append(original)
-            if answer_only:
-                lm.lm_head.skip(lm.lm_head.input @ weight[answer_ids.to(device)].T)
-                f_rows = torch.softmax(lm.output.logits[0, 1:].float(), dim=-1)[..., proxy.correct]
-            else:
-                logits = lm.output.logits[0, 1:]
-                f_rows = target_fn(logits, answer_ids.to(logits.device), proxy.correct)
-            grads = torch.autograd.grad(f_rows.sum(), scaled)
-            ig = torch.stack([o.float() * g[1 : steps + 1].float().sum(0) / steps for o, g in zip(originals, grads)]).cpu().save()
-    return ig
 
 
 # ----------------------------------------------------------------------------- comparison
@@ -875,7 +736,7 @@ def run(args) -> dict:
     ids = tok(prompt, return_tensors="pt")["input_ids"].to(device)
     answer_ids = torch.tensor(answer_token_ids(tok, prompt, OPTIONS, "letters"), device=device)
     proxy = Proxy("bench", 0, prompt, OPTIONS, args.correct, "sentiment")
-    config = AttributionConfig(steps=args.steps)  # default config otherwise: ace, right, path="prefix"
+    config = AttributionConfig(steps=args.steps)  # default config otherwise: ace, right, path="staircase"
     all_layers = list(range(model.n_layers))
     paper_layers = _paper_layers(args.paper_layers, model.n_layers)
     pb = Problem(hf, [model.down_proj(i, hf) for i in all_layers], ids, answer_ids, args.correct, config.target, args.steps)
@@ -884,17 +745,18 @@ def run(args) -> dict:
 
     rows: list[Row] = []
     # (b) and (c) first: (a) leaves the largest heap behind.
-    rows.append(run_strategy("(b) nsneurons attribute_proxy (default, path=prefix)",
+    rows.append(run_strategy("(b) nsneurons attribute_proxy (default: path=staircase)",
                              lambda: attribute_proxy(model, proxy, config).ig, device, args.repeats, gate, log=log))
     if not args.no_limit:
-        if config.target == "ace":
-            rows.append(run_strategy("(b2) = (b) + prefix logits_to_keep=1 + lm_head.skip (answer logits only)",
-                                     lambda: nsneurons_prefix_variant(model, proxy, config), device, args.repeats, gate, log=log))
-            rows.append(run_strategy("(b3) = (b2) + staircase rows (block.inputs grown per layer)",
-                                     lambda: nsneurons_staircase_variant(model, proxy, config), device, args.repeats, gate, log=log))
-            rows.append(run_strategy("(b4) = (b3) + prefix+self attention function for the query trace",
-                                     lambda: nsneurons_staircase_variant(model, proxy, config, attn=_PREFIX_DIAG),
-                                     device, args.repeats, gate, log=log))
+        flat = dataclasses.replace(config, path="prefix")
+        rows.append(run_strategy("(b2) nsneurons, path=prefix (every row from the embedding on)",
+                                 lambda: attribute_proxy(model, proxy, flat).ig, device, args.repeats, gate, log=log))
+
+        def with_prefix_diag():
+            with attention_impl(model.hf_model, _PREFIX_DIAG):
+                return attribute_proxy(model, proxy, config).ig
+        rows.append(run_strategy("(b3) = (b) + prefix+self attention function (no n x n masked block)",
+                                 with_prefix_diag, device, args.repeats, gate, log=log))
         variants = [
             ("(c1) plain PyTorch, shared prefix, one sequence (what (b) does, no nnsight)", lambda: shared_prefix(pb, all_layers)),
             ("(c2) c1 + prefix logits at 1 position + answer logits only",

@@ -63,7 +63,7 @@ def test_ci_mode_prints_the_table_with_the_expected_columns(ci_run):
 def test_nsneurons_equals_paper_style_within_1e_4(ci_run):
     _, result = ci_run
     by_name = {r["name"]: r for r in result["rows"]}
-    b = by_name["(b) nsneurons attribute_proxy (default, path=prefix)"]
+    b = by_name["(b) nsneurons attribute_proxy (default: path=staircase)"]
     assert b["max_rel_diff_vs_a"] <= 1e-4
     assert b["top100_good_overlap"] == 1.0 and b["top100_bad_overlap"] == 1.0
     # Every faster form (nnsight variants and plain-PyTorch limits) computes the same numbers.
