@@ -44,7 +44,8 @@ SITES: dict[str, NeuronSite] = {
     # GPT-NeoX / Pythia: dense_4h_to_h(gelu(dense_h_to_4h(x))).
     "gpt_neox": NeuronSite(layers="gpt_neox.layers", down_proj="mlp.dense_4h_to_h", family="GPT-NeoX"),
     "gptj": NeuronSite(layers="transformer.h", down_proj="mlp.fc_out", family="GPT-J"),
-    "opt": NeuronSite(layers="model.decoder.layers", down_proj="fc2", family="OPT"),
+    # Not OPT: its decoder layer flattens (batch, position) into one axis before fc1/fc2, so its
+    # neuron tensor has no position axis to select the answer position on.
 }
 
 
@@ -63,6 +64,22 @@ def site_for(model_type: str) -> NeuronSite:
             "inside a block, the MLP down-projection module whose input holds the neurons, e.g. "
             "SITES['mytype'] = NeuronSite(layers='model.layers', down_proj='mlp.down_proj', family='...')."
         ) from None
+
+
+def sliding_window(config) -> int | None:
+    """The attention window of the model's sliding-window layers (Mistral, Gemma 2/3, ...), or None
+    when every layer attends to the whole prompt. Read from the HF config, which says it the same
+    way for every architecture (`sliding_window`, and `layer_types` / `use_sliding_window` where
+    only some layers or none use it)."""
+    window = getattr(config, "sliding_window", None)
+    if not window:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and "sliding_attention" not in layer_types:
+        return None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None
+    return int(window)
 
 
 def get_path(obj, path: str):

@@ -133,6 +133,11 @@ def attribute_proxy(model, proxy: Proxy, config: AttributionConfig, layers: Sequ
     ids = model.tokenizer(proxy.prompt, return_tensors="pt")["input_ids"]
     if ids.shape[1] < 2:
         raise ValueError(f"prompt of example {proxy.example_id!r} has fewer than 2 tokens")
+    if config.path != "full" and not model.sees_whole_prompt(ids.shape[1]):
+        raise ValueError(
+            f"prompt of example {proxy.example_id!r} has {ids.shape[1]} tokens, more than the sliding attention "
+            f"window of {model.hf_model.config.model_type} ({model.hf_model.config.sliding_window}); path "
+            f"{config.path!r} assumes every layer sees the whole prompt: use path 'full' for this model")
     alphas = alphas_for(config.steps, config.quadrature)
     per_pass = config.layers_per_pass or _auto_layers_per_pass(model, len(layers), config.steps, ids.shape[1])
     chunks = [layers[i : i + per_pass] for i in range(0, len(layers), per_pass)]
@@ -174,11 +179,15 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks, stairc
     else:
         queries = {len(c) * rows: shared_prefix_queries(ids, len(c) * rows, dtype, device) for c in chunks}
     _ship_trace_code(model)
+    # The prefix trace gets a cache made without the model's config: it keeps every key (a
+    # sliding-window layer's own cache keeps only the last window's), as the queries' mask expects.
+    # (This note stays out of the session body: with it right above the trace there, nnsight's
+    # remote="local" path looked for the trace's `with` on the comment's line.)
     with lm.session(remote=model.remote):
         # Made and saved inside the session: on NDIF the body runs on the server, and only
         # saved values come back (a list made outside would stay empty here).
         results = []
-        with lm.trace(ids[:, :prompt_len], use_cache=True, logits_to_keep=1):
+        with lm.trace(ids[:, :prompt_len], past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1):
             prefix_cache = lm.output.past_key_values
         kv = [(layer.keys.detach(), layer.values.detach()) for layer in prefix_cache.layers]
         for chunk in chunks:

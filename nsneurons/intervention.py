@@ -93,7 +93,8 @@ def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition
         from . import targets
 
         nnsight.register(targets)
-    if position == "answer" and len(conditions) > 1:
+    shared_prefix_ok = all(model.sees_whole_prompt(len(model.tokenizer(p.prompt)["input_ids"])) for p in proxies)
+    if position == "answer" and len(conditions) > 1 and shared_prefix_ok:
         # Switches at the answer position cannot change earlier positions: one shared prefix per proxy,
         # then every condition as one query token after it (exact, ~C times cheaper than C full prompts).
         for i in tqdm(range(len(proxies)), disable=not progress, unit="proxy", desc=f"option probs x{len(conditions)}"):
@@ -158,7 +159,7 @@ def _shared_prefix_probs(model, prompt: str, tables: torch.Tensor, answer_ids: t
     dtype, device = model.compute_dtype, model.device
     query, positions, mask = shared_prefix_queries(ids, n, dtype, device)
     with lm.session(remote=model.remote):
-        with lm.trace(ids[:, :prompt_len], use_cache=True, logits_to_keep=1):
+        with lm.trace(ids[:, :prompt_len], past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1):
             prefix_cache = lm.output.past_key_values
         cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in prefix_cache.layers])
         with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):

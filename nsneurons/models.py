@@ -10,7 +10,7 @@ from typing import Literal
 
 import torch
 
-from .architectures import NeuronSite, get_path, neurons_per_layer, site_for
+from .architectures import NeuronSite, get_path, neurons_per_layer, site_for, sliding_window
 
 Device = Literal["cpu", "cuda", "auto"]
 DType = Literal["float32", "bfloat16", "float16"]
@@ -72,6 +72,12 @@ class NeuronModel:
         if self.on_server:
             return DTYPES.get(self.provenance.get("dtype"), torch.float32)
         return next(self.hf_model.parameters()).dtype
+
+    def sees_whole_prompt(self, n_tokens: int) -> bool:
+        """Whether every layer attends to all n_tokens of a prompt (no sliding window cuts it): the
+        shared-prefix computations need that, as they pass one mask for every layer."""
+        window = sliding_window(self.hf_model.config)
+        return window is None or n_tokens <= window
 
     def layers(self, root=None):
         """The list of blocks, on the nnsight envoy (default) or on any object with the same paths."""

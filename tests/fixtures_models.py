@@ -93,3 +93,27 @@ def tiny_model(kind: str = "llama", *, layers: int = 2, seed: int = 0, remote=Fa
 
     tok = gpt2_style_tokenizer() if kind in ("gpt2", "gpt_neox") else llama_style_tokenizer()
     return wrap(tiny_hf_model(kind, layers=layers, vocab_size=len(tok), seed=seed), tok, source=f"tiny-{kind}", remote=remote)
+
+
+def tiny_model_of_type(model_type: str, *, sliding_window: int = 64, layers: int = 3, seed: int = 0):
+    """A 3-layer random model of any architecture in nsneurons' site table (offline tokenizer)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from nsneurons.models import wrap
+
+    tok = llama_style_tokenizer()
+    if model_type == "gptj":
+        kwargs = dict(n_embd=64, n_inner=128, n_layer=layers, n_head=4, rotary_dim=8, n_positions=256)
+    else:
+        kwargs = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=256, head_dim=16, sliding_window=sliding_window)
+    if model_type in ("gpt2", "gpt_neox"):
+        return tiny_model(model_type, layers=layers, seed=seed)
+    cfg = AutoConfig.for_model(model_type, vocab_size=len(tok), pad_token_id=0, bos_token_id=1, eos_token_id=2, **kwargs)
+    torch.manual_seed(seed)
+    hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    with torch.no_grad():
+        for p in hf.parameters():
+            if p.dim() >= 2:
+                p.mul_(3.0)
+    return wrap(hf.eval(), tok, source=f"tiny-{model_type}")

@@ -159,3 +159,47 @@ def test_bad_config_is_refused():
         AttributionConfig(target="nope")
     with pytest.raises(ValueError, match="steps"):
         AttributionConfig(steps=0)
+
+
+# Every architecture of the site table that transformers builds without remote code.
+TABLE_TYPES = sorted(set(__import__("nsneurons.architectures", fromlist=["SITES"]).SITES) - {"baichuan"})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", TABLE_TYPES)
+def test_every_architecture_in_the_table_gives_the_same_ig_on_every_path(model_type):
+    from fixtures_models import tiny_model_of_type
+
+    model = tiny_model_of_type(model_type)
+    proxy = _proxy(correct=2)
+    full = attribute_proxy(model, proxy, AttributionConfig(path="full", steps=4))
+    assert float(np.abs(full.ig).max()) > 1e-6
+    for path in ("staircase", "prefix"):
+        fast = attribute_proxy(model, proxy, AttributionConfig(path=path, steps=4))
+        assert _max_rel(fast.ig, full.ig) <= 1e-5, path
+        np.testing.assert_allclose(fast.option_prob, full.option_prob, rtol=1e-5, atol=1e-7)
+
+
+def test_a_prompt_longer_than_a_sliding_window_is_refused_on_the_shared_prefix_paths():
+    from fixtures_models import tiny_model_of_type
+
+    from nsneurons.intervention import Condition, option_probs
+
+    model = tiny_model_of_type("mistral", sliding_window=8)
+    proxy = _proxy()
+    n_tokens = len(model.tokenizer(PROMPT)["input_ids"])
+    with pytest.raises(ValueError, match=rf"has {n_tokens} tokens, more than the sliding attention window of mistral \(8\).*use path 'full'"):
+        attribute_proxy(model, proxy, AttributionConfig(path="staircase", steps=2))
+    assert attribute_proxy(model, proxy, AttributionConfig(path="full", steps=2)).ig.shape == (3, 128)
+    # Interventions fall back from the shared prefix to full prompts: equal to a hook on the full model.
+    from reference import reference_option_probs
+
+    conditions = (Condition("none"), Condition("silence", silence=((1, 3), (2, 5))))
+    probs = option_probs(model, [proxy], conditions)
+    ids = model.tokenizer(PROMPT, return_tensors="pt").input_ids
+    answer_ids = torch.tensor(answer_token_ids(model.tokenizer, PROMPT, OPTIONS, "letters"))
+    table = conditions[1].multipliers(model.n_layers, model.n_neurons)
+    ref = reference_option_probs(model.hf_model, ids, answer_ids,
+                                 {model.down_proj(layer, model.hf_model): table[layer] for layer in (1, 2)})
+    np.testing.assert_allclose(probs.values[1, 0], ref[0].numpy(), rtol=1e-5)
+    assert float(np.abs(probs.values[1, 0] - probs.values[0, 0]).max()) > 1e-6  # the switches did something
