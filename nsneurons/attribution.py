@@ -199,7 +199,7 @@ def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks, stairc
                     # Blocks from the chunk's first layer up: rows join at their own layer.
                     for layer in range(chunk[0], n_layers):
                         block_inputs = blocks[layer].inputs
-                        hidden = block_inputs[0][0]
+                        hidden = _trace_ops.block_hidden(block_inputs)
                         if layer in chunk:
                             hidden = torch.cat([hidden, hidden[:, :1].expand(1, rows, hidden.shape[2])], dim=1)
                         blocks[layer].inputs = _trace_ops.grow_block_inputs(block_inputs, hidden, prompt_len)

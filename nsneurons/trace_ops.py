@@ -38,10 +38,18 @@ def grow_block_arg(value, n: int, prompt_len: int):
     return value
 
 
+def block_hidden(inputs) -> torch.Tensor:
+    """The hidden states a block was called with: its first positional argument, or `hidden_states=`."""
+    args, kwargs = inputs
+    return args[0] if args else kwargs["hidden_states"]
+
+
 def grow_block_inputs(inputs, hidden: torch.Tensor, prompt_len: int):
     """(args, kwargs) of a block, with the hidden states replaced by `hidden` ([1, n, d]) and the
     other arguments resized for its n rows."""
     args, kwargs = inputs
     n = hidden.shape[1]
-    new_args = (hidden,) + tuple(grow_block_arg(a, n, prompt_len) for a in args[1:])
-    return new_args, {k: grow_block_arg(v, n, prompt_len) for k, v in kwargs.items()}
+    kwargs = {k: grow_block_arg(v, n, prompt_len) for k, v in kwargs.items()}
+    if args:
+        return (hidden,) + tuple(grow_block_arg(a, n, prompt_len) for a in args[1:]), kwargs
+    return (), {**kwargs, "hidden_states": hidden}
