@@ -26,11 +26,16 @@ def _add_task_args(p):
 def _model(args):
     from .models import load_model
 
+    server = None
     if args.remote:
         from .remote import RemoteConfig, configure_nnsight
 
-        configure_nnsight(RemoteConfig.resolve())
-    return load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision, remote=args.remote)
+        server = RemoteConfig.resolve()
+        configure_nnsight(server)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision, remote=args.remote)
+    if server is not None:
+        model.provenance.update(server.provenance())  # the host and whether a key was set; never the key
+    return model
 
 
 def _proxies(args):

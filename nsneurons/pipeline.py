@@ -32,7 +32,8 @@ _FINGERPRINT_EXCLUDES = ("output", "description", "ndif_host", "crosstask")
 
 def fingerprint(recipe: Recipe, model_provenance: dict) -> str:
     data = {k: v for k, v in recipe.to_dict().items() if k not in _FINGERPRINT_EXCLUDES}
-    data["model_provenance"] = {k: v for k, v in model_provenance.items() if k != "device"}
+    # Where it ran (device, NDIF host) does not change the numbers.
+    data["model_provenance"] = {k: v for k, v in model_provenance.items() if k != "device" and not k.startswith("ndif_")}
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -40,12 +41,17 @@ def _load_model(recipe: Recipe):
     from .models import load_model
 
     remote = recipe.backend == "remote"
+    server = None
     if remote:
         from .remote import RemoteConfig, configure_nnsight
 
-        configure_nnsight(RemoteConfig.resolve(host=recipe.ndif_host))
-    return load_model(recipe.model, device=recipe.device, dtype=recipe.dtype, revision=recipe.revision, remote=remote,
-                      trust_remote_code=recipe.trust_remote_code)
+        server = RemoteConfig.resolve(host=recipe.ndif_host)
+        configure_nnsight(server)
+    model = load_model(recipe.model, device=recipe.device, dtype=recipe.dtype, revision=recipe.revision, remote=remote,
+                       trust_remote_code=recipe.trust_remote_code)
+    if server is not None:
+        model.provenance.update(server.provenance())  # the host and whether a key was set; never the key
+    return model
 
 
 def task_proxies(recipe: Recipe, task) -> tuple[list, list]:

@@ -19,8 +19,9 @@ import xarray as xr
 
 from .tasks.base import LETTERS, N_PROXIES
 
-# Provenance keys that must match to append to an existing store (`created`, `nsneurons_version` may differ).
-_VOLATILE_KEYS = {"created", "nsneurons_version"}
+# Provenance keys that must match to append to an existing store, except these: when it was made,
+# by which version, and on which NDIF host (a resumed run may use another server of the same model).
+_VOLATILE_KEYS = {"created", "nsneurons_version", "ndif_host", "ndif_host_source", "ndif_api_key", "ndif_api_key_source"}
 
 
 class StoreError(ValueError):

@@ -248,6 +248,7 @@ def test_no_secret_in_anything_a_remote_run_writes(ndif_server, tmp_path, monkey
         assert not any(planted in t for t in texts), store
     prov = xr.open_zarr(out / "scores" / "sentiment-ace.zarr", consolidated=False).attrs
     assert prov["device"] == "remote" and planted not in repr(prov)
+    assert prov["ndif_host"] == ndif_server.url and prov["ndif_api_key"] == "set"  # where it ran, not the key
     recipe_text = (out / "recipe.yaml").read_text()
     assert ndif_server.url in recipe_text and planted not in recipe_text and "api_key" not in recipe_text.lower()
     # Printed output and log records.
