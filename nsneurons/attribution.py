@@ -128,7 +128,33 @@ def _answer_head(model, target: str):
 
 def attribute_proxy(model, proxy: Proxy, config: AttributionConfig, layers: Sequence[int] | None = None) -> ProxyAttribution:
     """IG of every neuron of `layers` (default: all) for one proxy question."""
+    return attribute_proxies(model, [proxy], config, layers)[0]
+
+
+def attribute_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig,
+                      layers: Sequence[int] | None = None) -> list[ProxyAttribution]:
+    """IG of every neuron of `layers` (default: all) for several proxy questions, in one session.
+
+    On the shared-prefix paths the tokens the prompts have in common (an example's three proxies
+    share role, rules, demonstration and question stem) run once; each prompt's own remaining
+    tokens then extend that cache. Same numbers as one `attribute_proxy` call per proxy."""
     layers = list(range(model.n_layers)) if layers is None else sorted(set(layers))
+    prompts = [_prepare(model, proxy, config) for proxy in proxies]
+    alphas = alphas_for(config.steps, config.quadrature)
+    longest = max(ids.shape[1] for ids, _ in prompts)
+    per_pass = config.layers_per_pass or _auto_layers_per_pass(model, len(layers), config.steps, longest)
+    chunks = [layers[i : i + per_pass] for i in range(0, len(layers), per_pass)]
+    corrects = [proxy.correct for proxy in proxies]
+    if config.path == "full":
+        per_prompt = [_full_path(model, ids, answer_ids, correct, config, alphas, chunks)
+                      for (ids, answer_ids), correct in zip(prompts, corrects)]
+    else:
+        per_prompt = _prefix_path(model, prompts, corrects, config, alphas, chunks, staircase=config.path == "staircase")
+    return [_assemble(results) for results in per_prompt]
+
+
+def _prepare(model, proxy: Proxy, config: AttributionConfig):
+    """(input ids [1, T], the four answer token ids) of one proxy, with its prompt checked."""
     answer_ids = torch.tensor(answer_token_ids(model.tokenizer, proxy.prompt, proxy.options, config.answer_format))
     ids = model.tokenizer(proxy.prompt, return_tensors="pt")["input_ids"]
     if ids.shape[1] < 2:
@@ -138,14 +164,11 @@ def attribute_proxy(model, proxy: Proxy, config: AttributionConfig, layers: Sequ
             f"prompt of example {proxy.example_id!r} has {ids.shape[1]} tokens, more than the sliding attention "
             f"window of {model.hf_model.config.model_type} ({model.hf_model.config.sliding_window}); path "
             f"{config.path!r} assumes every layer sees the whole prompt: use path 'full' for this model")
-    alphas = alphas_for(config.steps, config.quadrature)
-    per_pass = config.layers_per_pass or _auto_layers_per_pass(model, len(layers), config.steps, ids.shape[1])
-    chunks = [layers[i : i + per_pass] for i in range(0, len(layers), per_pass)]
-    if config.path == "full":
-        results = _full_path(model, ids, answer_ids, proxy.correct, config, alphas, chunks)
-    else:
-        results = _prefix_path(model, ids, answer_ids, proxy.correct, config, alphas, chunks,
-                               staircase=config.path == "staircase")
+    return ids, answer_ids
+
+
+def _assemble(results) -> ProxyAttribution:
+    """One prompt's per-pass tensors (IG, activations, F per row, F(x), answer logits) as arrays."""
     ig, act, f_rows = (torch.cat([r[i] for r in results]).float() for i in range(3))
     # f_rows [layers, rows]: F per row, row 0 with the layer zeroed (alpha = 0).
     f_x, option_logits = float(results[0][3]), results[0][4]
@@ -157,87 +180,123 @@ def attribute_proxy(model, proxy: Proxy, config: AttributionConfig, layers: Sequ
     )
 
 
-def _prefix_path(model, ids, answer_ids, correct, config, alphas, chunks, staircase: bool):
-    """Shared-prefix computation (staircase or flat rows); one session so a remote prefix cache
-    stays on the server. Returns per pass: IG, activations, F per row, F(x), the answer logits."""
+def _common_prefix_len(sequences: Sequence[torch.Tensor]) -> int:
+    """Number of leading tokens that all 1-D token sequences share."""
+    n = min(len(seq) for seq in sequences)
+    for seq in sequences[1:]:
+        differs = (seq[:n] != sequences[0][:n]).nonzero()
+        n = int(differs[0]) if len(differs) else n
+    return n
+
+
+def _prefix_path(model, prompts, corrects, config, alphas, chunks, staircase: bool):
+    """Shared-prefix computation (staircase or flat rows) of several prompts; one session so a
+    remote prefix cache stays on the server. Returns, per prompt and pass: IG, activations, F per
+    row, F(x), the answer logits."""
     from transformers import DynamicCache
 
     lm = model.lm
     target_fn = _targets.get_target(config.target)
-    prompt_len = ids.shape[1] - 1
     rows = len(alphas)
     dtype, device = model.compute_dtype, model.device
     sites = {layer: model.down_proj(layer) for chunk in chunks for layer in chunk}
     blocks = model.layers()
     n_layers, steps = model.n_layers, config.steps
     head = _answer_head(model, config.target)
-    # With only the answer logits computed, they come in A..D order.
-    target_ids = torch.arange(len(answer_ids)) if head is not None else answer_ids
     # Built here, not in the session: the session body runs on NDIF, where nsneurons is not installed.
-    if staircase:
-        queries = {1: shared_prefix_queries(ids, 1, dtype, device)}
-    else:
-        queries = {len(c) * rows: shared_prefix_queries(ids, len(c) * rows, dtype, device) for c in chunks}
+    # Every prompt minus its last token is a cached prefix: its first `common` tokens run once,
+    # then each prompt's own tokens extend them (under an explicit causal mask: see docs on masks).
+    common = _common_prefix_len([ids[0, :-1] for ids, _ in prompts])
+    common_ids = prompts[0][0][:, :common]
+    plans = []
+    for (ids, answer_ids), correct in zip(prompts, corrects):
+        prompt_len = ids.shape[1] - 1
+        own = prompt_len - common
+        extension = None
+        if own > 0:
+            extension = (ids[:, common:prompt_len].to(device),
+                         torch.arange(common, prompt_len, device=device)[None],
+                         _trace_ops.extension_mask(common, own, dtype, device))
+        if staircase:
+            queries = {1: shared_prefix_queries(ids, 1, dtype, device)}
+        else:
+            queries = {len(c) * rows: shared_prefix_queries(ids, len(c) * rows, dtype, device) for c in chunks}
+        # With only the answer logits computed, they come in A..D order.
+        target_ids = torch.arange(len(answer_ids)) if head is not None else answer_ids
+        plans.append((prompt_len, extension, queries, answer_ids, target_ids, correct))
     _ship_trace_code(model)
-    # The prefix trace gets a cache made without the model's config: it keeps every key (a
+    # Prefix traces get a cache made without the model's config: it keeps every key (a
     # sliding-window layer's own cache keeps only the last window's), as the queries' mask expects.
-    # (This note stays out of the session body: with it right above the trace there, nnsight's
-    # remote="local" path looked for the trace's `with` on the comment's line.)
+    # (Notes stay out of the session body, and its `with` lines on one line each: nnsight's
+    # remote="local" path misplaced a later trace's line after a comment or a two-line `with` there.)
     with lm.session(remote=model.remote):
         # Made and saved inside the session: on NDIF the body runs on the server, and only
         # saved values come back (a list made outside would stay empty here).
-        results = []
-        with lm.trace(ids[:, :prompt_len], past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1):
-            prefix_cache = lm.output.past_key_values
-        kv = [(layer.keys.detach(), layer.values.detach()) for layer in prefix_cache.layers]
-        for chunk in chunks:
-            query, positions, mask = queries[1 if staircase else len(chunk) * rows]
-            cache = DynamicCache(ddp_cache_data=kv)
-            with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
-                scaled, originals = [], []
-                if staircase:
-                    # Blocks from the chunk's first layer up: rows join at their own layer.
-                    for layer in range(chunk[0], n_layers):
-                        block_inputs = blocks[layer].inputs
-                        hidden = _trace_ops.block_hidden(block_inputs)
-                        if layer in chunk:
-                            hidden = torch.cat([hidden, hidden[:, :1].expand(1, rows, hidden.shape[2])], dim=1)
-                        blocks[layer].inputs = _trace_ops.grow_block_inputs(block_inputs, hidden, prompt_len)
-                        if layer in chunk:
+        per_prompt = []
+        common_kv = []
+        if common > 0:
+            with lm.trace(common_ids.to(device), past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1):
+                common_cache = lm.output.past_key_values
+            common_kv = [(layer.keys.detach(), layer.values.detach()) for layer in common_cache.layers]
+        for prompt_len, extension, queries, answer_ids, target_ids, correct in plans:
+            kv = common_kv
+            if extension is not None:
+                own_ids, own_positions, own_mask = extension
+                own_cache = DynamicCache(ddp_cache_data=common_kv) if common > 0 else DynamicCache()
+                own_inputs = dict(past_key_values=own_cache, position_ids=own_positions, attention_mask=own_mask)
+                with lm.trace(own_ids, use_cache=True, logits_to_keep=1, **own_inputs):
+                    prompt_cache = lm.output.past_key_values
+                kv = [(layer.keys.detach(), layer.values.detach()) for layer in prompt_cache.layers]
+            results = []
+            for chunk in chunks:
+                query, positions, mask = queries[1 if staircase else len(chunk) * rows]
+                cache = DynamicCache(ddp_cache_data=kv)
+                with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
+                    scaled, originals = [], []
+                    if staircase:
+                        # Blocks from the chunk's first layer up: rows join at their own layer.
+                        for layer in range(chunk[0], n_layers):
+                            block_inputs = blocks[layer].inputs
+                            hidden = _trace_ops.block_hidden(block_inputs)
+                            if layer in chunk:
+                                hidden = torch.cat([hidden, hidden[:, :1].expand(1, rows, hidden.shape[2])], dim=1)
+                            blocks[layer].inputs = _trace_ops.grow_block_inputs(block_inputs, hidden, prompt_len)
+                            if layer in chunk:
+                                neurons = sites[layer].input
+                                original = neurons[0, 0].detach().clone()
+                                step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
+                                neurons[0, hidden.shape[1] - rows :] = step_values
+                                scaled.append(step_values)
+                                originals.append(original)
+                    else:
+                        for j, layer in enumerate(chunk):
                             neurons = sites[layer].input
-                            original = neurons[0, 0].detach().clone()
+                            # Every row of group j sees layer j unscaled (only layer j is scaled in group j).
+                            original = neurons[0, j * rows].detach().clone()
                             step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
-                            neurons[0, hidden.shape[1] - rows :] = step_values
+                            neurons[0, j * rows : (j + 1) * rows] = step_values
                             scaled.append(step_values)
                             originals.append(original)
-                else:
-                    for j, layer in enumerate(chunk):
-                        neurons = sites[layer].input
-                        # Every row of group j sees layer j unscaled (only layer j is scaled in group j).
-                        original = neurons[0, j * rows].detach().clone()
-                        step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
-                        neurons[0, j * rows : (j + 1) * rows] = step_values
-                        scaled.append(step_values)
-                        originals.append(original)
-                if head is not None:
-                    weight = head.weight[answer_ids.to(head.weight.device)]
-                    head.skip(head.input @ weight.T)
-                # Flattened: GPT-2 views its grown output as [rows, 1, ...] (its input shape was [1, 1]).
-                logits = lm.output.logits.reshape(-1, lm.output.logits.shape[-1])
-                f_rows = target_fn(logits, target_ids.to(logits.device), correct)
-                grads = torch.autograd.grad(f_rows.sum(), scaled)
-                # Row 0 (alpha = 0) and a trailing alpha = 1 row (midpoint) are no quadrature points.
-                ig = torch.stack([o.float() * g[1 : steps + 1].float().sum(0) / steps for o, g in zip(originals, grads)]).cpu().save()
-                act = torch.stack(originals).float().cpu().save()
-                # Unscaled row: row 0 (staircase), or group 0's alpha = 1 row (flat).
-                x_row = 0 if staircase else rows - 1
-                group_rows = f_rows[1:] if staircase else f_rows
-                f_table = group_rows.detach().float().reshape(len(chunk), rows).cpu().save()
-                f_x = f_rows[x_row].detach().float().cpu().save()
-                option_logits = logits[x_row, target_ids.to(logits.device)].detach().float().cpu().save()
-            results.append((ig, act, f_table, f_x, option_logits))
-        nnsight.save(results)
-    return results
+                    if head is not None:
+                        weight = head.weight[answer_ids.to(head.weight.device)]
+                        head.skip(head.input @ weight.T)
+                    # Flattened: GPT-2 views its grown output as [rows, 1, ...] (its input shape was [1, 1]).
+                    logits = lm.output.logits.reshape(-1, lm.output.logits.shape[-1])
+                    f_rows = target_fn(logits, target_ids.to(logits.device), correct)
+                    grads = torch.autograd.grad(f_rows.sum(), scaled)
+                    # Row 0 (alpha = 0) and a trailing alpha = 1 row (midpoint) are no quadrature points.
+                    ig = torch.stack([o.float() * g[1 : steps + 1].float().sum(0) / steps for o, g in zip(originals, grads)]).cpu().save()
+                    act = torch.stack(originals).float().cpu().save()
+                    # Unscaled row: row 0 (staircase), or group 0's alpha = 1 row (flat).
+                    x_row = 0 if staircase else rows - 1
+                    group_rows = f_rows[1:] if staircase else f_rows
+                    f_table = group_rows.detach().float().reshape(len(chunk), rows).cpu().save()
+                    f_x = f_rows[x_row].detach().float().cpu().save()
+                    option_logits = logits[x_row, target_ids.to(logits.device)].detach().float().cpu().save()
+                results.append((ig, act, f_table, f_x, option_logits))
+            per_prompt.append(results)
+        nnsight.save(per_prompt)
+    return per_prompt
 
 
 def _full_path(model, ids, answer_ids, correct, config, alphas, chunks):

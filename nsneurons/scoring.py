@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .attribution import AttributionConfig, attribute_proxy
+from .attribution import AttributionConfig, attribute_proxies
 from .store import ScoreStore, open_scores
 from .tasks.base import N_PROXIES, PROMPT_TEMPLATE_VERSION, Proxy
 
@@ -44,14 +44,21 @@ def score_provenance(model, config: AttributionConfig, extra: dict | None = None
 
 def attribute_with_retries(model, proxy, config, layers=None):
     """`attribute_proxy`; on NDIF with retries of transient failures and the example named in errors."""
+    return attribute_group_with_retries(model, [proxy], config, layers)[0]
+
+
+def attribute_group_with_retries(model, proxies, config, layers=None):
+    """`attribute_proxies` (one session, the prompts' common prefix once); on NDIF with retries of
+    transient failures and the example named in errors."""
     if not model.on_server:
-        return attribute_proxy(model, proxy, config, layers)
+        return attribute_proxies(model, proxies, config, layers)
     from .remote import with_retries
 
     # Transient failures (connection refused, timeouts, busy server) are retried with backoff;
     # a server-side error names the example it happened on.
-    return with_retries(lambda: attribute_proxy(model, proxy, config, layers),
-                        describe=f"example {proxy.example_id!r} proxy {proxy.proxy}")
+    which = f" proxy {proxies[0].proxy}" if len(proxies) == 1 else ""
+    return with_retries(lambda: attribute_proxies(model, proxies, config, layers),
+                        describe=f"example {proxies[0].example_id!r}{which}")
 
 
 def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, path, *, layers: Sequence[int] | None = None,
@@ -73,10 +80,9 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
         for index, (example_id, group) in enumerate(groups.items()):
             if done[index]:
                 continue
-            results = []
-            for proxy in group:
-                results.append(attribute_with_retries(model, proxy, config, layers))
-                bar.update(1)
+            # An example's proxies share their prompt's beginning: one session computes it once.
+            results = attribute_group_with_retries(model, group, config, layers)
+            bar.update(len(group))
             store.write_example(
                 index,
                 ig=np.stack([r.ig for r in results]), activation=np.stack([r.activation for r in results]),

@@ -18,6 +18,15 @@ def query_mask(prompt_len: int, n: int, dtype, device) -> torch.Tensor:
     return mask
 
 
+def extension_mask(cached: int, n: int, dtype, device) -> torch.Tensor:
+    """4-D additive causal mask for n new tokens after `cached` cached ones (each sees the cache,
+    the new tokens before it and itself). Passed explicitly: nnsight's default mask is wrong with a cache."""
+    mask = torch.full((1, 1, n, cached + n), torch.finfo(dtype).min, dtype=dtype, device=device)
+    mask[..., :cached] = 0
+    mask[0, 0, :, cached:] = torch.triu(mask[0, 0, :, cached:], diagonal=1)
+    return mask
+
+
 def grow_block_arg(value, n: int, prompt_len: int):
     """One argument of a transformer block, prepared by the model for ONE query row, made fit n rows.
 

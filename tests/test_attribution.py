@@ -138,6 +138,13 @@ def test_remote_local_serialization_gives_same_numbers(tiny_llama):
         local = attribute_proxy(tiny_llama, proxy, AttributionConfig(path=path))
         shipped = attribute_proxy(dataclasses.replace(tiny_llama, remote="local"), proxy, AttributionConfig(path=path))
         np.testing.assert_array_equal(local.ig, shipped.ig)
+    # Several prompts in one session: the common prefix trace, then each prompt's own tokens.
+    from nsneurons.attribution import attribute_proxies
+
+    local = attribute_proxies(tiny_llama, _three_proxies(), AttributionConfig())
+    shipped = attribute_proxies(dataclasses.replace(tiny_llama, remote="local"), _three_proxies(), AttributionConfig())
+    for a, b in zip(local, shipped):
+        np.testing.assert_array_equal(a.ig, b.ig)
 
 
 def test_midpoint_quadrature_and_alphas():
@@ -203,3 +210,59 @@ def test_a_prompt_longer_than_a_sliding_window_is_refused_on_the_shared_prefix_p
                                  {model.down_proj(layer, model.hf_model): table[layer] for layer in (1, 2)})
     np.testing.assert_allclose(probs.values[1, 0], ref[0].numpy(), rtol=1e-5)
     assert float(np.abs(probs.values[1, 0] - probs.values[0, 0]).max()) > 1e-6  # the switches did something
+
+
+def _three_proxies():
+    """An example's three proxies: the same stem, the options in three orders."""
+    orders = [(0, 1, 2, 3), (2, 0, 3, 1), (3, 2, 1, 0)]
+    proxies = []
+    for k, order in enumerate(orders):
+        options = tuple(OPTIONS[i] for i in order)
+        lines = "\n".join(f"{letter}. {text}" for letter, text in zip("ABCD", options))
+        prompt = PROMPT.split("Options:")[0] + "Options:\n" + lines + "\nAnswer:"
+        proxies.append(Proxy("e1", k, prompt, options, order.index(1), "sentiment"))
+    return proxies
+
+
+def test_common_prefix_length_by_hand():
+    from nsneurons.attribution import _common_prefix_len
+
+    t = torch.tensor
+    assert _common_prefix_len([t([5, 6, 7, 8]), t([5, 6, 9]), t([5, 6, 7])]) == 2
+    assert _common_prefix_len([t([5, 6, 7])]) == 3
+    assert _common_prefix_len([t([1, 2]), t([3, 2])]) == 0
+    assert _common_prefix_len([t([1, 2, 3]), t([1, 2, 3])]) == 3
+
+
+@pytest.mark.parametrize("path", ["staircase", "prefix", "full"])
+def test_proxies_sharing_a_prefix_equal_one_at_a_time(tiny_llama, path):
+    from nsneurons.attribution import _common_prefix_len, attribute_proxies
+
+    proxies = _three_proxies()
+    ids = [tiny_llama.tokenizer(p.prompt, return_tensors="pt").input_ids[0, :-1] for p in proxies]
+    common = _common_prefix_len(ids)
+    assert 0 < common < min(len(i) for i in ids) - 5  # a shared stem, then each prompt's own options
+    config = AttributionConfig(path=path, target="qrnca", layers_per_pass=2)
+    together = attribute_proxies(tiny_llama, proxies, config)
+    for proxy, result in zip(proxies, together):
+        alone = attribute_proxy(tiny_llama, proxy, config)
+        assert _max_rel(result.ig, alone.ig) <= 1e-5
+        np.testing.assert_allclose(result.option_prob, alone.option_prob, rtol=1e-5)
+        assert result.target_value == pytest.approx(alone.target_value, rel=1e-5)
+    # And against the independent reference, for the last proxy's top layer.
+    proxy = proxies[2]
+    full_ids = tiny_llama.tokenizer(proxy.prompt, return_tensors="pt").input_ids
+    answer_ids = torch.tensor(answer_token_ids(tiny_llama.tokenizer, proxy.prompt, proxy.options, "letters"))
+    ref = reference_ig(tiny_llama.hf_model, tiny_llama.down_proj(2, tiny_llama.hf_model), full_ids, targets.qrnca,
+                       answer_ids, proxy.correct)
+    assert _max_rel(together[2].ig[2], ref) <= 1e-5
+
+
+def test_proxies_with_nothing_in_common_still_come_out_right(tiny_gpt2):
+    from nsneurons.attribution import attribute_proxies
+
+    first = _proxy()
+    second = Proxy("e2", 0, "Read this. " + PROMPT, OPTIONS, 3, "sentiment")
+    together = attribute_proxies(tiny_gpt2, [first, second], AttributionConfig())
+    for proxy, result in zip((first, second), together):
+        assert _max_rel(result.ig, attribute_proxy(tiny_gpt2, proxy, AttributionConfig()).ig) <= 1e-5

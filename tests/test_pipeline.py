@@ -61,20 +61,20 @@ def test_interrupted_run_resumes_to_the_same_outputs(tmp_path, tiny_model_dir, m
 
     import nsneurons.scoring as scoring
 
-    real, calls = scoring.attribute_proxy, {"n": 0}
+    real, calls = scoring.attribute_proxies, {"n": 0}  # one call per example (its three proxies)
 
     def dies_midway(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 8:  # in the middle of the second target's store
+        if calls["n"] == 4:  # the second example of the second target's store (2 examples per store)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     broken = tmp_path / "broken"
     broken.mkdir()
-    monkeypatch.setattr(scoring, "attribute_proxy", dies_midway)
+    monkeypatch.setattr(scoring, "attribute_proxies", dies_midway)
     assert cli.main(["run", str(_recipe_file(broken, tiny_model_dir))]) == 130
     assert not (broken / "out" / "tiny-ci" / "results.zarr").exists()
-    monkeypatch.setattr(scoring, "attribute_proxy", real)
+    monkeypatch.setattr(scoring, "attribute_proxies", real)
     assert cli.main(["run", str(_recipe_file(broken, tiny_model_dir))]) == 0
     first, second = _outputs(whole / "out" / "tiny-ci"), _outputs(broken / "out" / "tiny-ci")
     for name in first:

@@ -171,7 +171,11 @@ def _assert_same(local: dict[str, xr.Dataset], remote: dict[str, xr.Dataset]) ->
             lv, rv = l_ds[var].values, r_ds[var].values
             if lv.dtype.kind == "f":
                 np.testing.assert_array_equal(np.isnan(rv), np.isnan(lv), err_msg=f"{name}:{var}")
-                if lv.size and np.nanmax(np.abs(lv), initial=0) > 0:
+                if var == "completeness_gap":
+                    # A small difference of F values (cancellation): compared on F's own scale.
+                    scale = float(np.abs(l_ds["target_value"].values).max())
+                    assert scale > 0 and float(np.abs(rv - lv).max()) <= TOL * scale, f"{name}:{var}"
+                elif lv.size and np.nanmax(np.abs(lv), initial=0) > 0:
                     assert rel_err(np.nan_to_num(rv), np.nan_to_num(lv)) <= TOL, f"{name}:{var}"
                 else:
                     assert np.nanmax(np.abs(rv), initial=0) == 0, f"{name}:{var}"
@@ -326,16 +330,16 @@ def test_server_dies_mid_run_then_resumes(ndif_server, models, proxies, tmp_path
     monkeypatch.setattr(remote_mod, "with_retries",
                         lambda fn, **kw: real_retries(fn, **{**kw, "tries": 3, "backoff": 0.05, "sleep": waits.append}))
     calls, killed = [], []
-    real_attribute = scoring.attribute_proxy
+    real_attribute = scoring.attribute_proxies  # one call (one session) per example
 
-    def attribute(model, proxy, cfg, layers=None):
-        calls.append((proxy.example_id, proxy.proxy))
-        if (proxy.example_id, proxy.proxy) == (examples[1], 1) and not killed:
-            _kill_api(ndif_server.state_dir)  # mid-example: proxy 0 of this example is already computed
+    def attribute(model, proxies, cfg, layers=None):
+        calls.append(proxies[0].example_id)
+        if proxies[0].example_id == examples[1] and not killed:
+            _kill_api(ndif_server.state_dir)  # mid-run: the first example is already written
             killed.append(time.time())
-        return real_attribute(model, proxy, cfg, layers)
+        return real_attribute(model, proxies, cfg, layers)
 
-    monkeypatch.setattr(scoring, "attribute_proxy", attribute)
+    monkeypatch.setattr(scoring, "attribute_proxies", attribute)
     path = tmp_path / "remote.zarr"
     t = time.time()
     with pytest.raises(NsneuronsRemoteError) as info:
@@ -343,8 +347,8 @@ def test_server_dies_mid_run_then_resumes(ndif_server, models, proxies, tmp_path
     fail_s = time.time() - t
     err = info.value
     assert err.transient and err.tries == 3
-    assert str(err).startswith(f"example {examples[1]!r} proxy 1: NDIF unreachable or busy after 3 tries")
-    assert calls[3:] == [(examples[1], 0)] + [(examples[1], 1)] * 3 and waits == [0.05, 0.1]
+    assert str(err).startswith(f"example {examples[1]!r}: NDIF unreachable or busy after 3 tries")
+    assert calls == [examples[0]] + [examples[1]] * 3 and waits == [0.05, 0.1]
 
     # Only the finished example is in the store.
     with pytest.raises(IncompleteStoreError, match=rf"1 of 3 examples written \(missing: {examples[1]}, {examples[2]}\)"):
@@ -364,7 +368,7 @@ def test_server_dies_mid_run_then_resumes(ndif_server, models, proxies, tmp_path
     t = time.time()
     resumed = scoring.score_proxies(resumed_model, ident, config, path, progress=False).load()
     resume_s = time.time() - t
-    assert calls == [(e, k) for e in examples[1:] for k in range(3)]
+    assert calls == list(examples[1:])
     assert resumed.done.values.all()
     for var in ("ig", "activation", "option_prob", "target_value"):
         assert rel_err(resumed[var].values, reference[var].values) <= TOL, var

@@ -50,27 +50,27 @@ def test_interrupted_run_resumes_to_identical_store(tiny_llama, tmp_path, monkey
     import nsneurons.scoring as scoring
 
     calls = {"n": 0}
-    real = scoring.attribute_proxy
+    real = scoring.attribute_proxies  # called once per example, with its three proxies
 
-    def dying(*args, **kwargs):
+    def dying(model, proxies, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 5:  # dies in the middle of the second example
+        if calls["n"] == 2:  # dies during the second example
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(model, proxies, *args, **kwargs)
 
-    monkeypatch.setattr(scoring, "attribute_proxy", dying)
+    monkeypatch.setattr(scoring, "attribute_proxies", dying)
     with pytest.raises(KeyboardInterrupt):
         score_proxies(tiny_llama, _proxies(3), CONFIG, tmp_path / "part.zarr", progress=False)
     with pytest.raises(IncompleteStoreError, match="1 of 3 examples"):
         open_scores(tmp_path / "part.zarr")
-    monkeypatch.setattr(scoring, "attribute_proxy", real)
+    monkeypatch.setattr(scoring, "attribute_proxies", real)
     counted = {"n": 0}
 
-    def counting(*args, **kwargs):
-        counted["n"] += 1
-        return real(*args, **kwargs)
+    def counting(model, proxies, *args, **kwargs):
+        counted["n"] += len(proxies)
+        return real(model, proxies, *args, **kwargs)
 
-    monkeypatch.setattr(scoring, "attribute_proxy", counting)
+    monkeypatch.setattr(scoring, "attribute_proxies", counting)
     resumed = _strip_volatile(score_proxies(tiny_llama, _proxies(3), CONFIG, tmp_path / "part.zarr", progress=False))
     assert counted["n"] == 6  # only the two unfinished examples were computed
     xr.testing.assert_identical(full, resumed)
