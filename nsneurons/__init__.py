@@ -10,6 +10,7 @@ _EXPORTS = {
     "NeuronModel": "nsneurons.models",
     "AttributionConfig": "nsneurons.attribution",
     "attribute_proxy": "nsneurons.attribution",
+    "attribute_proxies": "nsneurons.attribution",
     "score_proxies": "nsneurons.scoring",
     "open_scores": "nsneurons.store",
     "example_scores": "nsneurons.store",
