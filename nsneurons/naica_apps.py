@@ -30,7 +30,7 @@ def attribute_queries(model, proxies_by_query: Mapping[str, Sequence[Proxy]], *,
     from tqdm.auto import tqdm
 
     from .attribution import AttributionConfig
-    from .scoring import attribute_with_retries
+    from .scoring import attribute_group_with_retries
 
     config = AttributionConfig(target="qrnca", steps=steps, answer_format=answer_format, path=path)
     queries = list(proxies_by_query)
@@ -44,11 +44,12 @@ def attribute_queries(model, proxies_by_query: Mapping[str, Sequence[Proxy]], *,
     letters = np.empty((len(queries), n_p), dtype="<U1")
     bar = tqdm(total=len(queries) * n_p, disable=not progress, unit="prompt", desc="NA-ICA attribution")
     for i, query in enumerate(queries):
-        for j, proxy in enumerate(proxies_by_query[query]):
-            result = attribute_with_retries(model, proxy, config)
+        # A query's prompts (its shuffled-option variants) share their beginning: one session each.
+        results = attribute_group_with_retries(model, proxies_by_query[query], config)
+        for j, (proxy, result) in enumerate(zip(proxies_by_query[query], results)):
             ig[i, j], act[i, j], probs[i, j], target[i, j] = result.ig, result.activation, result.option_prob, result.target_value
             letters[i, j] = proxy.correct_letter
-            bar.update()
+        bar.update(len(results))
     bar.close()
     dims = ("query", "prompt", "layer", "neuron")
     coords = {"query": queries, "prompt": np.arange(n_p), "layer": np.arange(model.n_layers), "neuron": np.arange(model.n_neurons),

@@ -42,11 +42,6 @@ def score_provenance(model, config: AttributionConfig, extra: dict | None = None
     return prov
 
 
-def attribute_with_retries(model, proxy, config, layers=None):
-    """`attribute_proxy`; on NDIF with retries of transient failures and the example named in errors."""
-    return attribute_group_with_retries(model, [proxy], config, layers)[0]
-
-
 def attribute_group_with_retries(model, proxies, config, layers=None):
     """`attribute_proxies` (one session, the prompts' common prefix once); on NDIF with retries of
     transient failures and the example named in errors."""
