@@ -16,8 +16,8 @@ Three ways to compute the same numbers (`AttributionConfig.path`):
 Each group's row 0 is alpha = 0 (for the completeness diagnostic). One backward per pass. For
 targets that only need the four answer tokens' logits (`targets.ANSWER_LOGITS_ONLY`), the output
 layer computes those four columns only. Passing an explicit mask also avoids nnsight's silent
-default-mask bug with caches (see docs). Each runs inside one `session`, so on NDIF the prefix
-cache never leaves the server.
+default-mask bug with caches (docs/design.md, "Masks with a KV cache"). Each runs inside one
+`session`, so on NDIF the prefix cache never leaves the server.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def _auto_layers_per_pass(model, n_layers: int, steps: int, prompt_len: int) -> 
 def shared_prefix_queries(ids: torch.Tensor, n: int, dtype, device):
     """n copies of the last token as query tokens after the cached prompt prefix: input ids,
     position ids (all at the last token's position) and a 4-D mask letting each see the prefix
-    and itself only. Passing the mask also keeps nnsight from adding its default one (see docs)."""
+    and itself only. Passing the mask also keeps nnsight from adding its default one (docs/design.md)."""
     prompt_len = ids.shape[1] - 1
     query = ids[:, prompt_len:].expand(1, n).to(device)
     positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
@@ -113,7 +113,8 @@ def _ship_trace_code(model) -> None:
 
 def _answer_head(model, target: str):
     """The output layer's envoy when F needs only the four answer logits and that layer is a plain
-    linear map (so its four rows give exactly those logits); else None (full-vocabulary logits)."""
+    linear map (so its four rows, and its bias's four entries where it has one, such as GPT-J's,
+    give exactly those logits); else None (full-vocabulary logits)."""
     if target not in _targets.ANSWER_LOGITS_ONLY:
         return None
     head = model.hf_model.get_output_embeddings()
@@ -138,7 +139,11 @@ def attribute_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig
     On the shared-prefix paths the tokens the prompts have in common (an example's three proxies
     share role, rules, demonstration and question stem) run once; each prompt's own remaining
     tokens then extend that cache. Same numbers as one `attribute_proxy` call per proxy."""
-    layers = list(range(model.n_layers)) if layers is None else sorted(set(layers))
+    layers = list(range(model.n_layers)) if layers is None else sorted(set(int(layer) for layer in layers))
+    if not layers or layers[0] < 0 or layers[-1] >= model.n_layers:
+        raise ValueError(f"layers must be a non-empty selection of 0..{model.n_layers - 1}, got {layers}")
+    if not proxies:
+        raise ValueError("no proxies to attribute")
     prompts = [_prepare(model, proxy, config) for proxy in proxies]
     alphas = alphas_for(config.steps, config.quadrature)
     longest = max(ids.shape[1] for ids, _ in prompts)
@@ -203,9 +208,10 @@ def _prefix_path(model, prompts, corrects, config, alphas, chunks, staircase: bo
     blocks = model.layers()
     n_layers, steps = model.n_layers, config.steps
     head = _answer_head(model, config.target)
+    head_has_bias = head is not None and model.hf_model.get_output_embeddings().bias is not None
     # Built here, not in the session: the session body runs on NDIF, where nsneurons is not installed.
     # Every prompt minus its last token is a cached prefix: its first `common` tokens run once,
-    # then each prompt's own tokens extend them (under an explicit causal mask: see docs on masks).
+    # then each prompt's own tokens extend them (under an explicit causal mask: docs/design.md).
     common = _common_prefix_len([ids[0, :-1] for ids, _ in prompts])
     common_ids = prompts[0][0][:, :common]
     plans = []
@@ -278,8 +284,11 @@ def _prefix_path(model, prompts, corrects, config, alphas, chunks, staircase: bo
                             scaled.append(step_values)
                             originals.append(original)
                     if head is not None:
-                        weight = head.weight[answer_ids.to(head.weight.device)]
-                        head.skip(head.input @ weight.T)
+                        picked = answer_ids.to(head.weight.device)
+                        answer_logits = head.input @ head.weight[picked].T
+                        if head_has_bias:
+                            answer_logits = answer_logits + head.bias[picked]
+                        head.skip(answer_logits)
                     # Flattened: GPT-2 views its grown output as [rows, 1, ...] (its input shape was [1, 1]).
                     logits = lm.output.logits.reshape(-1, lm.output.logits.shape[-1])
                     f_rows = target_fn(logits, target_ids.to(logits.device), correct)

@@ -298,7 +298,7 @@ def write_report(path, results: Mapping[str, xr.Dataset], figures: Mapping[str, 
 
 def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: int = V_DEFAULT, u: float = U_DEFAULT, steps: int = 20,
               seed: int = 0, answer_format: str = "letters", held_out_fraction: float = 0.3, progress: bool = False,
-              remove_common: bool = True) -> dict[str, xr.Dataset]:
+              remove_common: bool = True, path: str = "staircase") -> dict[str, xr.Dataset]:
     """Scoring, key and common neurons, regions, prediction and editing; writes naica.zarr, 2 PNGs and report.md."""
     from .tasks.domain_qa import domain_of as _domain_of
     from .tasks.domain_qa import domain_proxies
@@ -310,7 +310,7 @@ def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: i
     from .answers import check_answer_tokens
 
     check_answer_tokens(model.tokenizer, [p for ps in proxies.values() for p in ps], answer_format)
-    attribution = attribute_queries(model, proxies, steps=steps, answer_format=answer_format, progress=progress)
+    attribution = attribute_queries(model, proxies, steps=steps, answer_format=answer_format, progress=progress, path=path)
     attribution = attribution.assign_coords(domain=("query", [domains[q] for q in attribution["query"].values]))
     found = key_neurons(attribution["ig"], t=t, v=v, u=u, remove_common=remove_common)
     domain_keys = domain_key_neurons(found.key, domains)

@@ -231,7 +231,7 @@ def _run_naica(recipe: Recipe, model, out: Path, *, progress: bool) -> Path:
     questions = load_domain_qa(n.source, seed=recipe.seed, domains=n.domains, max_per_domain=n.max_per_domain, config=n.config)
     run_naica(model, questions, out_dir=out, t=n.t, v=n.v, u=n.u, steps=n.steps, seed=recipe.seed,
               answer_format=recipe.answer_format, held_out_fraction=n.held_out_fraction, progress=progress,
-              remove_common=n.remove_common)
+              remove_common=n.remove_common, path=recipe.attribution.path)
     print(f"report: {out / 'report.md'}")
     return out
 

@@ -72,7 +72,7 @@ class Naica:
     t: float = 0.2  # keep neurons whose attribution exceeds t x the prompt's maximum
     v: int = 20  # key neurons per query
     u: float = 0.3  # common neurons: in more than floor(N x u) queries
-    steps: int = 20  # IG steps (QRNCA's default)
+    steps: int = 20  # IG steps (QRNCA's default); the IG path is attribution.path
     held_out_fraction: float = 0.3  # queries held out for neuron-based domain prediction
     remove_common: bool = True  # drop common neurons from the key neurons
 

@@ -51,9 +51,10 @@ def attribute_group_with_retries(model, proxies, config, layers=None):
 
     # Transient failures (connection refused, timeouts, busy server) are retried with backoff;
     # a server-side error names the example it happened on.
-    which = f" proxy {proxies[0].proxy}" if len(proxies) == 1 else ""
+    numbers = ", ".join(str(p.proxy) for p in proxies)
+    which = f"proxy {numbers}" if len(proxies) == 1 else f"proxies {numbers}"
     return with_retries(lambda: attribute_proxies(model, proxies, config, layers),
-                        describe=f"example {proxies[0].example_id!r}{which}")
+                        describe=f"example {proxies[0].example_id!r} {which}")
 
 
 def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, path, *, layers: Sequence[int] | None = None,

@@ -21,7 +21,10 @@ from .tasks.base import LETTERS, N_PROXIES
 
 # Provenance keys that must match to append to an existing store, except these: when it was made,
 # by which version, and on which NDIF host (a resumed run may use another server of the same model).
-_VOLATILE_KEYS = {"created", "nsneurons_version", "ndif_host", "ndif_host_source", "ndif_api_key", "ndif_api_key_source"}
+# Nor the IG path: staircase, prefix and full compute the same numbers (tests: within 1e-5), so a
+# store begun with one resumes with another (it keeps the first one's name).
+_VOLATILE_KEYS = {"created", "nsneurons_version", "ig_path",
+                  "ndif_host", "ndif_host_source", "ndif_api_key", "ndif_api_key_source"}
 
 
 class StoreError(ValueError):

@@ -20,7 +20,8 @@ def query_mask(prompt_len: int, n: int, dtype, device) -> torch.Tensor:
 
 def extension_mask(cached: int, n: int, dtype, device) -> torch.Tensor:
     """4-D additive causal mask for n new tokens after `cached` cached ones (each sees the cache,
-    the new tokens before it and itself). Passed explicitly: nnsight's default mask is wrong with a cache."""
+    the new tokens before it and itself). Passed explicitly: nnsight's default mask is wrong with
+    a cache (docs/design.md)."""
     mask = torch.full((1, 1, n, cached + n), torch.finfo(dtype).min, dtype=dtype, device=device)
     mask[..., :cached] = 0
     mask[0, 0, :, cached:] = torch.triu(mask[0, 0, :, cached:], diagonal=1)
@@ -38,6 +39,10 @@ def grow_block_arg(value, n: int, prompt_len: int):
         if value.dim() == 4 and value.shape[-2] == 1 and value.shape[-1] == prompt_len + 1:
             if value.dtype == torch.bool:
                 return query_mask(prompt_len, n, torch.float32, value.device) == 0
+            if not ((value == 0) | (value <= torch.finfo(value.dtype).min)).all():
+                # A mask carrying position biases (ALiBi): rebuilding it as 0 / -inf would drop them.
+                raise ValueError("a block's attention mask carries biases (ALiBi?), which the staircase path "
+                                 "cannot resize; use path 'prefix' or 'full' for this model")
             return query_mask(prompt_len, n, value.dtype, value.device)
         if value.dim() >= 2 and value.shape[0] == 1 and value.shape[1] == 1:
             return value.expand(1, n, *value.shape[2:])

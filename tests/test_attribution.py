@@ -266,3 +266,34 @@ def test_proxies_with_nothing_in_common_still_come_out_right(tiny_gpt2):
     together = attribute_proxies(tiny_gpt2, [first, second], AttributionConfig())
     for proxy, result in zip((first, second), together):
         assert _max_rel(result.ig, attribute_proxy(tiny_gpt2, proxy, AttributionConfig()).ig) <= 1e-5
+
+
+def test_an_output_layer_bias_is_kept_when_only_the_answer_logits_are_computed():
+    """GPT-J's lm_head has a bias: the four answer logits must include its four entries."""
+    from fixtures_models import tiny_model_of_type
+
+    model = tiny_model_of_type("gptj")
+    with torch.no_grad():
+        model.hf_model.lm_head.bias.normal_(0.0, 2.0)
+    proxy = _proxy()
+    full = attribute_proxy(model, proxy, AttributionConfig(path="full", steps=4))
+    for path in ("staircase", "prefix"):
+        fast = attribute_proxy(model, proxy, AttributionConfig(path=path, steps=4))
+        assert _max_rel(fast.ig, full.ig) <= 1e-5, path
+        np.testing.assert_allclose(fast.option_prob, full.option_prob, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layers", [[], [-1], [3], [0, 5]])
+def test_layers_outside_the_model_are_refused(tiny_llama, layers):
+    with pytest.raises(ValueError, match=r"layers must be a non-empty selection of 0\.\.2"):
+        attribute_proxy(tiny_llama, _proxy(), AttributionConfig(), layers=layers)
+
+
+def test_a_mask_with_position_biases_is_refused_by_the_staircase():
+    from nsneurons import trace_ops
+
+    alibi_like = torch.tensor([[[[-0.5, -0.25, 0.0]]]])
+    with pytest.raises(ValueError, match="ALiBi"):
+        trace_ops.grow_block_arg(alibi_like, 4, prompt_len=2)
+    plain = torch.tensor([[[[0.0, float("-inf"), 0.0]]]])
+    assert trace_ops.grow_block_arg(plain, 4, prompt_len=2).shape == (1, 1, 4, 6)

@@ -347,7 +347,7 @@ def test_server_dies_mid_run_then_resumes(ndif_server, models, proxies, tmp_path
     fail_s = time.time() - t
     err = info.value
     assert err.transient and err.tries == 3
-    assert str(err).startswith(f"example {examples[1]!r}: NDIF unreachable or busy after 3 tries")
+    assert str(err).startswith(f"example {examples[1]!r} proxies 0, 1, 2: NDIF unreachable or busy after 3 tries")
     assert calls == [examples[0]] + [examples[1]] * 3 and waits == [0.05, 0.1]
 
     # Only the finished example is in the store.

@@ -89,3 +89,24 @@ def test_unreadable_store_path_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not a readable scores store"):
         ScoreStore.open_or_create(tmp_path / "junk.zarr", example_ids=["a"], correct_letters=[["A", "B", "C"]],
                                   layers=[0], n_neurons=2, provenance={})
+
+
+def test_a_store_begun_on_one_ig_path_resumes_on_another(tiny_llama, tmp_path, monkeypatch):
+    """Every path computes the same numbers, so the path is not a reason to refuse a resume."""
+    import nsneurons.scoring as scoring
+
+    real = scoring.attribute_proxies
+
+    def dies_on_the_second_example(model, proxies, *args, **kwargs):
+        if proxies[0].example_id == "ex1":
+            raise KeyboardInterrupt
+        return real(model, proxies, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "attribute_proxies", dies_on_the_second_example)
+    with pytest.raises(KeyboardInterrupt):
+        score_proxies(tiny_llama, _proxies(2), dataclasses.replace(CONFIG, path="prefix"), tmp_path / "s.zarr", progress=False)
+    monkeypatch.setattr(scoring, "attribute_proxies", real)
+    ds = score_proxies(tiny_llama, _proxies(2), dataclasses.replace(CONFIG, path="staircase"), tmp_path / "s.zarr", progress=False)
+    assert ds.done.values.tolist() == [True, True] and ds.attrs["ig_path"] == "prefix"
+    whole = score_proxies(tiny_llama, _proxies(2), CONFIG, tmp_path / "whole.zarr", progress=False)
+    np.testing.assert_allclose(ds.ig.values, whole.ig.values, rtol=1e-5, atol=1e-7)
