@@ -11,9 +11,11 @@ One run, one model, one prompt, one set of settings (target "ace", m steps, righ
                  (default config: path="staircase" -- a shared prefix, each layer's m + 1 rows join
                  at that layer's block -- the four answer-token logits only for "ace", layers per
                  pass chosen by the memory budget).
-  (b2, b3)   nsneurons variants: b2 path="prefix" (every row from the embedding on, the previous
+  (b2-b4)    nsneurons variants: b2 path="prefix" (every row from the embedding on, the previous
                  default); b3 (b) with an attention function for the query rows that computes each
-                 row against the prefix keys and its own key only (the masked n x n block is skipped).
+                 row against the prefix keys and its own key only (the masked n x n block is skipped);
+                 b4 `attribute_proxies` on an example's three proxies (options in three orders) in
+                 one session, as `score_proxies` runs them: their common prefix once; time / 3.
   (c1-c5)    faster plain-PyTorch forms (no nnsight), to locate the limit:
                  c1 shared prefix: the prompt minus its last token runs once with a KV cache, then
                     all L*m scaled copies of the last token are query tokens of ONE sequence after
@@ -66,7 +68,7 @@ for _p in (ROOT, ROOT / "tests"):
 
 from nsneurons import targets as _targets  # noqa: E402
 from nsneurons.answers import answer_token_ids  # noqa: E402
-from nsneurons.attribution import AttributionConfig, attribute_proxy  # noqa: E402
+from nsneurons.attribution import AttributionConfig, attribute_proxies, attribute_proxy  # noqa: E402
 from nsneurons.models import wrap  # noqa: E402
 from nsneurons.tasks.base import Proxy  # noqa: E402
 
@@ -107,6 +109,19 @@ def build_prompt(tokenizer, target_tokens: int) -> str:
                 body.append(w)
                 if len(tokenizer(head + " ".join(body) + tail)["input_ids"]) >= target_tokens:
                     break
+
+
+def example_proxies(prompt: str, correct: int) -> list[Proxy]:
+    """The prompt as an example's three QATT proxies: the same stem, the options in three orders
+    (the first is the prompt itself)."""
+    stem, _ = prompt.split("\nOptions:\n")
+    proxies = []
+    for k, order in enumerate([(0, 1, 2, 3), (2, 0, 3, 1), (3, 2, 1, 0)]):
+        options = tuple(OPTIONS[i] for i in order)
+        lines = "\n".join(f"{letter}. {text}" for letter, text in zip("ABCD", options))
+        proxies.append(Proxy("bench", k, f"{stem}\nOptions:\n{lines}\nAnswer:", options, order.index(correct), "sentiment"))
+    assert proxies[0].prompt == prompt
+    return proxies
 
 
 # ----------------------------------------------------------------------------- memory
@@ -757,6 +772,14 @@ def run(args) -> dict:
                 return attribute_proxy(model, proxy, config).ig
         rows.append(run_strategy("(b3) = (b) + prefix+self attention function (no n x n masked block)",
                                  with_prefix_diag, device, args.repeats, gate, log=log))
+        # An example's three proxies (options in three orders) in one session, as score_proxies runs
+        # them: their common prefix once. Compared on the first proxy (= (a)'s prompt); time / 3.
+        example = example_proxies(prompt, args.correct)
+        per_example = run_strategy("(b4) nsneurons attribute_proxies: an example's 3 proxies in one session, per proxy",
+                                   lambda: attribute_proxies(model, example, config)[0].ig, device, args.repeats, gate, log=log)
+        per_example.seconds_per_question /= len(example)
+        per_example.seconds = [t / len(example) for t in per_example.seconds]
+        rows.append(per_example)
         variants = [
             ("(c1) plain PyTorch, shared prefix, one sequence (what (b) does, no nnsight)", lambda: shared_prefix(pb, all_layers)),
             ("(c2) c1 + prefix logits at 1 position + answer logits only",
