@@ -139,9 +139,7 @@ def attribute_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig
     On the shared-prefix paths the tokens the prompts have in common (an example's three proxies
     share role, rules, demonstration and question stem) run once; each prompt's own remaining
     tokens then extend that cache. Same numbers as one `attribute_proxy` call per proxy."""
-    layers = list(range(model.n_layers)) if layers is None else sorted(set(int(layer) for layer in layers))
-    if not layers or layers[0] < 0 or layers[-1] >= model.n_layers:
-        raise ValueError(f"layers must be a non-empty selection of 0..{model.n_layers - 1}, got {layers}")
+    layers = checked_layers(model, layers)
     if not proxies:
         raise ValueError("no proxies to attribute")
     prompts = [_prepare(model, proxy, config) for proxy in proxies]
@@ -156,6 +154,14 @@ def attribute_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig
     else:
         per_prompt = _prefix_path(model, prompts, corrects, config, alphas, chunks, staircase=config.path == "staircase")
     return [_assemble(results) for results in per_prompt]
+
+
+def checked_layers(model, layers: Sequence[int] | None) -> list[int]:
+    """The layers to attribute, ascending and without repeats (None: all); refused if outside the model."""
+    layers = list(range(model.n_layers)) if layers is None else sorted(set(int(layer) for layer in layers))
+    if not layers or layers[0] < 0 or layers[-1] >= model.n_layers:
+        raise ValueError(f"layers must be a non-empty selection of 0..{model.n_layers - 1}, got {layers}")
+    return layers
 
 
 def _prepare(model, proxy: Proxy, config: AttributionConfig):

@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .attribution import AttributionConfig, attribute_proxies
+from .attribution import AttributionConfig, attribute_proxies, checked_layers
 from .store import ScoreStore, open_scores
 from .tasks.base import N_PROXIES, PROMPT_TEMPLATE_VERSION, Proxy
 
@@ -63,8 +63,9 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
     from tqdm.auto import tqdm
 
     groups = group_by_example(proxies)
-    # Ascending, without repeats: the order attribute_proxy returns them in.
-    layers = list(range(model.n_layers)) if layers is None else sorted(set(layers))
+    # Ascending, without repeats (the order attribute_proxies returns them in); checked before the
+    # store is made, so a bad selection leaves nothing behind.
+    layers = checked_layers(model, layers)
     store = ScoreStore.open_or_create(
         Path(path), example_ids=list(groups), layers=layers, n_neurons=model.n_neurons,
         correct_letters=[[p.correct_letter for p in group] for group in groups.values()],

@@ -110,3 +110,9 @@ def test_a_store_begun_on_one_ig_path_resumes_on_another(tiny_llama, tmp_path, m
     assert ds.done.values.tolist() == [True, True] and ds.attrs["ig_path"] == "prefix"
     whole = score_proxies(tiny_llama, _proxies(2), CONFIG, tmp_path / "whole.zarr", progress=False)
     np.testing.assert_allclose(ds.ig.values, whole.ig.values, rtol=1e-5, atol=1e-7)
+
+
+def test_a_bad_layer_selection_writes_no_store(tiny_llama, tmp_path):
+    with pytest.raises(ValueError, match=r"layers must be a non-empty selection of 0\.\.2, got \[7\]"):
+        score_proxies(tiny_llama, _proxies(1), CONFIG, tmp_path / "s.zarr", layers=[7], progress=False)
+    assert not (tmp_path / "s.zarr").exists()
