@@ -31,6 +31,7 @@ import torch
 from . import targets as _targets
 from . import trace_ops as _trace_ops
 from .answers import answer_token_ids
+from .architectures import get_path
 from .tasks.base import AnswerFormat, Proxy
 
 Quadrature = Literal["right", "midpoint"]
@@ -121,10 +122,7 @@ def _answer_head(model, target: str):
     if type(head) is not torch.nn.Linear:
         return None
     name = next(name for name, module in model.hf_model.named_modules() if module is head)
-    envoy = model.lm
-    for part in name.split("."):
-        envoy = getattr(envoy, part)
-    return envoy
+    return get_path(model.lm, name)
 
 
 def attribute_proxy(model, proxy: Proxy, config: AttributionConfig, layers: Sequence[int] | None = None) -> ProxyAttribution:
@@ -173,7 +171,7 @@ def _prepare(model, proxy: Proxy, config: AttributionConfig):
     if config.path != "full" and not model.sees_whole_prompt(ids.shape[1]):
         raise ValueError(
             f"prompt of example {proxy.example_id!r} has {ids.shape[1]} tokens, more than the sliding attention "
-            f"window of {model.hf_model.config.model_type} ({model.hf_model.config.sliding_window}); path "
+            f"window of {model.hf_model.config.model_type} ({model.attention_window}); path "
             f"{config.path!r} assumes every layer sees the whole prompt: use path 'full' for this model")
     return ids, answer_ids
 
@@ -276,7 +274,7 @@ def _prefix_path(model, prompts, corrects, config, alphas, chunks, staircase: bo
                             if layer in chunk:
                                 neurons = sites[layer].input
                                 original = neurons[0, 0].detach().clone()
-                                step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
+                                step_values = _trace_ops.scaled_copies(original, alphas)
                                 neurons[0, hidden.shape[1] - rows :] = step_values
                                 scaled.append(step_values)
                                 originals.append(original)
@@ -285,7 +283,7 @@ def _prefix_path(model, prompts, corrects, config, alphas, chunks, staircase: bo
                             neurons = sites[layer].input
                             # Every row of group j sees layer j unscaled (only layer j is scaled in group j).
                             original = neurons[0, j * rows].detach().clone()
-                            step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
+                            step_values = _trace_ops.scaled_copies(original, alphas)
                             neurons[0, j * rows : (j + 1) * rows] = step_values
                             scaled.append(step_values)
                             originals.append(original)
@@ -329,7 +327,7 @@ def _full_path(model, ids, answer_ids, correct, config, alphas, chunks):
             with lm.trace(batch):
                 neurons = site.input
                 original = neurons[0, -1].detach().clone()
-                step_values = (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
+                step_values = _trace_ops.scaled_copies(original, alphas)
                 neurons[:, -1] = step_values
                 logits = lm.output.logits[:, -1]
                 f_rows = target_fn(logits, answer_ids.to(logits.device), correct)

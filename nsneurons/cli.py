@@ -26,15 +26,13 @@ def _add_task_args(p):
 def _model(args):
     from .models import load_model
 
-    server = None
+    where = {}
     if args.remote:
-        from .remote import RemoteConfig, configure_nnsight
+        from .remote import connect
 
-        server = RemoteConfig.resolve()
-        configure_nnsight(server)
+        where = connect()
     model = load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision, remote=args.remote)
-    if server is not None:
-        model.provenance.update(server.provenance())  # the host and whether a key was set; never the key
+    model.provenance.update(where)
     return model
 
 

@@ -93,7 +93,9 @@ def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition
         from . import targets
 
         nnsight.register(targets)
-    shared_prefix_ok = all(model.sees_whole_prompt(len(model.tokenizer(p.prompt)["input_ids"])) for p in proxies)
+    # Prompts are counted only for a model with a sliding window (the shared prefix needs them inside it).
+    shared_prefix_ok = model.attention_window is None or all(
+        model.sees_whole_prompt(len(model.tokenizer(p.prompt)["input_ids"])) for p in proxies)
     if position == "answer" and len(conditions) > 1 and shared_prefix_ok:
         # Switches at the answer position cannot change earlier positions: one shared prefix per proxy,
         # then every condition as one query token after it (exact, ~C times cheaper than C full prompts).

@@ -73,10 +73,15 @@ class NeuronModel:
             return DTYPES.get(self.provenance.get("dtype"), torch.float32)
         return next(self.hf_model.parameters()).dtype
 
+    @property
+    def attention_window(self) -> int | None:
+        """The sliding attention window of some of the model's layers, or None (all see everything)."""
+        return sliding_window(self.hf_model.config)
+
     def sees_whole_prompt(self, n_tokens: int) -> bool:
         """Whether every layer attends to all n_tokens of a prompt (no sliding window cuts it): the
         shared-prefix computations need that, as they pass one mask for every layer."""
-        window = sliding_window(self.hf_model.config)
+        window = self.attention_window
         return window is None or n_tokens <= window
 
     def layers(self, root=None):

@@ -41,16 +41,14 @@ def _load_model(recipe: Recipe):
     from .models import load_model
 
     remote = recipe.backend == "remote"
-    server = None
+    where = {}
     if remote:
-        from .remote import RemoteConfig, configure_nnsight
+        from .remote import connect
 
-        server = RemoteConfig.resolve(host=recipe.ndif_host)
-        configure_nnsight(server)
+        where = connect(host=recipe.ndif_host)
     model = load_model(recipe.model, device=recipe.device, dtype=recipe.dtype, revision=recipe.revision, remote=remote,
                        trust_remote_code=recipe.trust_remote_code)
-    if server is not None:
-        model.provenance.update(server.provenance())  # the host and whether a key was set; never the key
+    model.provenance.update(where)
     return model
 
 

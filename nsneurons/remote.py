@@ -142,6 +142,14 @@ def configure_nnsight(config: RemoteConfig) -> None:
         CONFIG.API.APIKEY = config.api_key
 
 
+def connect(host: str | None = None) -> dict:
+    """Resolve the NDIF host and key (argument, else the environment), point nnsight at them, and
+    return what may be recorded with results: the host and whether a key was set, never the key."""
+    config = RemoteConfig.resolve(host=host)
+    configure_nnsight(config)
+    return config.provenance()
+
+
 def register_local_model_path(path: str | os.PathLike) -> str:
     """Let a local ``save_pretrained`` folder run remotely; returns the path string to load it with.
 

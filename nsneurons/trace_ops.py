@@ -8,6 +8,11 @@ from __future__ import annotations
 import torch
 
 
+def scaled_copies(original: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
+    """alpha_k * a for every alpha (rows), as a leaf that gradients are taken with respect to."""
+    return (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)
+
+
 def query_mask(prompt_len: int, n: int, dtype, device) -> torch.Tensor:
     """4-D additive mask for n query tokens after a cached prefix of prompt_len tokens: each query
     sees the whole prefix and itself only (the queries are independent copies of the last token)."""
