@@ -79,8 +79,11 @@ def tiny_hf_model(kind: str = "llama", *, layers: int = 2, vocab_size: int = 600
                             num_attention_heads=4, max_position_embeddings=512)
     else:
         raise ValueError(kind)
-    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    # Random init makes logits nearly flat; a larger output scale gives gradients worth comparing.
+    return _sharpened(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32))
+
+
+def _sharpened(model):
+    """Random init makes logits nearly flat; a larger weight scale gives gradients worth comparing."""
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() >= 2:
@@ -101,19 +104,15 @@ def tiny_model_of_type(model_type: str, *, sliding_window: int = 64, layers: int
 
     from nsneurons.models import wrap
 
+    if model_type in ("gpt2", "gpt_neox"):
+        return tiny_model(model_type, layers=layers, seed=seed)
     tok = llama_style_tokenizer()
     if model_type == "gptj":
         kwargs = dict(n_embd=64, n_inner=128, n_layer=layers, n_head=4, rotary_dim=8, n_positions=256)
     else:
         kwargs = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
                       num_key_value_heads=2, max_position_embeddings=256, head_dim=16, sliding_window=sliding_window)
-    if model_type in ("gpt2", "gpt_neox"):
-        return tiny_model(model_type, layers=layers, seed=seed)
     cfg = AutoConfig.for_model(model_type, vocab_size=len(tok), pad_token_id=0, bos_token_id=1, eos_token_id=2, **kwargs)
     torch.manual_seed(seed)
-    hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() >= 2:
-                p.mul_(3.0)
-    return wrap(hf.eval(), tok, source=f"tiny-{model_type}")
+    hf = _sharpened(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32))
+    return wrap(hf, tok, source=f"tiny-{model_type}")
