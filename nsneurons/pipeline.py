@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import metrics, selection
+from . import cells, conditions, metrics, selection
 from .answers import check_answer_tokens
 from .attribution import AttributionConfig
-from .intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
-from .recipe import Recipe, check_against_model
+from .intervention import BASELINE, correct_table, option_probs
+from .recipe import Recipe, RecipeError, check_against_model
 from .scoring import score_proxies
 from .store import example_scores
 
@@ -72,47 +72,46 @@ def task_proxies(recipe: Recipe, task) -> tuple[list, list]:
     return make(identification), make(candidates)
 
 
-def _conditions(recipe: Recipe, neuron_sets: dict[str, xr.Dataset]) -> tuple[list[Condition], list[tuple]]:
-    """All intervention conditions of a task, and for each its key (kind, method, direction, ratio-or-group)."""
-    k = recipe.selection.k
-    conditions, keys = [], []
-    for method, ns in neuron_sets.items():
-        has_bad = bool((ns.layer.sel(role="bad").values >= 0).any())
-        ratios = recipe.evaluation.ratios if has_bad else (1.0,)
-        for ratio in ratios:
-            good, bad = selection.ratio_split(ns, k, ratio)
-            conditions += [degrader(good, bad, f"{method}/degrade/{ratio:g}"), enhancer(good, bad, f"{method}/enhance/{ratio:g}")]
-            keys += [("sweep", method, "degrade", ratio), ("sweep", method, "enhance", ratio)]
-        if recipe.evaluation.ablation:
-            groups = [("good", selection.to_pairs(ns, "good", k))]
-            if has_bad:
-                groups.append(("bad", selection.to_pairs(ns, "bad", k)))
-            for group, pairs in groups:
-                empty = []
-                deg = degrader(pairs, empty) if group == "good" else degrader(empty, pairs)
-                enh = enhancer(pairs, empty) if group == "good" else enhancer(empty, pairs)
-                conditions += [Condition(f"{method}/degrade/{group}", deg.silence, deg.excite),
-                               Condition(f"{method}/enhance/{group}", enh.silence, enh.excite)]
-                keys += [("ablation", method, "degrade", group), ("ablation", method, "enhance", group)]
-    return conditions, keys
+def screen(recipe: Recipe, model, proxies, *, progress: bool = True) -> dict[str, bool]:
+    """Which candidate examples the unmodified model understands (Com of one example, appendix A.1)."""
+    table = correct_table(option_probs(model, proxies, [BASELINE], answer_format=recipe.answer_format,
+                                       batch_size=recipe.evaluation.batch_size, progress=progress)).sel(condition="none")
+    return {str(e): bool(table.sel(example=e).sum() >= 2) for e in table.example.values}
 
 
-def run_task(recipe: Recipe, model, task, out: Path, *, progress: bool = True) -> dict[str, xr.Dataset]:
-    """One task end to end; returns its datasets (sweep, ablation, neurons, baseline, example)."""
-    id_proxies, candidate_proxies = task_proxies(recipe, task)
-    check_answer_tokens(model.tokenizer, id_proxies + candidate_proxies, recipe.answer_format)
-    # Screen candidates with the unmodified model, then draw the evaluation set (appendix A.1).
-    screen = correct_table(option_probs(model, candidate_proxies, [BASELINE], answer_format=recipe.answer_format,
-                                        batch_size=recipe.evaluation.batch_size, progress=progress)).sel(condition="none")
-    understood = {str(e): bool(screen.sel(example=e).sum() >= 2) for e in screen.example.values}
+def read_evaluation_set(path, task: str) -> dict[str, bool]:
+    """{example id: understood by the screening model} of `task` saved by an earlier run."""
+    path = Path(path)
+    store = path / "examples.zarr" if (path / "examples.zarr").exists() else path
+    if not store.exists():
+        raise RecipeError(f"evaluation.examples_from: {path} is neither a run folder nor an examples.zarr")
+    ds = xr.open_zarr(store, consolidated=False)
+    if "evaluation_example" not in ds or task not in ds["task"].values:
+        raise RecipeError(f"evaluation.examples_from: {store} holds no evaluation examples of task {task!r}")
+    ids, understood = ds["evaluation_example"].sel(task=task).values, ds["evaluation_understood"].sel(task=task).values
+    return {str(i): bool(u) for i, u in zip(ids, understood) if str(i)}
+
+
+def evaluation_set(recipe: Recipe, task, id_proxies, candidates, understood: dict[str, bool]) -> metrics.EvalSample:
+    """The seeded evaluation sample, or the saved one of `evaluation.examples_from` (checked)."""
+    if recipe.evaluation.examples_from:
+        known = {p.example_id for p in candidates}
+        missing = sorted(set(understood) - known)
+        if missing:
+            raise RecipeError(f"evaluation.examples_from: task {task.name!r}: examples {missing[:3]} are not evaluation "
+                              "candidates here (a different dataset, seed or identification_examples?)")
+        ids = sorted(i for i, u in understood.items() if u) + sorted(i for i, u in understood.items() if not u)
+        n_u = sum(understood.values())
+        return metrics.EvalSample(ids, n_u, len(ids) - n_u, (n_u, len(ids) - n_u))
     sample = metrics.sample_eval_set(understood, recipe.evaluation.understood, recipe.evaluation.not_understood,
                                      exclude=[p.example_id for p in id_proxies], seed=recipe.seed)
-    if sample.short:
-        log.warning("task %s: %s", task.name, sample.message())
-    chosen = set(sample.ids)
-    eval_proxies = [p for p in candidate_proxies if p.example_id in chosen]
+    if not sample.ids:
+        raise RecipeError(f"task {task.name!r}: the evaluation set is empty ({sample.message()})")
+    return sample
 
-    # IG scores for the targets that the methods need (ACT reads activations from any store).
+
+def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
+    """Example scores per target the methods need, and the activations (ACT reads any store)."""
     needs = {selection.method_needs(m) for m in recipe.selection.methods}
     targets = sorted(t for t in needs if t not in (None, "activation")) or ["ace"]
     a = recipe.attribution
@@ -125,52 +124,64 @@ def run_task(recipe: Recipe, model, task, out: Path, *, progress: bool = True) -
                            progress=progress)
         es[target] = example_scores(ds).load()
         activations = ds["activation"].load() if activations is None else activations
+    return es, activations
 
-    neuron_sets = {m: selection.select(m, k=recipe.selection.k, scores=es, activations=activations,
-                                       n_layers=model.n_layers, n_neurons=model.n_neurons, z=recipe.selection.z,
-                                       t=recipe.selection.kn_threshold, seed=recipe.seed)
-                   for m in recipe.selection.methods}
 
-    conditions, keys = _conditions(recipe, neuron_sets)
-    probs = option_probs(model, eval_proxies, [BASELINE, *conditions], answer_format=recipe.answer_format,
+def _neuron_sets(recipe: Recipe, model, es, activations) -> dict[str, list[xr.Dataset]]:
+    """Every method's neuron set; RANDOM once per draw (seeds seed, seed + 1, ...)."""
+    s = recipe.selection
+    draws = {m: s.random_draws if selection.method_needs(m) is None else 1 for m in s.methods}
+    return {m: [selection.select(m, k=s.k, scores=es, activations=activations, n_layers=model.n_layers,
+                                 n_neurons=model.n_neurons, z=s.z, t=s.kn_threshold, seed=recipe.seed + d)
+                for d in range(draws[m])]
+            for m in s.methods}
+
+
+def run_task(recipe: Recipe, model, task, out: Path, *, understood: dict[str, bool] | None = None,
+             progress: bool = True) -> dict:
+    """One task end to end; returns its arrays (see nsneurons.conditions), neurons, baseline, example."""
+    id_proxies, candidate_proxies = task_proxies(recipe, task)
+    check_answer_tokens(model.tokenizer, id_proxies + candidate_proxies, recipe.answer_format)
+    if understood is None:  # screened by this model (the default); else by a reference model or a saved set
+        understood = screen(recipe, model, candidate_proxies, progress=progress)
+    sample = evaluation_set(recipe, task, id_proxies, candidate_proxies, understood)
+    if sample.short:
+        log.warning("task %s: %s", task.name, sample.message())
+    eval_proxies = [p for p in candidate_proxies if p.example_id in set(sample.ids)]
+
+    es, activations = _scores(recipe, model, task, id_proxies, out, progress)
+    neuron_sets = _neuron_sets(recipe, model, es, activations)
+    ratios = sorted(set(recipe.evaluation.ratios) | {1.0})  # good-only methods run at 1.0 (their K good neurons)
+    planned, answers = conditions.plan(neuron_sets, recipe.selection.k, ratios, recipe.evaluation.ablation)
+    probs = option_probs(model, eval_proxies, [BASELINE, *planned], answer_format=recipe.answer_format,
                          position=recipe.evaluation.position, batch_size=recipe.evaluation.batch_size, progress=progress)
-    correct = correct_table(probs)
-    original = correct.sel(condition="none").values
+    arrays = conditions.collect(correct_table(probs), answers, sample.ids, list(recipe.selection.methods), ratios)
+    original = arrays["original_example"]
+    arrays["baseline"] = xr.DataArray(
+        [float(original.sel(measure="acc").mean()), float(original.sel(measure="com").mean()), len(sample.ids),
+         sample.n_understood], dims="metric", coords={"metric": ["acc", "com", "n_examples", "n_understood"]})
     methods = list(recipe.selection.methods)
-    ratios = list(recipe.evaluation.ratios)
-    sweep = xr.DataArray(np.full((len(methods), 2, len(ratios), len(metrics.METRIC_NAMES)), np.nan),
-                         dims=("method", "direction", "ratio", "metric"),
-                         coords={"method": methods, "direction": list(metrics.DIRECTIONS), "ratio": ratios, "metric": list(metrics.METRIC_NAMES)})
-    ablation = xr.DataArray(np.full((len(methods), 2, 2, len(metrics.METRIC_NAMES)), np.nan),
-                            dims=("method", "direction", "group", "metric"),
-                            coords={"method": methods, "direction": list(metrics.DIRECTIONS), "group": ["good", "bad"], "metric": list(metrics.METRIC_NAMES)})
-    for condition, (kind, method, direction, where) in zip(conditions, keys):
-        result = metrics.evaluate_condition(original, correct.sel(condition=condition.name).values, direction)
-        values = [result.as_dict()[name] for name in metrics.METRIC_NAMES]
-        target = sweep.loc[dict(method=method, direction=direction, ratio=where)] if kind == "sweep" else \
-            ablation.loc[dict(method=method, direction=direction, group=where)]
-        target[...] = values
-    baseline = xr.DataArray([metrics.accuracy(original), metrics.comprehension(original), len(chosen), sample.n_understood],
-                            dims="metric", coords={"metric": ["acc", "com", "n_examples", "n_understood"]})
-    neurons = xr.concat([ns.drop_attrs() if hasattr(ns, "drop_attrs") else ns for ns in neuron_sets.values()],
-                        dim=xr.DataArray(methods, dims="method", name="method"))
-    example = _example_probs(probs, eval_proxies, methods, recipe)
-    return {"sweep": sweep, "ablation": ablation, "neurons": neurons, "baseline": baseline, "example": example,
-            "evaluation_examples": [p.example_id for p in eval_proxies if p.proxy == 0]}
+    arrays["neurons"] = xr.concat([sets[0].drop_attrs() for sets in neuron_sets.values()],
+                                  dim=xr.DataArray(methods, dims="method", name="method"))
+    arrays["example"] = _example_probs(probs, eval_proxies, answers, recipe)
+    arrays["evaluation_examples"] = list(sample.ids)
+    arrays["evaluation_understood"] = [understood[i] for i in sample.ids]
+    return arrays
 
 
-def _example_probs(probs: xr.DataArray, eval_proxies, methods, recipe) -> xr.Dataset:
+def _example_probs(probs: xr.DataArray, eval_proxies, answers: dict, recipe) -> xr.Dataset:
     """Figure-10-style table: one evaluation proxy's option probabilities under each method's switches."""
     first = eval_proxies[0]
     index = next(i for i, p in enumerate(eval_proxies) if p is first)
     ratio = 0.5 if 0.5 in recipe.evaluation.ratios else recipe.evaluation.ratios[-1]
     names = ["none"]
-    for m in methods:
+    for m in recipe.selection.methods:
         for direction in ("degrade", "enhance"):
             for r in (ratio, 1.0):
-                name = f"{m}/{direction}/{r:g}"
-                if name in probs.condition.values and name not in names:
-                    names.append(name)
+                name = answers.get(conditions.Key("sweep", m, direction, r))
+                if name is not None:
+                    if name not in names:
+                        names.append(name)
                     break
     table = probs.isel(item=index).sel(condition=names)
     return xr.Dataset({"prob": table.drop_vars(["example", "proxy", "correct"], errors="ignore")},
@@ -197,7 +208,7 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
         return _run_naica(recipe, model, out, progress=progress)
     check_against_model(recipe, model.n_layers, model.n_neurons)
     stamp = fingerprint(recipe, model.provenance)
-    per_task = {}
+    per_task, screens = {}, None
     for task in recipe.tasks:
         path = out / "tasks" / f"{task.name}.zarr"
         if path.exists():
@@ -207,18 +218,47 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
                 per_task[task.name] = cached
                 continue
         print(f"task {task.name}: running")
-        parts = run_task(recipe, model, task, out, progress=progress)
-        # The baseline has its own measures (acc, com, counts): a dim of its own keeps `metric` clean.
-        ds = xr.Dataset({"sweep": parts["sweep"], "ablation": parts["ablation"],
-                         "baseline": parts["baseline"].rename(metric="measure"),
-                         "layer": parts["neurons"].layer, "neuron": parts["neurons"].neuron, "score": parts["neurons"].score,
-                         "example_prob": parts["example"].prob.rename(option="option")},
-                        coords={"example_correct_letter": parts["example"].correct_letter, "example_prompt": parts["example"].prompt,
-                                "evaluation_example": parts["evaluation_examples"]})
+        if screens is None:
+            screens = reference_screens(recipe, progress=progress)
+        parts = run_task(recipe, model, task, out, understood=screens.get(task.name), progress=progress)
+        ds = _task_dataset(parts)
         ds.attrs = {"fingerprint": stamp, "task": task.name}
         _write_atomically(ds, path)
         per_task[task.name] = ds
     return _combine_and_report(recipe, model, out, per_task)
+
+
+def reference_screens(recipe: Recipe, *, progress: bool = True) -> dict[str, dict[str, bool]]:
+    """Per task, {example id: understood} from `evaluation.examples_from` or `evaluation.screen_model`;
+    empty when this run's model screens its own candidates (the default)."""
+    ev = recipe.evaluation
+    if ev.examples_from:
+        return {task.name: read_evaluation_set(ev.examples_from, task.name) for task in recipe.tasks}
+    if not ev.screen_model:
+        return {}
+    from .models import load_model
+
+    print(f"screening the evaluation candidates with {ev.screen_model}")
+    reference = load_model(ev.screen_model, device=recipe.device, dtype=recipe.dtype)
+    screens = {}
+    for task in recipe.tasks:
+        _, candidates = task_proxies(recipe, task)
+        check_answer_tokens(reference.tokenizer, candidates, recipe.answer_format)
+        screens[task.name] = screen(recipe, reference, candidates, progress=progress)
+    return screens
+
+
+def _task_dataset(parts: dict) -> xr.Dataset:
+    """One task's results as stored in tasks/<task>.zarr."""
+    names = ("sweep", "ablation", "original_example", "sweep_example", "ablation_example", "draw_quantity")
+    # The baseline has its own measures (acc, com, counts): a dim of its own keeps `metric` clean.
+    return xr.Dataset(
+        {**{n: parts[n] for n in names}, "baseline": parts["baseline"].rename(metric="baseline_metric"),
+         "layer": parts["neurons"].layer, "neuron": parts["neurons"].neuron, "score": parts["neurons"].score,
+         "example_prob": parts["example"].prob},
+        coords={"example_correct_letter": parts["example"].correct_letter, "example_prompt": parts["example"].prompt,
+                "evaluation_example": ("eval_index", parts["evaluation_examples"]),
+                "evaluation_understood": ("eval_index", parts["evaluation_understood"])})
 
 
 def _run_naica(recipe: Recipe, model, out: Path, *, progress: bool) -> Path:
@@ -251,27 +291,57 @@ def open_outputs(out) -> dict[str, xr.Dataset]:
     return {name: xr.open_zarr(out / f"{name}.zarr", consolidated=False) for name in ("results", "neurons", "baseline", "examples")}
 
 
-def _combine_and_report(recipe: Recipe, model, out: Path, per_task: dict[str, xr.Dataset]) -> Path:
+_PER_TASK_ONLY = ["example_prob", "example_correct_letter", "example_prompt", "evaluation_example", "evaluation_understood"]
+
+
+def _combine(recipe: Recipe, model, per_task: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
+    """Stack the tasks (examples padded along eval_index) and add the scored cells with intervals."""
     tasks = xr.DataArray(list(per_task), dims="task", name="task")
-    stacked = xr.concat([ds.drop_vars(["example_prob", "example_correct_letter", "example_prompt", "evaluation_example"]) for ds in per_task.values()],
+    stacked = xr.concat([ds.drop_vars(_PER_TASK_ONLY) for ds in per_task.values()],
                         dim=tasks, coords="minimal", compat="override", join="outer")
+    ev = recipe.evaluation
+    source = ("examples of " + ev.examples_from) if ev.examples_from else \
+        ("screened by " + ev.screen_model) if ev.screen_model else "screened by this model"
     attrs = {"k": recipe.selection.k, "model": str(model.provenance.get("model")), "recipe": recipe.name,
-             "n_layers": model.n_layers, "n_neurons": model.n_neurons}
-    results = xr.Dataset({"sweep": stacked.sweep, "ablation": stacked.ablation}, attrs=attrs)
+             "n_layers": model.n_layers, "n_neurons": model.n_neurons, "evaluation_set": source,
+             "random_draws": recipe.selection.random_draws}
+    names = ("sweep", "ablation", "original_example", "sweep_example", "ablation_example", "draw_quantity")
+    results = xr.Dataset({n: stacked[n] for n in names}, attrs=attrs)
+    settings = {"resamples": ev.bootstrap, "seed": recipe.seed, "level": ev.confidence}
+    scored = cells.score_cells(results, best_by=ev.best_by, **settings)
+    extra = [cells.group_cells(results, **settings), cells.sweep_intervals(results, **settings)]
+    results = xr.merge([results, scored, *extra], combine_attrs="override")
+    results.attrs = {**attrs, **scored.attrs}
     neurons = xr.Dataset({"layer": stacked.layer, "neuron": stacked.neuron, "score": stacked.score}, attrs=attrs)
-    baseline = xr.Dataset({"baseline": stacked.baseline.rename(measure="metric")}, attrs=attrs)
+    baseline = xr.Dataset({"baseline": stacked.baseline.rename(baseline_metric="metric")}, attrs=attrs)
     examples = xr.concat([ds.example_prob.rename("prob").reset_coords(drop=True) for ds in per_task.values()], dim=tasks, join="outer")
-    examples = xr.Dataset({"prob": examples}, coords={
+    ids = [[str(i) for i in ds.evaluation_example.values] for ds in per_task.values()]
+    width = max(len(i) for i in ids)
+    examples = xr.Dataset({
+        "prob": examples,
+        "evaluation_example": (("task", "eval_index"), [i + [""] * (width - len(i)) for i in ids]),
+        "evaluation_understood": (("task", "eval_index"), [[int(u) for u in ds.evaluation_understood.values] + [-1] * (width - len(i))
+                                                           for ds, i in zip(per_task.values(), ids)]),
+    }, coords={
         "correct_letter": ("task", [str(ds.example_correct_letter.values) for ds in per_task.values()]),
-        "prompt": ("task", [str(ds.example_prompt.values) for ds in per_task.values()])})
-    for name, ds in (("results", results), ("neurons", neurons), ("baseline", baseline), ("examples", examples)):
+        "prompt": ("task", [str(ds.example_prompt.values) for ds in per_task.values()])}, attrs={"evaluation_set": source})
+    return {"results": results, "neurons": neurons, "baseline": baseline, "examples": examples}
+
+
+def _combine_and_report(recipe: Recipe, model, out: Path, per_task: dict[str, xr.Dataset]) -> Path:
+    outputs = _combine(recipe, model, per_task)
+    for name, ds in outputs.items():
         _write_atomically(ds, out / f"{name}.zarr")
     from . import report
 
-    path = report.write_report(out, results=results, neurons=neurons, baseline=baseline,
-                               examples=examples, title=f"nsneurons report: {recipe.name}",
+    path = report.write_report(out, **outputs, title=f"nsneurons report: {recipe.name}",
                                summary={"model": model.describe(), "recipe": recipe.name, "k": recipe.selection.k,
                                         "identification_examples": recipe.identification_examples,
-                                        "steps": recipe.attribution.steps, "answer_format": recipe.answer_format})
+                                        "steps": recipe.attribution.steps, "answer_format": recipe.answer_format,
+                                        "evaluation set": outputs["results"].attrs["evaluation_set"],
+                                        "ratio per cell": recipe.evaluation.best_by,
+                                        "intervals": f"{recipe.evaluation.confidence:.0%} bootstrap over evaluation "
+                                                     f"examples, {recipe.evaluation.bootstrap} resamples",
+                                        "random draws": recipe.selection.random_draws})
     print(f"report: {path}")
     return out

@@ -48,6 +48,7 @@ class Selection:
     k: int = 100  # K: neurons per role (good, bad) and the intervention budget
     z: int = 5000  # z: per-example top/bottom set size of additive reordering (Eq. 5)
     kn_threshold: float = 0.2  # t: KN keeps neurons scoring >= t x the example's maximum
+    random_draws: int = 5  # RANDOM is drawn this many times (seeds seed, seed + 1, ...); its cells are the mean over draws
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,15 @@ class Evaluation:
     position: Literal["answer", "all"] = "answer"  # switch neurons at the answer position or at every position
     ablation: bool = True  # also run good-only and bad-only interventions (Table 3)
     batch_size: int = 16  # prompts per forward pass
+    # The one ratio a (task, method, direction) cell is reported at: "mean" of directed RAC and RCC,
+    # "rac", "rcc", or "per_metric" (each metric's own best ratio: one cell may mix two ratios).
+    best_by: Literal["mean", "rac", "rcc", "per_metric"] = "mean"
+    bootstrap: int = 1000  # resamples of evaluation examples for the 95% intervals (at least 1000)
+    confidence: float = 0.95  # level of the bootstrap intervals
+    # Reuse the evaluation examples of an earlier run (its folder or its examples.zarr) so several
+    # models are scored on the same examples (appendix A.1 screened once, with LLaMA 2-7B).
+    examples_from: Optional[str] = None
+    screen_model: Optional[str] = None  # screen the candidates with this model instead (hub id, folder, .gguf, demo)
 
 
 @dataclass(frozen=True)
@@ -206,7 +216,7 @@ def _check_values(recipe: Recipe) -> None:
 
     need(recipe.name and "/" not in recipe.name, "name", "expected a non-empty name without '/'")
     need(len(recipe.tasks) > 0 or recipe.experiment == "naica", "tasks", "expected at least one task")
-    need(0 < recipe.naica.t <= 1, "naica.t", f"expected in (0, 1], got {recipe.naica.t}")
+    need(0 <= recipe.naica.t < 1, "naica.t", f"expected in [0, 1) (as nsneurons.naica.kept_mask), got {recipe.naica.t}")
     need(0 < recipe.naica.u <= 1, "naica.u", f"expected in (0, 1], got {recipe.naica.u}")
     need(recipe.naica.v >= 1, "naica.v", f"expected >= 1, got {recipe.naica.v}")
     need(0 <= recipe.naica.held_out_fraction < 1, "naica.held_out_fraction", f"expected in [0, 1), got {recipe.naica.held_out_fraction}")
@@ -221,6 +231,11 @@ def _check_values(recipe: Recipe) -> None:
     need(0.0 <= recipe.crosstask.ratio <= 1.0, "crosstask.ratio", f"expected a ratio in [0, 1], got {recipe.crosstask.ratio}")
     need(all(k >= 1 for k in recipe.crosstask.k_values), "crosstask.k_values", "expected ints >= 1")
     need(recipe.evaluation.batch_size >= 1, "evaluation.batch_size", "expected >= 1")
+    need(recipe.evaluation.bootstrap >= 1000, "evaluation.bootstrap", f"expected >= 1000 resamples, got {recipe.evaluation.bootstrap}")
+    need(0 < recipe.evaluation.confidence < 1, "evaluation.confidence", f"expected in (0, 1), got {recipe.evaluation.confidence}")
+    need(not (recipe.evaluation.examples_from and recipe.evaluation.screen_model), "evaluation.examples_from",
+         "set either examples_from or screen_model, not both")
+    need(recipe.selection.random_draws >= 1, "selection.random_draws", f"expected >= 1, got {recipe.selection.random_draws}")
     need(recipe.evaluation.understood >= 0 and recipe.evaluation.not_understood >= 0, "evaluation.understood", "expected >= 0")
 
 
@@ -252,7 +267,9 @@ def load_recipe(path) -> Recipe:
 def check_against_model(recipe: Recipe, n_layers: int, n_neurons: int) -> None:
     """Checks that need the model's size: K and the layer list."""
     total = (len(recipe.attribution.layers) if recipe.attribution.layers else n_layers) * n_neurons
-    with_bad = any(m in ("neuronllm", "tn_enabled", "qrnca_enabled", "random") for m in recipe.selection.methods)
+    from .selection import METHODS
+
+    with_bad = any(METHODS[m].with_bad for m in recipe.selection.methods)
     limit = total // 2 if with_bad else total
     if recipe.selection.k > limit:
         raise RecipeError(f"selection.k: {recipe.selection.k} is larger than the {limit} neurons available per role "

@@ -5,13 +5,11 @@ figure from the pipeline's .nc files: `table1`, `signed_change_table`, `table3`,
 `option_prob_table`, `plot_layer_distribution`, `plot_ratio_sweep`.
 
 Decisions:
-- A (task, method, direction) cell is `best_over_ratios` over the ratios whose metrics are all finite
-  (NaN = not evaluated), printed with `format_cell`; "-" when nothing was evaluated.
-- Averages over tasks (AVERAGING_RULE): RAC and RCC separately, the mean over tasks whose value is
-  neither Fail nor undefined; a dagger marks an average that left a task out; Fail when every task
-  failed, undefined when no task has a value and none failed. The signed-change table averages all
-  evaluated tasks, so a Fail pulls its average the wrong way there.
-- The sweep figure plots signed relative changes (RAC/RCC, negative when Fail).
+- Every cell follows the scoring rules of `nsneurons.cells` (one ratio per cell, averages over all
+  tasks with Fail counted negative, bootstrap intervals); the tables are rendered by
+  `nsneurons.tables`. `best_cells` / `average_cells` give the same rules for metric-only Datasets
+  (the cross-task analyses, which keep no per-example values and so have no intervals).
+- The sweep figure plots signed relative changes (RAC/RCC, negative when Fail) with 95% intervals.
 """
 from __future__ import annotations
 
@@ -23,21 +21,15 @@ import numpy as np
 import xarray as xr
 
 # Note: a dim is called "method", which is also a keyword of .sel(); select it with a dict.
-from nsneurons.metrics import (
-    DIRECTIONS, METRIC_NAMES, Cell, ConditionResult, RelativeChange, best_over_ratios, directed_change,
-    format_cell,
+from nsneurons import cells as scoring_rules
+from nsneurons.metrics import DIRECTIONS, METRIC_NAMES, Cell, ConditionResult, RelativeChange, format_cell
+from nsneurons.tables import (  # noqa: F401  (re-exported: the report's tables live in nsneurons.tables)
+    AVERAGING_RULE, CELL_NOTE, DAGGER, DIR_LABEL, draws_table, markdown, signed_change_table, table1, table2, table3, table6,
 )
+from nsneurons.uncertainty import bootstrap_indices, percentile_interval, resampled_means
 
-DIR_LABEL = {"degrade": "Deg", "enhance": "Enh"}
 GROUPS = ("good", "bad")
 LETTERS = ("A", "B", "C", "D")
-DAGGER = "†"
-AVERAGING_RULE = (
-    "Average: RAC and RCC are averaged separately over the tasks whose best-over-ratio value is neither "
-    f"Fail nor undefined; {DAGGER} marks an average that left out at least one Fail/undefined task. "
-    "It is Fail only when every task failed, and undefined when no task has a value. "
-    "Fail = the change went against the intended direction; undefined = the original Acc/Com is 0."
-)
 _FIELDS = ("acc_original", "acc_intervened", "com_original", "com_intervened")
 
 
@@ -56,25 +48,35 @@ def sweep_results(results: xr.Dataset, task, method, direction) -> dict[float, C
     return {ratio: res for ratio, res in found.items() if res is not None}
 
 
-def best_cells(results: xr.Dataset, task, method, direction) -> dict[str, Cell] | None:
+def _as_cell(x: float, ratio: float | None) -> Cell:
+    if not math.isfinite(x):
+        return Cell(RelativeChange(None), fail=False, ratio=ratio)
+    return Cell(RelativeChange(abs(x)), fail=x < 0, ratio=ratio)
+
+
+def best_cells(results: xr.Dataset, task, method, direction, best_by: str = "mean") -> dict[str, Cell] | None:
+    """{"rac", "rcc"} cells at the one ratio `nsneurons.cells.choose_ratio` picks (None: not evaluated)."""
     found = sweep_results(results, task, method, direction)
-    return best_over_ratios(found) if found else None
+    if not found:
+        return None
+    ratios = sorted(found)
+    q = scoring_rules.quantities(*(np.array([getattr(found[r], f) for r in ratios]) for f in _FIELDS), direction)
+    chosen = scoring_rules.choose_ratio(ratios, q, best_by)
+    return {h: _as_cell(float(q[h][ratios.index(chosen[h])]), chosen[h]) for h in ("rac", "rcc")}
 
 
 def average_cells(cells: Sequence[dict[str, Cell] | None]) -> tuple[dict[str, Cell] | None, bool]:
-    """Average per AVERAGING_RULE; returns ({"rac", "rcc"} cells, whether a task was left out)."""
+    """Mean over every evaluated task of the directed changes (Fail counts negative, AVERAGING_RULE);
+    returns ({"rac", "rcc"} cells, whether an undefined task was left out)."""
     cells = [c for c in cells if c is not None]
     if not cells:
         return None, False
     out, left_out = {}, False
     for half in ("rac", "rcc"):
-        values = [c[half].change.percent for c in cells if not c[half].fail and not c[half].change.undefined]
+        values = [(-1 if c[half].fail else 1) * c[half].change.percent for c in cells if not c[half].change.undefined]
         left_out |= len(values) < len(cells)
-        if values:
-            out[half] = Cell(RelativeChange(float(np.mean(values))), fail=False)
-        else:
-            out[half] = Cell(RelativeChange(None), fail=any(c[half].fail for c in cells))
-    return out, left_out and any(not (c.fail or c.change.undefined) for c in out.values())
+        out[half] = _as_cell(float(np.mean(values)) if values else math.nan, None)
+    return out, left_out
 
 
 def _fmt(cells: dict[str, Cell] | None, left_out: bool = False) -> str:
@@ -82,9 +84,7 @@ def _fmt(cells: dict[str, Cell] | None, left_out: bool = False) -> str:
 
 
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(x) for x in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown(header, rows)
 
 
 def _tasks_and_methods(results: xr.Dataset) -> tuple[list, list]:
@@ -94,89 +94,7 @@ def _tasks_and_methods(results: xr.Dataset) -> tuple[list, list]:
     return list(results["task"].values), list(results["method"].values)
 
 
-# ---- tables --------------------------------------------------------------------------------
-
-def table1(results: xr.Dataset) -> str:
-    """Table 1: rows methods, columns task x Deg/Enh + Average; cells best-over-ratio "RAC/RCC"."""
-    tasks, methods = _tasks_and_methods(results)
-    header = ["method"] + [f"{t} {DIR_LABEL[d]}" for t in [*tasks, "Average"] for d in DIRECTIONS]
-    rows = []
-    for method in methods:
-        per_dir = {d: [best_cells(results, t, method, d) for t in tasks] for d in DIRECTIONS}
-        row = [method]
-        for i in range(len(tasks)):
-            row += [_fmt(per_dir[d][i]) for d in DIRECTIONS]
-        row += [_fmt(*average_cells(per_dir[d])) for d in DIRECTIONS]
-        rows.append(row)
-    return _markdown(header, rows)
-
-
-def _chosen(found: Mapping[float, ConditionResult], cell: Cell, before: str, after: str) -> float:
-    """The ratio best_over_ratios chose; when all failed, the least-bad ratio (same ranking)."""
-    if cell.ratio is not None:
-        return cell.ratio
-    ranked = [(directed_change(getattr(r, before), getattr(r, after), r.direction), -ratio, ratio)
-              for ratio, r in found.items()]
-    return max(ranked)[2]
-
-
-def signed_changes(results: xr.Dataset, task, method, direction) -> dict | None:
-    """Signed Acc/Com change (points) at the ratio chosen for RAC / RCC, with those ratios."""
-    found = sweep_results(results, task, method, direction)
-    if not found:
-        return None
-    best = best_over_ratios(found)
-    ra = _chosen(found, best["rac"], "acc_original", "acc_intervened")
-    rc = _chosen(found, best["rcc"], "com_original", "com_intervened")
-    return {"acc_change": found[ra].acc_change, "com_change": found[rc].com_change, "acc_ratio": ra, "com_ratio": rc}
-
-
-def signed_change_table(results: xr.Dataset) -> str:
-    """Signed changes (new - original, points) at the chosen ratio, so the direction is visible."""
-    tasks, methods = _tasks_and_methods(results)
-    header = ["method"] + [f"{t} {DIR_LABEL[d]}" for t in [*tasks, "Average"] for d in DIRECTIONS]
-    rows = []
-    for method in methods:
-        per_dir = {d: [signed_changes(results, t, method, d) for t in tasks] for d in DIRECTIONS}
-        row = [method]
-        for i in range(len(tasks)):
-            for d in DIRECTIONS:
-                s = per_dir[d][i]
-                if s is None:
-                    row.append("-")
-                    continue
-                r = f"{s['acc_ratio']:g}" if s["acc_ratio"] == s["com_ratio"] else f"{s['acc_ratio']:g}/{s['com_ratio']:g}"
-                row.append(f"{s['acc_change']:+.1f}/{s['com_change']:+.1f} (r={r})")
-        for d in DIRECTIONS:
-            found = [s for s in per_dir[d] if s is not None]
-            row.append("-" if not found else "{:+.1f}/{:+.1f}".format(
-                np.mean([s["acc_change"] for s in found]), np.mean([s["com_change"] for s in found])))
-        rows.append(row)
-    return _markdown(header, rows)
-
-
-def _group_cells(results: xr.Dataset, task, method, direction, group) -> dict[str, Cell] | None:
-    res = _result(results["ablation"].sel({"task": task, "method": method, "direction": direction, "group": group}), direction)
-    return None if res is None else {"rac": res.rac, "rcc": res.rcc}
-
-
-def table3(results: xr.Dataset) -> str:
-    """Table 3: per method with bad neurons and direction, Good / Bad / Both averaged over tasks
-    (Good, Bad: K neurons of one role; Both: the best-over-ratio joint intervention)."""
-    tasks, methods = _tasks_and_methods(results)
-    rows = []
-    for method in methods:
-        if "ablation" not in results or not np.isfinite(results["ablation"].sel({"method": method, "group": "bad"}).values).any():
-            continue  # no bad neurons: nothing to ablate
-        for d in DIRECTIONS:
-            good = [_group_cells(results, t, method, d, "good") for t in tasks]
-            bad = [_group_cells(results, t, method, d, "bad") for t in tasks]
-            both = [best_cells(results, t, method, d) for t in tasks]
-            rows.append([method, DIR_LABEL[d], *(_fmt(*average_cells(c)) for c in (good, bad, both))])
-    if not rows:
-        return "_No method with bad neurons: no ablation._"
-    return _markdown(["method", "intervention", "Good", "Bad", "Both"], rows)
-
+# ---- tables ----------------------------------------------------------------------------
 
 def baseline_table(baseline: xr.Dataset | xr.DataArray) -> str:
     """Table 4: Acc and Com (%) of the unmodified model per task, with the evaluation-set sizes."""
@@ -306,9 +224,20 @@ def _signed_relative(res: ConditionResult, half: str) -> float:
     return math.nan if cell.change.undefined else (-1 if cell.fail else 1) * cell.change.percent
 
 
+def _error_bars(results: xr.Dataset, task, method, direction, ratios, half, ys):
+    """(2, n) distances to the 95% interval from `sweep_ci`, or None when the run has no intervals."""
+    if "sweep_ci" not in results:
+        return None
+    ci = results["sweep_ci"].sel({"task": task, "method": method, "direction": direction, "half": half})
+    lo = np.array([float(ci.sel(ratio=r, ci="lo")) for r in ratios])
+    hi = np.array([float(ci.sel(ratio=r, ci="hi")) for r in ratios])
+    y = np.asarray(ys, dtype=float)
+    return None if not np.isfinite(lo).any() else np.nan_to_num(np.stack([y - lo, hi - y]))
+
+
 def plot_ratio_sweep(results: xr.Dataset, path: Path) -> Path:
     """Per task (rows) and direction (columns): RAC (solid) and RCC (dashed) vs good:bad ratio for
-    the methods evaluated at more than one ratio; negative values are Fail."""
+    the methods evaluated at more than one ratio, with 95% bootstrap intervals; negative values are Fail."""
     plt = _pyplot()
     tasks, methods = _tasks_and_methods(results)
     swept = [m for m in methods if any(len(sweep_results(results, t, m, d)) > 1 for t in tasks for d in DIRECTIONS)]
@@ -323,8 +252,9 @@ def plot_ratio_sweep(results: xr.Dataset, path: Path) -> Path:
                 for half, style, marker in (("rac", "-", "o"), ("rcc", "--", "s")):
                     ys = [_signed_relative(found[r], half) for r in ratios]
                     drawn |= any(math.isfinite(y) for y in ys)
-                    ax.plot(ratios, ys, style, marker=marker, color=colors[k % len(colors)],
-                            label=f"{method} {half.upper()}")
+                    err = _error_bars(results, task, method, d, ratios, half, ys)
+                    ax.errorbar(ratios, ys, yerr=err, fmt=style, marker=marker, color=colors[k % len(colors)],
+                                capsize=2, elinewidth=0.8, label=f"{method} {half.upper()}")
             ax.axhline(0, color="grey", lw=0.8)
             ax.set_xlim(-0.05, 1.05)
             if swept and not drawn:
@@ -340,6 +270,13 @@ def plot_ratio_sweep(results: xr.Dataset, path: Path) -> Path:
     fig.suptitle("Good:bad ratio sweep")
     fig.tight_layout()
     return _save(fig, path)
+
+
+_BEST_BY_TEXT = {
+    "mean": "the ratio with the largest mean of RAC and RCC",
+    "rac": "the ratio with the largest RAC", "rcc": "the ratio with the largest RCC",
+    "per_metric": "per-metric maxima, RAC and RCC each at its own best ratio (r=RAC ratio/RCC ratio)",
+}
 
 
 # ---- report --------------------------------------------------------------------------------
@@ -358,23 +295,36 @@ def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, bas
     layers_png = plot_layer_distribution(neurons, n_layers, figures / "layer_distribution.png")
     sweep_png = plot_ratio_sweep(results, figures / "ratio_sweep.png")
     k, model = results.attrs.get("k", "?"), results.attrs.get("model", "?")
+    note = CELL_NOTE.format(best_by=_BEST_BY_TEXT.get(results.attrs.get("best_by", "mean"), "?"),
+                            level=float(results.attrs.get("level", 0.95)), resamples=results.attrs.get("resamples", "?"))
+    draws = draws_table(results)
     parts = [
         f"# {title}", f"Model: `{model}`; K = {k} neurons per role.", _summary(summary),
-        "## Baseline (Table 4)", "The unmodified model on the evaluation set.", baseline_table(baseline),
+        "## Baseline (Table 4)", f"The unmodified model on the evaluation set ({results.attrs.get('evaluation_set', '')}).",
+        baseline_table(baseline),
         "## RAC/RCC (Table 1)",
-        "Best over good:bad ratios per task and direction (Deg = degrader, Enh = enhancer), "
-        "RAC and RCC chosen separately. Larger is better; - = not evaluated.", table1(results), AVERAGING_RULE,
+        "Deg = degrader, Enh = enhancer. Methods without bad neurons (TN, QRNCA, KN, ACT, RANDOM) switch "
+        "their K good neurons only (r = 1); RANDOM is the mean over its draws. " + note,
+        table1(results), AVERAGING_RULE,
+        "The last row is NeuronLLM minus the best baseline of each column (RAC/RCC, paired bootstrap "
+        "interval; * = the interval excludes 0, i.e. the difference is distinguishable from resampling noise).",
+        "## Enabled variants (Table 2)",
+        "TN and QRNCA as published (good neurons only) next to their NeuronLLM-enabled variants (good and bad "
+        "neurons, ratio chosen as in Table 1).", table2(results),
         "## Signed changes",
-        "Acc/Com change (intervened - original, percentage points) at the ratio chosen for RAC / RCC "
-        "(r = that ratio, acc/com when they differ). Degrading should be negative, enhancing positive. "
-        "Average: mean over all evaluated tasks, Fail included.", signed_change_table(results),
+        "Acc/Com change (intervened - original, percentage points) at each cell's chosen ratio, with intervals. "
+        "Degrading should be negative, enhancing positive. Average: mean over every task.",
+        signed_change_table(results),
         "## Ablation: good, bad, both (Table 3)",
-        "Good / Bad: the K neurons of one role alone; Both: the joint intervention, best over ratios. "
+        "Good / Bad: the K neurons of one role alone; Both: the joint intervention at the chosen ratio. "
         "Averaged over tasks by the rule above.", table3(results),
+        "## Ablation per task (Table 6)", table6(results),
+        *(["## RANDOM's draws", "Directed RAC/RCC of each draw (below 0 = the wrong way): mean ± sd "
+           "[min, max]. Table 1 shows the mean; no draw is picked as best.", draws] if draws else []),
         "## Layer distribution (Figure 5)",
         f"![layer distribution]({layers_png.relative_to(out_dir).as_posix()})",
         "## Ratio sweep",
-        "Signed RAC (solid) and RCC (dashed) against the good:bad ratio; below 0 = Fail.",
+        "Signed RAC (solid) and RCC (dashed) against the good:bad ratio with 95% bootstrap intervals; below 0 = Fail.",
         f"![ratio sweep]({sweep_png.relative_to(out_dir).as_posix()})",
     ]
     if examples is not None:

@@ -31,6 +31,10 @@ import numpy as np
 import xarray as xr
 
 ROLES = ("good", "bad")
+# The baselines of Table 1 (section 4.1): a NeuronLLM row is compared with the best of these.
+BASELINE_METHODS = ("tn", "qrnca", "kn", "act", "random")
+# Table 2: each "enabled" variant (NeuronLLM's good and bad neurons on another target) and its original.
+ENABLED_VARIANTS = {"tn_enabled": "tn", "qrnca_enabled": "qrnca"}
 
 
 @dataclass(frozen=True)
@@ -142,7 +146,7 @@ def _rank_activation(activation, grid, opts):
 
 
 def _rank_random(_source, grid, opts):
-    # Uniform keys: the top K and bottom K of a random permutation, so good and bad are disjoint.
+    # Uniform keys: the top K of a random permutation (good only, as section 4.1 runs the baselines).
     keys = np.random.default_rng(opts.seed).random(grid.size)
     return Ranking(keys.reshape(len(grid.layers), len(grid.neurons)), params={"seed": int(opts.seed)})
 
@@ -155,7 +159,7 @@ METHODS: dict[str, Method] = {
     "qrnca_enabled": Method("qrnca", True, _rank_additive, "QRNCA target inside NeuronLLM (good and bad)"),
     "kn": Method("qrnca", False, _rank_kn, "QRNCA target, count of examples over t * max, good only"),
     "act": Method("activation", False, _rank_activation, "highest mean activation, good only"),
-    "random": Method(None, True, _rank_random, "uniform over all FFN neurons, good and bad"),
+    "random": Method(None, False, _rank_random, "uniform over all FFN neurons, good only (drawn several times)"),
 }
 
 

@@ -8,7 +8,7 @@ import xarray as xr
 from nsneurons.metrics import METRIC_NAMES, Cell, ConditionResult, RelativeChange
 from nsneurons.report import (
     average_cells, baseline_table, option_prob_table, signed_change_table,
-    table1, table3, write_report,
+    table1, table3, table6, write_report,
 )
 
 TASKS = ["ner", "sentiment", "chunk"]
@@ -104,21 +104,37 @@ def _rows(markdown):
             for line in markdown.splitlines()[2:]}
 
 
-def test_table1_cells_best_ratio_fail_undefined_and_average():
+def test_table1_cells_one_ratio_fail_undefined_and_average():
     table = table1(make_results())
     assert table.splitlines()[0] == ("| method | ner Deg | ner Enh | sentiment Deg | sentiment Enh | chunk Deg | chunk Enh "
                                      "| Average Deg | Average Enh |")
     rows = _rows(table)
-    # Averages leave Fail/undefined tasks out: Deg (53.3+20)/2 = 36.7, (64+20)/2 = 42.0.
-    assert rows["neuronllm"] == ["neuronllm", "53.3/64.0", "25.0/20.0", "20.0/20.0", "Fail", "undefined", "undefined",
-                                 "36.7/42.0†", "25.0/20.0†"]
-    assert rows["tn"] == ["tn", "16.7/20.0", "0.0/0.0", "Fail", "Fail/20.0", "undefined", "-", "16.7/20.0†", "0.0/10.0†"]
+    # ner Enh: ratio 0.5 has the largest mean of RAC and RCC ((25 + 10) / 2 = 17.5 > (10 + 20) / 2 = 15), so
+    # both are reported there: 25.0/10.0 (per-metric maxima would print 25.0/20.0, mixing ratios 0.5 and 0).
+    # Averages: every task, a Fail with its negative value, undefined chunk left out (dagger):
+    # Deg (53.3 + 20) / 2 = 36.7, (64 + 20) / 2 = 42.0; Enh (25 - 10) / 2 = 7.5, (10 - 10) / 2 = 0.0.
+    assert rows["neuronllm"] == ["neuronllm", "53.3/64.0 (r=0.5)", "25.0/10.0 (r=0.5)", "20.0/20.0 (r=0.5)", "Fail (r=0)",
+                                 "undefined (r=0)", "undefined (r=0)", "36.7/42.0†", "7.5/0.0†"]
+    # tn Deg: (16.7 - 20) / 2 < 0 -> Fail, (20 - 10) / 2 = 5.0; Enh: (0 - 20) / 2 -> Fail, (0 + 20) / 2 = 10.0.
+    assert rows["tn"] == ["tn", "16.7/20.0 (r=1)", "0.0/0.0 (r=1)", "Fail (r=1)", "Fail/20.0 (r=1)", "undefined (r=1)", "-",
+                          "Fail/5.0†", "Fail/10.0†"]
+
+
+def test_per_metric_maxima_are_a_labelled_option():
+    from nsneurons.cells import score_cells
+
+    cells = score_cells(make_results(), best_by="per_metric")
+    chosen = cells["chosen_ratio"].sel({"task": "ner", "method": "neuronllm", "direction": "enhance"})
+    assert chosen.sel(half="rac") == 0.5 and chosen.sel(half="rcc") == 0.0
+    est = cells["cell"].sel({"task": "ner", "method": "neuronllm", "direction": "enhance", "ci": "estimate"})
+    assert est.sel(quantity="rac") == pytest.approx(25.0) and est.sel(quantity="rcc") == pytest.approx(20.0)
+    assert "25.0/20.0 (r=0.5/0)" in table1(xr.merge([make_results(), cells]))
 
 
 def test_signed_changes_show_direction_and_chosen_ratio():
     rows = _rows(signed_change_table(make_results()))
     assert rows["neuronllm"][1] == "-32.0/-32.0 (r=0.5)"
-    assert rows["neuronllm"][2] == "+15.0/+10.0 (r=0.5/0)"  # RAC and RCC chose different ratios
+    assert rows["neuronllm"][2] == "+15.0/+5.0 (r=0.5)"  # one ratio for both
     assert rows["neuronllm"][4] == "-5.0/-5.0 (r=0)"  # all Fail: the least-bad ratio
     assert rows["tn"][6] == "-"
     assert rows["neuronllm"][7] == "{:+.1f}/{:+.1f}".format((-32 - 10 + 0) / 3, (-32 - 10 + 0) / 3)
@@ -127,16 +143,28 @@ def test_signed_changes_show_direction_and_chosen_ratio():
 def test_table3_good_bad_both():
     rows = table3(make_results()).splitlines()
     assert rows[0] == "| method | intervention | Good | Bad | Both |"
-    assert rows[2] == "| neuronllm | Deg | 17.5/10.0† | 10.0/10.0† | 36.7/42.0† |"
-    assert rows[3] == "| neuronllm | Enh | 5.0/10.0 | 10.0/0.0 | 25.0/20.0† |"
+    # Bad, Deg: ner +10/+10, sentiment -10/-20 (Fail) -> (10 - 10) / 2 = 0.0, (10 - 20) / 2 < 0 -> Fail.
+    assert rows[2] == "| neuronllm | Deg | 17.5/10.0† | 0.0/Fail† | 36.7/42.0† |"
+    assert rows[3] == "| neuronllm | Enh | 5.0/10.0† | 10.0/0.0† | 7.5/0.0† |"
     assert len(rows) == 4  # tn has no bad neurons: no ablation rows
 
 
-def test_average_all_fail_or_undefined():
-    fail = {"rac": Cell(RelativeChange(None), True), "rcc": Cell(RelativeChange(None), True)}
+def test_table6_per_task():
+    lines = table6(make_results()).splitlines()
+    assert lines[0].startswith("| method | intervention | ner Good | ner Bad | ner Both |")
+    deg, enh = ([c.strip() for c in line.strip("| ").split(" | ")] for line in lines[2:4])
+    assert deg[:5] == ["neuronllm", "Deg", "25.0/20.0", "10.0/10.0", "53.3/64.0 (r=0.5)"]
+    assert enh[2:5] == ["5.0/10.0", "10.0/0.0", "25.0/10.0 (r=0.5)"]
+
+
+def test_average_counts_fail_negative_and_leaves_undefined_out():
+    ok = lambda x: {"rac": Cell(RelativeChange(x), False), "rcc": Cell(RelativeChange(x), False)}  # noqa: E731
+    fail = lambda x: {"rac": Cell(RelativeChange(x), True), "rcc": Cell(RelativeChange(x), True)}  # noqa: E731
     undefined = {"rac": Cell(RelativeChange(None), False), "rcc": Cell(RelativeChange(None), False)}
-    assert str(average_cells([fail, fail])[0]["rac"]) == "Fail"
-    assert str(average_cells([undefined, fail])[0]["rac"]) == "Fail"
+    assert str(average_cells([fail(10.0), ok(4.0)])[0]["rac"]) == "Fail"  # (-10 + 4) / 2 < 0
+    assert str(average_cells([fail(4.0), ok(10.0)])[0]["rac"]) == "3.0"  # (-4 + 10) / 2
+    cells, left_out = average_cells([undefined, ok(10.0)])
+    assert str(cells["rcc"]) == "10.0" and left_out
     assert str(average_cells([undefined, undefined])[0]["rcc"]) == "undefined"
     assert average_cells([None]) == (None, False)
 
@@ -177,7 +205,8 @@ def test_write_report(report):
     text = path.read_text()
     assert path == out / "report.md"
     assert text.startswith("# Tiny run")
-    for needle in ("53.3/64.0", "| neuronllm | Deg | 17.5/10.0†", "Acc (%)", "**0.9** FAIL", "Average: RAC and RCC",
+    for needle in ("53.3/64.0", "| neuronllm | Deg | 17.5/10.0†", "Acc (%)", "**0.9** FAIL", "Average: the mean over every task",
+                   "Table 6", "Table 2",
                    "![layer distribution](figures/layer_distribution.png)", "![ratio sweep](figures/ratio_sweep.png)"):
         assert needle in text
 

@@ -112,14 +112,15 @@ def test_act_ranks_by_mean_activation():
     assert chosen.score.sel(role="good").values.tolist() == [3, 3]
 
 
-def test_random_is_seeded_disjoint_and_in_range():
+def test_random_is_seeded_good_only_and_in_range():
+    # Section 4.1: "100 good neurons for the other methods": RANDOM draws good neurons only.
     first = select("random", k=10, n_layers=3, n_neurons=10, seed=7)
     again = select("random", k=10, n_layers=3, n_neurons=10, seed=7)
     other = select("random", k=10, n_layers=3, n_neurons=10, seed=8)
     assert first.equals(again) and not first.equals(other)
-    good, bad = set(to_pairs(first, "good", 10)), set(to_pairs(first, "bad", 10))
-    assert len(good) == len(bad) == 10 and not good & bad
-    assert all(0 <= layer < 3 and 0 <= neuron < 10 for layer, neuron in good | bad)
+    good = set(to_pairs(first, "good", 10))
+    assert len(good) == 10 and to_pairs(first, "bad", 10) == []
+    assert all(0 <= layer < 3 and 0 <= neuron < 10 for layer, neuron in good)
 
 
 def test_k_too_large_and_unknown_method():
@@ -159,7 +160,10 @@ def test_good_count_rounds_halves_up():
 
 
 def test_ratio_split():
-    chosen = select("random", k=100, n_layers=4, n_neurons=100, seed=0)
+    rng = np.random.default_rng(0)
+    es = xr.DataArray(rng.normal(size=(2, 4, 100)), dims=("example", "layer", "neuron"),
+                      coords={"layer": np.arange(4), "neuron": np.arange(100)})
+    chosen = select("neuronllm", k=100, scores={"ace": es}, z=50)
     good, bad = ratio_split(chosen, 100, 0.25)
     assert (len(good), len(bad)) == (25, 75)
     assert good == to_pairs(chosen, "good", 25) and bad == to_pairs(chosen, "bad", 75)
