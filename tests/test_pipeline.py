@@ -88,6 +88,11 @@ def test_interrupted_run_resumes_to_the_same_outputs(tmp_path, tiny_model_dir, m
     ({"evaluation": {"ratios": [0.5, 1.5]}}, r"evaluation.ratios\[1\]: expected a ratio in \[0, 1\], got 1.5"),
     ({"selection": {"methods": ["neuronllm", "magic"]}}, r"selection.methods\[1\]: expected one of"),
     ({"attribution": {"quadrature": "simpson"}}, "attribution.quadrature: expected one of 'right', 'midpoint'"),
+    ({"experiment": "naica", "tasks": [], "naica": {"t": 1.0}}, r"naica.t: expected in \[0, 1\)"),
+    ({"evaluation": {"best_by": "max"}}, "evaluation.best_by: expected one of 'mean', 'rac', 'rcc', 'per_metric'"),
+    ({"evaluation": {"bootstrap": 100}}, "evaluation.bootstrap: expected >= 1000 resamples"),
+    ({"selection": {"random_draws": 0}}, "selection.random_draws: expected >= 1"),
+    ({"evaluation": {"examples_from": "a", "screen_model": "b"}}, "set either examples_from or screen_model"),
 ])
 def test_bad_recipes_name_the_key(change, message):
     data = {"name": "x", "model": "m", "tasks": ["sentiment"]}
@@ -98,6 +103,27 @@ def test_bad_recipes_name_the_key(change, message):
             data[key] = value
     with pytest.raises(RecipeError, match=message):
         recipe_from_dict(data)
+
+
+def test_run_without_ratio_one_and_reusing_its_evaluation_set(tmp_path, tiny_model_dir):
+    # Good-only methods run at ratio 1.0 even when the recipe's sweep lacks it (a KeyError before).
+    first = tmp_path / "first"
+    assert cli.main(["run", str(_recipe_file(first, tiny_model_dir, evaluation={
+        "understood": 3, "not_understood": 3, "candidates": 12, "ratios": [0.0, 0.5]}))]) == 0
+    out = first / "out" / "tiny-ci"
+    results = _outputs(out)["results"]
+    assert results["ratio"].values.tolist() == [0.0, 0.5, 1.0]
+    assert results["chosen_ratio"].sel({"method": "tn"}).values.ravel().tolist() == [1.0] * 4
+    assert set(results["chosen_ratio"].sel({"method": "neuronllm"}).values.ravel()) <= {0.0, 0.5}
+    # A second run (another seed for everything but the examples) evaluates on the saved examples.
+    second = tmp_path / "second"
+    assert cli.main(["run", str(_recipe_file(second, tiny_model_dir, evaluation={
+        "candidates": 12, "ratios": [0.0, 1.0], "examples_from": str(out)}))]) == 0
+    saved, reused = (_outputs(d / "out" / "tiny-ci")["examples"] for d in (first, second))
+    assert reused["evaluation_example"].values.tolist() == saved["evaluation_example"].values.tolist()
+    assert reused.attrs["evaluation_set"] == f"examples of {out}"
+    report = (second / "out" / "tiny-ci" / "report.md").read_text()
+    assert f"examples of {out}" in report and "Table 6" in report
 
 
 def test_k_larger_than_the_model_is_refused(tmp_path, tiny_model_dir):
