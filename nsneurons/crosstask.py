@@ -221,9 +221,8 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
     specific_ds["n_removed"] = (("task", "method", "role"), [[[specific[t, m].attrs[f"n_removed_{r}"] for r in ROLES]
                                                               for m in methods] for t in tasks])
     budgets = crosstask_budgets.resolve_budgets(s.table8, tasks, model.n_layers * model.n_neurons, kmax)
-    chosen = None if budgets is None else crosstask_budgets.chosen_sets(budgets, {
-        (str(t), m): task_specific(rankings[str(t), m], pairs_of(common[m]), int(budgets["used"].sel(source_task=t).max()))
-        for t in budgets["source_task"].values for m in methods})
+    chosen = None if budgets is None else crosstask_budgets.chosen_sets(
+        budgets, methods, lambda t, m, n: task_specific(rankings[t, m], pairs_of(common[m]), n))
     d, mt = list(DIRECTIONS), list(METRIC_NAMES)
     effects = {"common": _nan(method=methods, task=tasks, direction=d, ratio=ratios, metric=mt),
                "matrix": _nan(method=methods, source_task=tasks, eval_task=tasks, direction=d, metric=mt),

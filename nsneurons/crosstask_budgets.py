@@ -81,23 +81,22 @@ def resolve_budgets(table8: Table8, tasks, n_model: int, limit: int) -> xr.Datas
                              "scale": int(table8.scale), "limit": limit})
 
 
-def chosen_sets(budgets: xr.Dataset, specific: dict) -> xr.Dataset:
-    """Each (source task, method)'s neurons: `specific[task, method]` (a task_specific set at least the budget long)
-    cut to the used good / bad budgets; dims (method, source_task, role, rank), -1 pads; n_removed (common
-    neurons among the ranking's top) per role."""
-    methods = list(dict.fromkeys(m for _, m in specific))
+def chosen_sets(budgets: xr.Dataset, methods, specific) -> xr.Dataset:
+    """Each (method, source task)'s neurons per role: `specific(task, method, n)` (crosstask.task_specific of
+    the task's ranking at n) cut to that role's used budget; dims (method, source_task, role, rank), -1 pads;
+    n_removed = common neurons skipped among the role's top `used` (replaced by next-ranked ones)."""
     sources = [str(t) for t in budgets["source_task"].values]
-    width = int(budgets["used"].max())
-    layer, neuron = np.full((len(methods), len(sources), 2, width), -1), np.full((len(methods), len(sources), 2, width), -1)
-    removed = np.zeros((len(methods), len(sources), 2), dtype=int)
+    shape = (len(methods), len(sources), 2, int(budgets["used"].max()))
+    layer, neuron, removed = np.full(shape, -1), np.full(shape, -1), np.zeros(shape[:3], dtype=int)
     for (i, m), (j, t), (r, role) in ((a, b, c) for a in enumerate(methods) for b in enumerate(sources) for c in enumerate(ROLES)):
-        pairs = to_pairs(specific[t, m], role, int(budgets["used"].sel(source_task=t, role=role)))
-        layer[i, j, r, :len(pairs)] = [p[0] for p in pairs]
-        neuron[i, j, r, :len(pairs)] = [p[1] for p in pairs]
-        removed[i, j, r] = specific[t, m].attrs.get(f"n_removed_{role}", 0)
+        n = int(budgets["used"].sel(source_task=t, role=role))
+        found = specific(t, m, n) if n else None
+        pairs = to_pairs(found, role, n) if n else []
+        layer[i, j, r, :len(pairs)], neuron[i, j, r, :len(pairs)] = [p[0] for p in pairs], [p[1] for p in pairs]
+        removed[i, j, r] = found.attrs[f"n_removed_{role}"] if n else 0
     dims = ("method", "source_task", "role", "rank")
     return xr.Dataset({"layer": (dims, layer), "neuron": (dims, neuron), "n_removed": (dims[:3], removed)},
-                      coords={"method": methods, "source_task": sources, "role": list(ROLES), "rank": np.arange(width)})
+                      coords={"method": list(methods), "source_task": sources, "role": list(ROLES), "rank": np.arange(shape[3])})
 
 
 def add_conditions(conditions: list, keys: list, chosen: xr.Dataset, eval_task: str) -> None:
@@ -160,7 +159,7 @@ def budget_table(ds: xr.Dataset) -> str:
     methods = [str(m) for m in ds["method"].values]
     header = ["source task", f"budget good + bad (for {ds.attrs['reference_neurons']:,} neurons)",
               f"scaled to this model ({ds.attrs['n_model']:,} neurons)", "capped at the ranking"]
-    header += [f"{m}: {h}" for m in methods for h in ("good + bad used", "common removed", "shared with another row")]
+    header += [f"{m}: {h}" for m in methods for h in ("good + bad used", "common skipped", "shared with another row")]
     rows = []
     for t in ds["source_task"].values:
         b = {k: ds[k].sel(source_task=t).values.tolist() for k in ("given", "scaled", "used")}

@@ -158,22 +158,23 @@ def test_table8_task_specific_choice_by_hand():
     from nsneurons.recipe import Table8, Table8Budget
 
     s_rank = _ranking([(0, 0), (0, 1), (1, 2), (1, 3), (2, 0), (2, 1)], [(3, 3), (3, 2), (0, 5), (2, 2), (1, 1), (1, 0)])
-    c_rank = _ranking([(0, 1), (4, 4), (0, 0), (2, 0), (1, 2), (1, 3)], [(3, 2), (0, 5), (1, 1), (3, 3), (2, 2), (1, 0)])
+    c_rank = _ranking([(4, 4), (0, 1), (0, 0), (2, 0), (1, 2), (1, 3)], [(3, 2), (0, 5), (1, 1), (3, 3), (2, 2), (1, 0)])
     # The run's top-K sets (K = 2): common good = {(0,1)}, common bad = {(3,2)}. (0,5) is in c's top-2 bad
     # but only 3rd for s, so it is not common (common = in more than one task's top-K set, C.1).
     run = xr.concat([r.isel(rank=slice(0, 2)) for r in (s_rank, c_rank)], dim=xr.DataArray(["s", "c"], dims="task"))
     common = pairs_of(common_neurons(run))
     assert common == {(0, 1), (3, 2)}
     budgets = t8.resolve_budgets(Table8(budgets=(Table8Budget("s", 3, 2), Table8Budget("c", 1, 3)), scale=False), ["s", "c"], 40, 6)
-    specific = {(t, "neuronllm"): task_specific(r, common, int(budgets["used"].sel(source_task=t).max()))
-                for t, r in (("s", s_rank), ("c", c_rank))}
-    chosen = t8.chosen_sets(budgets, specific)
+    rankings = {"s": s_rank, "c": c_rank}
+    chosen = t8.chosen_sets(budgets, ["neuronllm"], lambda t, m, n: task_specific(rankings[t], common, n))
     s, c = chosen.sel({"method": "neuronllm", "source_task": "s"}), chosen.sel({"method": "neuronllm", "source_task": "c"})
     # s: good minus (0,1) -> (0,0) (1,2) (1,3); bad minus (3,2) -> (3,3) (0,5), then a pad (budget 2 of width 3).
     assert _row(s, "good") == [(0, 0), (1, 2), (1, 3)] and _row(s, "bad") == [(3, 3), (0, 5), (-1, -1)]
-    # c: good minus (0,1) -> (4,4); bad minus (3,2) -> (0,5) (1,1) (3,3).
+    # c: good (4,4) is first anyway; bad minus (3,2) -> (0,5) (1,1) (3,3).
     assert _row(c, "good") == [(4, 4), (-1, -1), (-1, -1)] and _row(c, "bad") == [(0, 5), (1, 1), (3, 3)]
-    assert s["n_removed"].values.tolist() == [1, 1] and c["n_removed"].values.tolist() == [1, 1]  # in each top 3
+    # Common neurons skipped within each role's budget: s good top 3 has (0,1), s bad top 2 has (3,2);
+    # c good top 1 = (4,4) has none (its top 3 would have one); c bad top 3 has (3,2).
+    assert s["n_removed"].values.tolist() == [1, 1] and c["n_removed"].values.tolist() == [0, 1]
     # One enhancer per source task: excite good (x2), silence bad (x0).
     conditions, keys = [], []
     t8.add_conditions(conditions, keys, chosen, "c")
@@ -183,7 +184,7 @@ def test_table8_task_specific_choice_by_hand():
     # The budget table: given, scaled, capped, used; (0,5) and (3,3) are chosen for both tasks -> 2 shared.
     table = t8.budget_table(chosen.merge(budgets).assign_attrs(budgets.attrs))
     assert "| s | 3 + 2 | 3 + 2 | 3 + 2 | 3 + 2 | 1 + 1 | 2 |" in table
-    assert "| c | 1 + 3 | 1 + 3 | 1 + 3 | 1 + 3 | 1 + 1 | 2 |" in table
+    assert "| c | 1 + 3 | 1 + 3 | 1 + 3 | 1 + 3 | 0 + 1 | 2 |" in table
 
 
 def test_table8_budgets_checked_at_load(tmp_path):
@@ -241,7 +242,10 @@ def test_shipped_crosstask_recipes_load(tmp_path):
 TINY = {"name": "tiny-cross", "model": None, "device": "cpu", "answer_format": "letters", "tasks": ["sentiment", "ner"],
         "identification_examples": 2, "attribution": {"steps": 2},
         "selection": {"methods": ["neuronllm", "tn", "act"], "k": 5, "z": 20},
-        "evaluation": {"understood": 3, "not_understood": 3, "candidates": 10, "ratios": [0.0, 0.5, 1.0]}}
+        "evaluation": {"understood": 3, "not_understood": 3, "candidates": 10, "ratios": [0.0, 0.5, 1.0]},
+        # Table 8 budgets counted for 512 neurons: on the 2 x 128-neuron model 2 + 3 (sentiment) and 1 + 2 (ner).
+        "crosstask": {"table8": {"budgets": [{"task": "sentiment", "good": 4, "bad": 6}, {"task": "ner", "good": 2, "bad": 3}],
+                                 "reference_neurons": 512}}}
 _RUNS = {}
 
 
@@ -313,3 +317,51 @@ def test_end_to_end_outputs(finished):
     for name in ("matrix", "common_layers", "layer_change", "budget", "layer_distribution_specific"):
         png = out / "figures" / f"crosstask_{name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+@pytest.mark.slow
+def test_end_to_end_table8(finished):
+    from nsneurons.crosstask import open_crosstask
+    from nsneurons.intervention import BASELINE, correct_table, enhancer, option_probs
+    from nsneurons.metrics import evaluate_condition
+    from nsneurons.models import load_model
+    from nsneurons.pipeline import evaluation_proxies, open_outputs
+
+    out, recipe = finished
+    ds = {name: d.load() for name, d in open_crosstask(out).items()}
+    table = ds["table8"]
+    # 4 x 256 / 512 = 2, 6 -> 3, 2 -> 1, 3 -> 1.5 -> 2 (halves up).
+    assert table["given"].values.tolist() == [[4, 6], [2, 3]] and table["used"].values.tolist() == [[2, 3], [1, 2]]
+    assert table.attrs["origin"] == "recipe" and table.attrs["n_model"] == 256
+    # The chosen neurons begin the task-specific sets (K = 5 >= every budget); tn (good only) has no bad ones.
+    for m in ("neuronllm", "tn"):
+        for src in ("sentiment", "ner"):
+            part, spec = table.sel({"method": m, "source_task": src}), ds["specific"].sel({"method": m, "task": src})
+            for role, n in zip(("good", "bad"), table["used"].sel(source_task=src).values.tolist()):
+                n = n if m == "neuronllm" or role == "good" else 0
+                assert [p for p in _row(part, role) if p[0] >= 0] == _row(spec, role)[:n], (m, src, role)
+    effect = table["effect"].sel(direction="enhance")
+    assert np.isfinite(effect.sel(metric="acc_intervened")).all()
+    # Each evaluated task's original Acc is the run's own (same evaluation examples, unmodified model).
+    results = open_outputs(out)["results"].load()
+    for e in ("sentiment", "ner"):
+        run_acc = float(results.sweep.sel({"method": "neuronllm", "task": e, "direction": "enhance", "metric": "acc_original"}).max())
+        assert np.allclose(effect.sel(eval_task=e, metric="acc_original").values, run_acc)
+    # One cell recomputed from scratch: ner's neurons enhanced, evaluated on sentiment.
+    model = load_model(recipe.model, device="cpu")
+    part = table.sel({"method": "neuronllm", "source_task": "ner"})
+    condition = enhancer([p for p in _row(part, "good") if p[0] >= 0], [p for p in _row(part, "bad") if p[0] >= 0], "x")
+    probs = option_probs(model, evaluation_proxies(recipe, recipe.tasks[0], out), [BASELINE, condition],
+                         answer_format=recipe.answer_format, position=recipe.evaluation.position, progress=False)
+    correct = correct_table(probs)
+    expected = evaluate_condition(correct.sel(condition="none").values, correct.sel(condition="x").values, "enhance").as_dict()
+    stored = effect.sel({"method": "neuronllm", "source_task": "ner", "eval_task": "sentiment"})
+    np.testing.assert_allclose([float(stored.sel(metric=k)) for k in METRIC_NAMES], [expected[k] for k in METRIC_NAMES], equal_nan=True)
+    # The report: the paper's sentence, the budgets used, and Table 8's cells as signed relative changes.
+    text = (out / "crosstask.md").read_text()
+    assert "## Task-dependent functionality (Table 8)" in text and t8.PAPER_SENTENCE in text
+    assert "| sentiment | 4 + 6 | 2 + 3 | 2 + 3 | 2 + 3 |" in text and "| ner | 2 + 3 | 1 + 2 | 1 + 2 | 1 + 2 |" in text
+    v = {k: float(stored.sel(metric=k)) for k in METRIC_NAMES}
+    acc = "undefined" if v["acc_original"] == 0 else f"{(v['acc_intervened'] - v['acc_original']) / v['acc_original'] * 100:+.1f}%"
+    com = "undefined" if v["com_original"] == 0 else f"{(v['com_intervened'] - v['com_original']) / v['com_original'] * 100:+.1f}%"
+    assert f"| ner neurons | {acc}/{com} ({v['acc_change']:+.1f}/{v['com_change']:+.1f}) |" in text
