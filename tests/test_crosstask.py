@@ -139,6 +139,8 @@ def test_resolve_budgets():
     assert paper.attrs["origin"] == "paper" and paper.attrs["n_model"] == 46_080
     # Not the paper's pair and no budgets: skipped.
     assert t8.resolve_budgets(Table8(), ["sentiment", "ner"], 46_080, 60) is None
+    skipped = t8.report_section(xr.Dataset(attrs={"skipped": t8.skip_reason(["sentiment", "ner"])}))
+    assert skipped[0] == "## Task-dependent functionality (Table 8)" and "sets no `crosstask.table8.budgets`" in skipped[1]
     # Budgets per task name, counted for 512 neurons, on a 256-neuron model: halves -> 2, 3 / 1, 2 (1.5 up).
     mine = Table8(budgets=(Table8Budget("ner", 4, 6), Table8Budget("sentiment", 2, 3)), reference_neurons=512)
     got = t8.resolve_budgets(mine, ["sentiment", "ner"], 256, 100)
