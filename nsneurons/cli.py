@@ -111,12 +111,12 @@ def cmd_crosstask(args):
 
     from .crosstask import load_crosstask_recipe, run_crosstask
 
-    recipe, settings = load_crosstask_recipe(args.recipe)
+    recipe, _ = load_crosstask_recipe(args.recipe)  # checks the `crosstask:` section; run_crosstask reads it
     if args.remote:
         recipe = dataclasses.replace(recipe, backend="remote")
     if args.output:
         recipe = dataclasses.replace(recipe, output=args.output)
-    print(f"cross-task report: {run_crosstask(recipe, **dataclasses.asdict(settings))}")
+    print(f"cross-task report: {run_crosstask(recipe)}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,6 @@
 """Cross-task analyses of section 4.6 / appendix C of the NeuronLLM paper, on a finished `nsneurons run`:
 common and task-specific neurons (C.1, Table 5), the cross-task matrix (C.2, Figures 2 and 4),
-task-dependent functionality (C.5, Table 8), layer distributions (C.6, Figures 5-7) and the
+task-dependent functionality (C.5, Table 8, at the paper's budgets: crosstask_budgets), layer distributions (C.6, Figures 5-7) and the
 intervention-budget sensitivity (C.4, Table 7).
 
 `run_crosstask(recipe, out)` re-ranks the stored scores (`scores/<task>-<target>.zarr`; no IG is
@@ -17,7 +17,8 @@ Decisions:
   bad; the first K per role (= the stored set with common neurons removed and refilled).
 - The budget K is split by good:bad ratio like the run's sweep (good = round(ratio * K) first good,
   the rest first bad); a good-only method uses ratio 1. Tables 5 and 7 take the best over the recipe's
-  ratios; the cross-task matrix uses one ratio (default 0.5). A condition with no neuron is skipped (NaN).
+  ratios; the cross-task matrix uses one ratio (default 0.5); Table 8 uses per-task good and bad budgets
+  (crosstask_budgets). A condition with no neuron is skipped (NaN).
 - Budget values above half the attributed neurons are clamped to it and deduplicated.
 """
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import metrics, pipeline, report, selection
+from . import crosstask_budgets, metrics, pipeline, report, selection
 from .intervention import BASELINE, correct_table, degrader, enhancer, option_probs
 from .metrics import DIRECTIONS, METRIC_NAMES
 from .recipe import CrossTask, Recipe, RecipeError
@@ -37,7 +38,7 @@ from .selection import ROLES
 from .store import example_scores, open_scores
 
 DEFAULT_K = CrossTask().k_values  # Table 7
-GROUPS = ("common", "specific", "matrix", "layers", "budget")
+GROUPS = ("common", "specific", "matrix", "layers", "budget", "table8")
 _CHUNK = 64  # conditions per option_probs call (bounds the [C, layers, neurons] multiplier table)
 
 
@@ -219,10 +220,14 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
                              for t in tasks], dim=xr.DataArray(tasks, dims="task"))
     specific_ds["n_removed"] = (("task", "method", "role"), [[[specific[t, m].attrs[f"n_removed_{r}"] for r in ROLES]
                                                               for m in methods] for t in tasks])
+    budgets = crosstask_budgets.resolve_budgets(s.table8, tasks, model.n_layers * model.n_neurons, kmax)
+    chosen = None if budgets is None else crosstask_budgets.chosen_sets(
+        budgets, methods, lambda t, m, n: task_specific(rankings[t, m], pairs_of(common[m]), n))
     d, mt = list(DIRECTIONS), list(METRIC_NAMES)
     effects = {"common": _nan(method=methods, task=tasks, direction=d, ratio=ratios, metric=mt),
                "matrix": _nan(method=methods, source_task=tasks, eval_task=tasks, direction=d, metric=mt),
-               "budget": _nan(task=tasks, method=budget_methods, k=ks, direction=d, ratio=ratios, metric=mt)}
+               "budget": _nan(task=tasks, method=budget_methods, k=ks, direction=d, ratio=ratios, metric=mt),
+               "table8": None if chosen is None else crosstask_budgets.empty_effect(chosen)}
     for task in tasks:
         conditions, keys = [], []
         for m in methods:
@@ -235,6 +240,8 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
             for kk in ks:
                 for r in ratios if with_bad[m] else [1.0]:
                     _add(conditions, keys, ("budget", {"task": task, "method": m, "k": kk, "ratio": r}), *_split(rankings[task, m], kk, r, with_bad[m]))
+        if chosen is not None and task in chosen["source_task"].values:
+            crosstask_budgets.add_conditions(conditions, keys, chosen, task)
         print(f"cross-task: evaluating {len(conditions)} conditions on task {task}")
         original, found = _evaluate(model, recipe, pipeline.evaluation_proxies(recipe, recipe.tasks[tasks.index(task)], out), conditions, progress)
         for c, (kind, where) in zip(conditions, keys):
@@ -247,7 +254,9 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
     datasets = {"common": common_ds, "specific": specific_ds.assign_attrs(attrs),
                 "matrix": xr.Dataset({"effect": effects["matrix"]}, attrs={**attrs, "ratio": s.ratio}),
                 "layers": layer_statistics(sets, specific_ds, common_ds, model.n_layers).assign_attrs(attrs),
-                "budget": xr.Dataset({"sweep": effects["budget"]}, attrs={**attrs, "k_values": [int(v) for v in s.k_values], "k_max": kmax})}
+                "budget": xr.Dataset({"sweep": effects["budget"]}, attrs={**attrs, "k_values": [int(v) for v in s.k_values], "k_max": kmax}),
+                "table8": xr.Dataset(attrs={**attrs, "skipped": crosstask_budgets.skip_reason(tasks)}) if chosen is None else
+                chosen.merge(budgets).assign(effect=effects["table8"]).assign_attrs({**attrs, **budgets.attrs})}
     _write_groups(datasets, out / "crosstask.zarr")
     return write_crosstask_report(out, datasets)
 
@@ -283,10 +292,6 @@ def open_crosstask(out) -> dict[str, xr.Dataset]:
 
 # ---- tables --------------------------------------------------------------------------------
 
-def _relative(original: float, new: float) -> str:
-    return "undefined" if not math.isfinite(original) or original == 0 else f"{(new - original) / original * 100:+.1f}%"
-
-
 def _cross_table(matrix, method, direction, rows_dim, cell, header) -> str:
     cut = matrix["effect"].sel({"method": method, "direction": direction})
     cols_dim = "source_task" if rows_dim == "eval_task" else "eval_task"
@@ -299,13 +304,6 @@ def matrix_table(matrix: xr.Dataset, method: str, direction: str) -> str:
     """Figure 2/4 as numbers: rows eval task, columns source task's specific neurons; signed Acc/Com change (points)."""
     return _cross_table(matrix, method, direction, "eval_task", lambda v: "-" if not math.isfinite(v["acc_change"]) else
                         f"{v['acc_change']:+.1f}/{v['com_change']:+.1f}", ("eval task \\ neurons of", "{}", "{}"))
-
-
-def functionality_table(matrix: xr.Dataset, method: str, direction: str = "enhance") -> str:
-    """Table 8: rows source task of the intervened neurons, columns evaluated task, signed relative Acc/Com change."""
-    return _cross_table(matrix, method, direction, "source_task", lambda v: "-" if not math.isfinite(v["acc_intervened"]) else
-                        f"{_relative(v['acc_original'], v['acc_intervened'])}/{_relative(v['com_original'], v['com_intervened'])}",
-                        ("intervened neurons", "{} neurons", "{} task"))
 
 
 def budget_table(budget: xr.Dataset, task: str | None = None) -> str:
@@ -434,10 +432,7 @@ def write_crosstask_report(out, datasets: dict[str, xr.Dataset] | None = None) -
     for m in methods:
         for d in DIRECTIONS:
             parts += [f"**{m}, {report.DIR_LABEL[d]}**", matrix_table(matrix, m, d)]
-    parts += ["## Task-dependent functionality (Table 8)",
-              "Enhancing one task's specific neurons (rows) evaluated on each task (columns): signed relative change "
-              "of Acc / Com ((new - original) / original); a negative off-diagonal cell = neurons good for one task, bad for another."]
-    parts += [f"**{m}**\n\n" + functionality_table(matrix, m) for m in methods]
+    parts += crosstask_budgets.report_section(ds["table8"])
     parts += ["## Layer distributions (C.6, Figures 5-7)",
               "Run's sets: report.md (layer_distribution.png). Task-specific sets:", f"![specific]({link['specific']})",
               "Common neurons (Figure 6):", f"![common]({link['common']})",

@@ -88,6 +88,28 @@ class Naica:
 
 
 @dataclass(frozen=True)
+class Table8Budget:
+    """One source task's Table 8 budget, counted for a model of `table8.reference_neurons` FFN neurons."""
+
+    task: str  # a task name of the recipe whose task-specific neurons are enhanced
+    good: int  # task-specific good neurons (the paper, LLaMA 2-7B: commonsense 100, sentiment 720)
+    bad: int  # task-specific bad neurons (the paper: commonsense 400, sentiment 480)
+
+
+@dataclass(frozen=True)
+class Table8:
+    """Table 8 (appendix C.5): each source task's task-specific neurons enhanced, evaluated on every source task."""
+
+    # None: the paper's budgets (sentiment 720 + 480, commonsense 100 + 400), used when the recipe has both
+    # tasks (else Table 8 is skipped); or a list of {task, good, bad}, at least two recipe tasks.
+    budgets: Optional[tuple[Table8Budget, ...]] = None
+    reference_neurons: int = 352_256  # FFN neurons the budgets are counted for (LLaMA 2-7B: 32 layers x 11008)
+    # Scale each count to the model: round(count x model's FFN neurons / reference_neurons), halves up,
+    # at least 1 (0 stays 0); false: the counts as given.
+    scale: bool = True
+
+
+@dataclass(frozen=True)
 class CrossTask:
     """Settings of `nsneurons crosstask` (appendix C analyses), run after `nsneurons run`."""
 
@@ -95,6 +117,7 @@ class CrossTask:
     budget_methods: Optional[tuple[MethodName, ...]] = None  # Table 7 (None: neuronllm, tn, qrnca among those run)
     k_values: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 500)  # Table 7 budgets, clamped to the model
     ratio: float = 0.5  # good:bad ratio of the cross-task matrix
+    table8: Table8 = Table8()  # Table 8's per-task budgets of task-specific neurons
 
 
 @dataclass(frozen=True)
@@ -152,6 +175,8 @@ def _convert(value, tp, where: str):
                 return _convert(value, arg, where)
             except RecipeError as err:
                 errors.append(err)
+        if len(errors) == 1:  # Optional[X]: X's own error names the inner key (e.g. budgets[0].bad)
+            raise errors[0]
         raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(tp):
@@ -230,6 +255,7 @@ def _check_values(recipe: Recipe) -> None:
         need(0.0 <= r <= 1.0, f"evaluation.ratios[{i}]", f"expected a ratio in [0, 1], got {r}")
     need(0.0 <= recipe.crosstask.ratio <= 1.0, "crosstask.ratio", f"expected a ratio in [0, 1], got {recipe.crosstask.ratio}")
     need(all(k >= 1 for k in recipe.crosstask.k_values), "crosstask.k_values", "expected ints >= 1")
+    _check_table8(recipe, need)
     need(recipe.evaluation.batch_size >= 1, "evaluation.batch_size", "expected >= 1")
     need(recipe.evaluation.bootstrap >= 1000, "evaluation.bootstrap", f"expected >= 1000 resamples, got {recipe.evaluation.bootstrap}")
     need(0 < recipe.evaluation.confidence < 1, "evaluation.confidence", f"expected in (0, 1), got {recipe.evaluation.confidence}")
@@ -237,6 +263,19 @@ def _check_values(recipe: Recipe) -> None:
          "set either examples_from or screen_model, not both")
     need(recipe.selection.random_draws >= 1, "selection.random_draws", f"expected >= 1, got {recipe.selection.random_draws}")
     need(recipe.evaluation.understood >= 0 and recipe.evaluation.not_understood >= 0, "evaluation.understood", "expected >= 0")
+
+
+def _check_table8(recipe: Recipe, need) -> None:
+    t8, names = recipe.crosstask.table8, [t.name for t in recipe.tasks]
+    need(t8.reference_neurons >= 1, "crosstask.table8.reference_neurons", f"expected >= 1, got {t8.reference_neurons}")
+    if t8.budgets is None:
+        return
+    need(len(t8.budgets) >= 2, "crosstask.table8.budgets", f"expected at least two tasks, got {len(t8.budgets)}")
+    for i, b in enumerate(t8.budgets):
+        key = f"crosstask.table8.budgets[{i}]"
+        need(b.task in names, f"{key}.task", f"{b.task!r} is not a task of this recipe (tasks: {', '.join(names)})")
+        need(b.task not in [c.task for c in t8.budgets[:i]], f"{key}.task", f"{b.task!r} is listed twice")
+        need(b.good >= 0 and b.bad >= 0 and b.good + b.bad >= 1, key, f"expected good, bad >= 0 and at least one neuron, got good={b.good}, bad={b.bad}")
 
 
 def recipe_from_dict(data: dict, where: str = "") -> Recipe:
