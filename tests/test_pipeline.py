@@ -107,7 +107,8 @@ def test_bad_recipes_name_the_key(change, message):
 
 def test_run_without_ratio_one_and_reusing_its_evaluation_set(tmp_path, tiny_model_dir):
     # Good-only methods run at ratio 1.0 even when the recipe's sweep lacks it (a KeyError before).
-    first = tmp_path / "first"
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir(), second.mkdir()
     assert cli.main(["run", str(_recipe_file(first, tiny_model_dir, evaluation={
         "understood": 3, "not_understood": 3, "candidates": 12, "ratios": [0.0, 0.5]}))]) == 0
     out = first / "out" / "tiny-ci"
@@ -115,8 +116,7 @@ def test_run_without_ratio_one_and_reusing_its_evaluation_set(tmp_path, tiny_mod
     assert results["ratio"].values.tolist() == [0.0, 0.5, 1.0]
     assert results["chosen_ratio"].sel({"method": "tn"}).values.ravel().tolist() == [1.0] * 4
     assert set(results["chosen_ratio"].sel({"method": "neuronllm"}).values.ravel()) <= {0.0, 0.5}
-    # A second run (another seed for everything but the examples) evaluates on the saved examples.
-    second = tmp_path / "second"
+    # A second run (other ratios, a fresh folder) evaluates on the examples the first one saved.
     assert cli.main(["run", str(_recipe_file(second, tiny_model_dir, evaluation={
         "candidates": 12, "ratios": [0.0, 1.0], "examples_from": str(out)}))]) == 0
     saved, reused = (_outputs(d / "out" / "tiny-ci")["examples"] for d in (first, second))
