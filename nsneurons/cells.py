@@ -84,7 +84,7 @@ _FIELDS = ("acc_original", "acc_intervened", "com_original", "com_intervened")
 
 
 def _sweep_q(results: xr.Dataset, task, method, direction) -> tuple[np.ndarray, dict] | None:
-    cut = results["sweep"].sel({"task": task, "method": method, "direction": direction})
+    cut = results["sweep"].sel(task=task, selector=method, direction=direction)
     values = [cut.sel(metric=f).values for f in _FIELDS]
     evaluated = np.all([np.isfinite(v) for v in values], axis=0)
     if not evaluated.any():
@@ -98,7 +98,7 @@ def _example_arrays(results: xr.Dataset, task, var: str, where: dict) -> tuple[n
     if var not in results or "original_example" not in results:
         return None
     orig = results["original_example"].sel(task=task).transpose("measure", "eval_index").values
-    cond = results[var].sel({"task": task, **where}).transpose("measure", "eval_index").values
+    cond = results[var].sel(task=task, **where).transpose("measure", "eval_index").values
     n = int(np.isfinite(orig[0]).sum())  # evaluated examples come first; the rest is padding
     return (orig[:, :n], cond[:, :n]) if n and np.isfinite(cond[:, :n]).all() else None
 
@@ -133,7 +133,7 @@ def _cell(results, task, method, direction, best_by, idx):
         per_half = {}
         for half in HALVES:
             arrays = _example_arrays(results, task, "sweep_example",
-                                     {"method": method, "direction": direction, "ratio": chosen[half]})
+                                     {"selector": method, "direction": direction, "ratio": chosen[half]})
             per_half[half] = None if arrays is None else _samples(arrays, idx, direction)
         if all(v is not None for v in per_half.values()):
             samples = {name: per_half[_HALF_OF[name]][name] for name in QUANTITIES}
@@ -196,7 +196,7 @@ def score_cells(results: xr.Dataset, *, best_by: str = "mean", resamples: int = 
                 level: float = 0.95) -> xr.Dataset:
     """Every table cell of a results Dataset (dims task, method, direction, ratio, metric; with the
     per-example arrays `original_example` / `sweep_example` the intervals too, else NaN)."""
-    tasks, methods = list(results["task"].values), list(results["method"].values)
+    tasks, methods = list(results["task"].values), list(results["selector"].values)
     idx = _indices(results, resamples, seed)
     chosen = np.full((len(tasks), len(methods), len(DIRECTIONS), len(HALVES)), np.nan)
     cell = np.full((len(tasks), len(methods), len(DIRECTIONS), len(QUANTITIES), len(CI)), np.nan)
@@ -218,12 +218,12 @@ def score_cells(results: xr.Dataset, *, best_by: str = "mean", resamples: int = 
                                                              avg_samples)
     columns = [*tasks, "Average"]
     diff, best = _differences(found, methods, columns, level)
-    base = {"task": tasks, "method": methods, "direction": list(DIRECTIONS)}
+    base = {"task": tasks, "selector": methods, "direction": list(DIRECTIONS)}
     return xr.Dataset(
-        {"chosen_ratio": (("task", "method", "direction", "half"), chosen),
-         "cell": (("task", "method", "direction", "quantity", "ci"), cell),
-         "average": (("method", "direction", "quantity", "ci"), average),
-         "average_complete": (("method", "direction", "quantity"), complete),
+        {"chosen_ratio": (("task", "selector", "direction", "half"), chosen),
+         "cell": (("task", "selector", "direction", "quantity", "ci"), cell),
+         "average": (("selector", "direction", "quantity", "ci"), average),
+         "average_complete": (("selector", "direction", "quantity"), complete),
          "vs_best": (("column", "direction", "half", "ci"), diff),
          "best_baseline": (("column", "direction", "half"), best.astype(str))},
         coords={**base, "half": list(HALVES), "quantity": list(QUANTITIES), "ci": list(CI), "column": columns},
@@ -235,7 +235,7 @@ def score_cells(results: xr.Dataset, *, best_by: str = "mean", resamples: int = 
 def group_cells(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> xr.Dataset:
     """Good-only / bad-only cells (Tables 3 and 6): `group_cell` (task, method, direction, group,
     quantity, ci) and `group_average` over tasks by the same rule as `average`."""
-    tasks, methods, groups = (list(results[d].values) for d in ("task", "method", "group"))
+    tasks, methods, groups = (list(results[d].values) for d in ("task", "selector", "group"))
     idx = _indices(results, resamples, seed)
     out = np.full((len(tasks), len(methods), len(DIRECTIONS), len(groups), len(QUANTITIES), len(CI)), np.nan)
     avg = np.full(out.shape[1:], np.nan)
@@ -243,8 +243,8 @@ def group_cells(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0, le
     for (m, d, g), _ in np.ndenumerate(avg[..., 0, 0]):
         per_task = []
         for t, task in enumerate(tasks):
-            where = {"method": methods[m], "direction": DIRECTIONS[d], "group": groups[g]}
-            values = [float(results["ablation"].sel({"task": task, **where}).sel(metric=f)) for f in _FIELDS]
+            where = {"selector": methods[m], "direction": DIRECTIONS[d], "group": groups[g]}
+            values = [float(results["ablation"].sel(task=task, **where).sel(metric=f)) for f in _FIELDS]
             if not np.all(np.isfinite(values)):
                 per_task.append(None)
                 continue
@@ -254,9 +254,9 @@ def group_cells(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0, le
             out[t, m, d, g] = _fill(estimate, samples, level)
             per_task.append((estimate, samples))
         avg[m, d, g], complete[m, d, g], _ = _average(per_task, level)
-    coords = {"task": tasks, "method": methods, "direction": list(DIRECTIONS), "group": groups,
+    coords = {"task": tasks, "selector": methods, "direction": list(DIRECTIONS), "group": groups,
               "quantity": list(QUANTITIES), "ci": list(CI)}
-    dims = ("task", "method", "direction", "group", "quantity", "ci")
+    dims = ("task", "selector", "direction", "group", "quantity", "ci")
     return xr.Dataset({"group_cell": (dims, out), "group_average": (dims[1:], avg),
                        "group_complete": (dims[1:-1], complete)}, coords=coords)
 
@@ -264,7 +264,7 @@ def group_cells(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0, le
 def sweep_intervals(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> xr.DataArray:
     """Directed RAC / RCC at every evaluated ratio with its interval (the ratio-sweep figure):
     `sweep_ci` (task, method, direction, ratio, half, ci)."""
-    tasks, methods, ratios = (list(results[d].values) for d in ("task", "method", "ratio"))
+    tasks, methods, ratios = (list(results[d].values) for d in ("task", "selector", "ratio"))
     idx = _indices(results, resamples, seed)
     out = np.full((len(tasks), len(methods), len(DIRECTIONS), len(ratios), len(HALVES), len(CI)), np.nan)
     for (t, m, d), _ in np.ndenumerate(out[..., 0, 0, 0]):
@@ -275,11 +275,11 @@ def sweep_intervals(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0
             i = ratios.index(r)
             out[t, m, d, i, :, 0] = q
             arrays = _example_arrays(results, tasks[t], "sweep_example",
-                                     {"method": methods[m], "direction": DIRECTIONS[d], "ratio": r})
+                                     {"selector": methods[m], "direction": DIRECTIONS[d], "ratio": r})
             if arrays is not None and idx.get(tasks[t]) is not None:
                 samples = _samples(arrays, idx[tasks[t]], DIRECTIONS[d])
                 lo, hi = percentile_interval(np.stack([samples[h] for h in HALVES]), level)
                 out[t, m, d, i, :, 1], out[t, m, d, i, :, 2] = lo, hi
-    return xr.DataArray(out, dims=("task", "method", "direction", "ratio", "half", "ci"),
-                        coords={"task": tasks, "method": methods, "direction": list(DIRECTIONS), "ratio": ratios,
+    return xr.DataArray(out, dims=("task", "selector", "direction", "ratio", "half", "ci"),
+                        coords={"task": tasks, "selector": methods, "direction": list(DIRECTIONS), "ratio": ratios,
                                 "half": list(HALVES), "ci": list(CI)}, name="sweep_ci")

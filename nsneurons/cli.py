@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -162,16 +163,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quiet_known_warnings() -> None:
     """Warnings users can do nothing about: the prefix cache must be passed as `past_key_values`
-    (see docs/design.md), and zarr v3 has no spec yet for the fixed-width strings of coordinates."""
+    (see docs/design.md)."""
     import warnings
 
     warnings.filterwarnings("ignore", message=".*past_key_values.*deprecated", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_known_warnings()
+    # Figures are only saved to files: a non-interactive backend unless the user chose one. The
+    # library never sets one (it draws on matplotlib.figure.Figure objects).
+    os.environ.setdefault("MPLBACKEND", "Agg")
     try:
         args.func(args)
     except KeyboardInterrupt:

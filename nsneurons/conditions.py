@@ -98,7 +98,7 @@ def collect(correct: xr.DataArray, answers: dict[Key, str], examples: Sequence[s
     """Labelled per-example and metric arrays of one task (see the module doc)."""
     n = len(examples)
     original = per_example(correct, "none", examples)
-    base = {"method": list(methods), "direction": list(metrics.DIRECTIONS)}
+    base = {"selector": list(methods), "direction": list(metrics.DIRECTIONS)}
     out = {
         "original_example": xr.DataArray(original, dims=("measure", "eval_index"),
                                          coords={"measure": list(MEASURES), "eval_index": np.arange(n)}),
@@ -116,10 +116,10 @@ def collect(correct: xr.DataArray, answers: dict[Key, str], examples: Sequence[s
         if key.kind == "sweep" and key.where == 1.0:
             values = per_example(correct, name, examples)
             q = quantities(original[0].mean(), values[0].mean(), original[1].mean(), values[1].mean(), key.direction)
-            draw_q.loc[dict(method=key.method, direction=key.direction, draw=key.draw)] = [float(q[x]) for x in QUANTITIES]
+            draw_q.loc[dict(selector=key.method, direction=key.direction, draw=key.draw)] = [float(q[x]) for x in QUANTITIES]
     for key, values in grouped.items():
         mean = np.mean(values, axis=0)  # over draws
-        cut = {"method": key.method, "direction": key.direction, ("ratio" if key.kind == "sweep" else "group"): key.where}
+        cut = {"selector": key.method, "direction": key.direction, ("ratio" if key.kind == "sweep" else "group"): key.where}
         out[f"{key.kind}_example"].loc[cut] = mean
         out[key.kind].loc[cut] = _metric_vector(original, mean, key.direction)
     out["draw_quantity"] = draw_q

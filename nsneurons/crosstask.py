@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import crosstask_budgets, metrics, pipeline, report, selection
+from . import crosstask_budgets, metrics, pipeline, report, selection, zarr_io
 from .intervention import BASELINE, correct_table, degrader, enhancer, option_probs
 from .metrics import DIRECTIONS, METRIC_NAMES
 from .recipe import CrossTask, Recipe, RecipeError
@@ -186,7 +186,7 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
     out = Path(out_dir) if out_dir is not None else recipe.output_dir()
     _require_run(recipe, out)
     neurons = pipeline.open_outputs(out)["neurons"].load()
-    run_methods = [str(m) for m in neurons["method"].values]
+    run_methods = [str(m) for m in neurons["selector"].values]
     s = settings_of(recipe, methods=methods, budget_methods=budget_methods, k_values=k_values, ratio=ratio)
     methods = list(s.methods or (["neuronllm"] if "neuronllm" in run_methods else run_methods[:1]))
     budget_methods = list(s.budget_methods or [m for m in ("neuronllm", "tn", "qrnca") if m in run_methods] or run_methods[:1])
@@ -195,7 +195,7 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
     model = model or pipeline._load_model(recipe)
     stamp = pipeline.fingerprint(recipe, model.provenance)
     for task in recipe.tasks:
-        if xr.open_zarr(out / "tasks" / f"{task.name}.zarr", consolidated=False).attrs.get("fingerprint") != stamp:
+        if zarr_io.open_store(out / "tasks" / f"{task.name}.zarr").attrs.get("fingerprint") != stamp:
             raise RecipeError(f"{out}/tasks/{task.name}.zarr was made with other settings or another model; rerun `nsneurons run`")
     tasks, k = [t.name for t in recipe.tasks], recipe.selection.k
     ratios = sorted({*recipe.evaluation.ratios, 1.0})  # 1.0: where good-only methods are evaluated
@@ -204,42 +204,42 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
     for t in tasks:
         for m in dict.fromkeys([*methods, *budget_methods]):
             r = rankings[t, m] = full_ranking(recipe, out, t, m, model.n_layers, model.n_neurons)
-            stored = neurons.sel({"task": t, "method": m})
+            stored = neurons.sel(task=t, selector=m)
             if not all(np.array_equal(r[v].values[:, :k], stored[v].values) for v in ("layer", "neuron")):
                 raise ValueError(f"re-ranking the stored scores of task {t!r} with {m!r} does not give neurons.zarr's set; rerun `nsneurons run`")
     kmax = min(r.sizes["rank"] for r in rankings.values())
     ks = sorted({min(int(v), kmax) for v in s.k_values})
 
-    sets = neurons.sel({"method": methods, "task": tasks})[["layer", "neuron", "score"]]
-    common = {m: common_neurons(sets.sel({"method": m})) for m in methods}
+    sets = neurons.sel(selector=methods, task=tasks)[["layer", "neuron", "score"]]
+    common = {m: common_neurons(sets.sel(selector=m)) for m in methods}
     width = max(c.sizes["rank"] for c in common.values())
-    common_ds = xr.concat([common_neurons(sets.sel({"method": m}), width).assign(n_common=("role", [c.attrs["n_good"], c.attrs["n_bad"]]))
-                           for m, c in common.items()], dim=xr.DataArray(methods, dims="method"))
+    common_ds = xr.concat([common_neurons(sets.sel(selector=m), width).assign(n_common=("role", [c.attrs["n_good"], c.attrs["n_bad"]]))
+                           for m, c in common.items()], dim=xr.DataArray(methods, dims="selector"))
     specific = {(t, m): task_specific(rankings[t, m], pairs_of(common[m]), k) for t in tasks for m in methods}
-    specific_ds = xr.concat([xr.concat([specific[t, m] for m in methods], dim=xr.DataArray(methods, dims="method"))
+    specific_ds = xr.concat([xr.concat([specific[t, m] for m in methods], dim=xr.DataArray(methods, dims="selector"))
                              for t in tasks], dim=xr.DataArray(tasks, dims="task"))
-    specific_ds["n_removed"] = (("task", "method", "role"), [[[specific[t, m].attrs[f"n_removed_{r}"] for r in ROLES]
+    specific_ds["n_removed"] = (("task", "selector", "role"), [[[specific[t, m].attrs[f"n_removed_{r}"] for r in ROLES]
                                                               for m in methods] for t in tasks])
     budgets = crosstask_budgets.resolve_budgets(s.table8, tasks, model.n_layers * model.n_neurons, kmax)
     chosen = None if budgets is None else crosstask_budgets.chosen_sets(
         budgets, methods, lambda t, m, n: task_specific(rankings[t, m], pairs_of(common[m]), n))
     d, mt = list(DIRECTIONS), list(METRIC_NAMES)
-    effects = {"common": _nan(method=methods, task=tasks, direction=d, ratio=ratios, metric=mt),
-               "matrix": _nan(method=methods, source_task=tasks, eval_task=tasks, direction=d, metric=mt),
+    effects = {"common": _nan(selector=methods, task=tasks, direction=d, ratio=ratios, metric=mt),
+               "matrix": _nan(selector=methods, source_task=tasks, eval_task=tasks, direction=d, metric=mt),
                "budget": _nan(task=tasks, method=budget_methods, k=ks, direction=d, ratio=ratios, metric=mt),
                "table8": None if chosen is None else crosstask_budgets.empty_effect(chosen)}
     for task in tasks:
         conditions, keys = [], []
         for m in methods:
             for r in ratios if with_bad[m] else [1.0]:
-                _add(conditions, keys, ("common", {"method": m, "task": task, "ratio": r}), *_split(common_ds.sel({"method": m}), k, r, with_bad[m]))
+                _add(conditions, keys, ("common", {"selector": m, "task": task, "ratio": r}), *_split(common_ds.sel(selector=m), k, r, with_bad[m]))
             for source in tasks:
-                _add(conditions, keys, ("matrix", {"method": m, "source_task": source, "eval_task": task}),
+                _add(conditions, keys, ("matrix", {"selector": m, "source_task": source, "eval_task": task}),
                      *_split(specific[source, m], k, s.ratio, with_bad[m]))
         for m in budget_methods:
             for kk in ks:
                 for r in ratios if with_bad[m] else [1.0]:
-                    _add(conditions, keys, ("budget", {"task": task, "method": m, "k": kk, "ratio": r}), *_split(rankings[task, m], kk, r, with_bad[m]))
+                    _add(conditions, keys, ("budget", {"task": task, "selector": m, "k": kk, "ratio": r}), *_split(rankings[task, m], kk, r, with_bad[m]))
         if chosen is not None and task in chosen["source_task"].values:
             crosstask_budgets.add_conditions(conditions, keys, chosen, task)
         print(f"cross-task: evaluating {len(conditions)} conditions on task {task}")
@@ -264,7 +264,7 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
 def layer_statistics(original: xr.Dataset, specific: xr.Dataset, common: xr.Dataset, n_layers: int) -> xr.Dataset:
     """Layer histograms (C.6): count (set, task, method, role, layer) for the run's sets and the
     task-specific ones, their task mean, change = specific - original (Figure 7), common (Figure 6)."""
-    count = xr.concat([report.layer_counts(original, n_layers), report.layer_counts(specific.transpose("task", "method", "role", "rank"), n_layers)],
+    count = xr.concat([report.layer_counts(original, n_layers), report.layer_counts(specific.transpose("task", "selector", "role", "rank"), n_layers)],
                       dim=xr.DataArray(["original", "specific"], dims="set"))
     common_count = report.layer_counts(common[["layer", "neuron"]].expand_dims(task=["common"]), n_layers).squeeze("task", drop=True)
     return xr.Dataset({"count": count, "mean": count.mean("task"), "change": count.sel(set="specific", drop=True) - count.sel(set="original", drop=True),
@@ -277,7 +277,7 @@ def _write_groups(datasets: dict[str, xr.Dataset], path: Path) -> None:
     tmp = path.with_name(path.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
     for name, ds in datasets.items():
-        ds.to_zarr(tmp, group=name, mode="w", consolidated=False)
+        zarr_io.write(ds, tmp, group=name, mode="w")
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
@@ -287,13 +287,13 @@ def open_crosstask(out) -> dict[str, xr.Dataset]:
     path = Path(out) / "crosstask.zarr"
     if not path.exists():
         raise FileNotFoundError(f"no {path}; run `nsneurons crosstask RECIPE` after `nsneurons run RECIPE`")
-    return {name: xr.open_zarr(path, group=name, consolidated=False) for name in GROUPS}
+    return {name: zarr_io.open_store(path, group=name) for name in GROUPS}
 
 
 # ---- tables --------------------------------------------------------------------------------
 
 def _cross_table(matrix, method, direction, rows_dim, cell, header) -> str:
-    cut = matrix["effect"].sel({"method": method, "direction": direction})
+    cut = matrix["effect"].sel(selector=method, direction=direction)
     cols_dim = "source_task" if rows_dim == "eval_task" else "eval_task"
     rows = [[header[1].format(r), *(cell({m: float(v) for m, v in zip(METRIC_NAMES, cut.sel({rows_dim: r, cols_dim: c}).sel(metric=list(METRIC_NAMES)).values)})
                                      for c in cut[cols_dim].values)] for r in cut[rows_dim].values]
@@ -311,7 +311,7 @@ def budget_table(budget: xr.Dataset, task: str | None = None) -> str:
     sweep, tasks = budget["sweep"], [str(t) for t in budget["task"].values]
     header = ["method"] + [f"K={int(kk)} {report.DIR_LABEL[d]}" for kk in sweep["k"].values for d in DIRECTIONS]
     rows = []
-    for m in sweep["method"].values:
+    for m in sweep["selector"].values:
         row = [str(m)]
         for kk in sweep["k"].values:
             results = xr.Dataset({"sweep": sweep.sel(k=kk)})
@@ -348,7 +348,7 @@ def plot_cross_task(matrix: xr.Dataset, path, metric: str = "acc_change") -> Pat
     tasks = [str(t) for t in effect["source_task"].values]
 
     def draw(ax, m, d):
-        values = effect.sel({"method": m, "direction": d}).transpose("eval_task", "source_task").values
+        values = effect.sel(selector=m, direction=d).transpose("eval_task", "source_task").values
         vmax = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
         image = ax.imshow(values, cmap="RdBu_r", vmin=-(vmax or 1.0), vmax=vmax or 1.0)
         for (r, c), v in np.ndenumerate(values):
@@ -358,7 +358,7 @@ def plot_cross_task(matrix: xr.Dataset, path, metric: str = "acc_change") -> Pat
         ax.set(xlabel="task-specific neurons of", ylabel="evaluated on", title=f"{m}: {report.DIR_LABEL[d]} ({metric})")
         return image
 
-    return _panels(list(effect["method"].values), DIRECTIONS, 4.5 + 1.1 * len(tasks), 1 + 0.8 * len(tasks), draw,
+    return _panels(list(effect["selector"].values), DIRECTIONS, 4.5 + 1.1 * len(tasks), 1 + 0.8 * len(tasks), draw,
                    f"Cross-task evaluation (ratio {matrix.attrs.get('ratio', '?')})", path)
 
 
@@ -367,13 +367,13 @@ def plot_layer_change(layers: xr.Dataset, path) -> Path:
     change = layers["change"]
 
     def draw(ax, m, role):
-        values = change.sel({"method": m, "role": role}).transpose("task", "layer").values
+        values = change.sel(selector=m, role=role).transpose("task", "layer").values
         vmax = max(1, int(np.abs(values).max()))
         ax.set_yticks(range(change.sizes["task"]), [str(t) for t in change["task"].values])
         ax.set(xlabel="layer", title=f"{m}: {role} neurons, task-specific - original")
         return ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
 
-    return _panels(list(change["method"].values), ROLES, 11, 1 + 0.5 * change.sizes["task"], draw, None, path)
+    return _panels(list(change["selector"].values), ROLES, 11, 1 + 0.5 * change.sizes["task"], draw, None, path)
 
 
 def plot_common_layers(layers: xr.Dataset, path) -> Path:
@@ -381,10 +381,10 @@ def plot_common_layers(layers: xr.Dataset, path) -> Path:
     common = layers["common"]
 
     def draw(ax, m, role):
-        ax.bar(common["layer"].values, common.sel({"method": m, "role": role}).values)
+        ax.bar(common["layer"].values, common.sel(selector=m, role=role).values)
         ax.set(xlabel="layer", ylabel="neurons", title=f"{m}: common {role} neurons")
 
-    return _panels(list(common["method"].values), ROLES, 10, 2.4, draw, None, path)
+    return _panels(list(common["selector"].values), ROLES, 10, 2.4, draw, None, path)
 
 
 def plot_budget(budget: xr.Dataset, path) -> Path:
@@ -392,7 +392,7 @@ def plot_budget(budget: xr.Dataset, path) -> Path:
     sweep = budget["sweep"]
 
     def draw(ax, t, d):
-        for i, m in enumerate(sweep["method"].values):
+        for i, m in enumerate(sweep["selector"].values):
             best = [report.best_cells(xr.Dataset({"sweep": sweep.sel(k=kk)}), t, m, d) for kk in sweep["k"].values]
             for half, style in (("rac", "-o"), ("rcc", "--s")):
                 ys = [np.nan if b is None or b[half].fail or b[half].change.undefined else b[half].change.percent for b in best]
@@ -413,12 +413,12 @@ def write_crosstask_report(out, datasets: dict[str, xr.Dataset] | None = None) -
     pngs = {"matrix": plot_cross_task(matrix, fig / "crosstask_matrix.png"), "common": plot_common_layers(layers, fig / "crosstask_common_layers.png"),
             "change": plot_layer_change(layers, fig / "crosstask_layer_change.png"), "budget": plot_budget(budget, fig / "crosstask_budget.png")}
     n_layers = int(layers.sizes["layer"])
-    pngs["specific"] = report.plot_layer_distribution(ds["specific"].transpose("task", "method", "role", "rank"), n_layers,
+    pngs["specific"] = report.plot_layer_distribution(ds["specific"].transpose("task", "selector", "role", "rank"), n_layers,
                                                       fig / "crosstask_layer_distribution_specific.png")
     link = {key: p.relative_to(out).as_posix() for key, p in pngs.items()}
-    methods = [str(m) for m in matrix["method"].values]
-    counts = [[m, *(int(common["n_common"].sel({"method": m, "role": r})) for r in ROLES),
-               *(int(ds["specific"]["n_removed"].sel({"method": m, "role": r}).sum()) for r in ROLES)] for m in methods]
+    methods = [str(m) for m in matrix["selector"].values]
+    counts = [[m, *(int(common["n_common"].sel(selector=m, role=r)) for r in ROLES),
+               *(int(ds["specific"]["n_removed"].sel(selector=m, role=r).sum()) for r in ROLES)] for m in methods]
     parts = [f"# Cross-task analyses: {common.attrs.get('recipe', '')}",
              f"Model `{common.attrs.get('model')}`; K = {common.attrs.get('k')}; cross-task ratio {matrix.attrs.get('ratio')}.",
              "## Common neurons (C.1)", "Common good (bad) neurons: selected as good (bad) for more than one task. "

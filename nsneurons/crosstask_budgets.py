@@ -94,25 +94,25 @@ def chosen_sets(budgets: xr.Dataset, methods, specific) -> xr.Dataset:
         pairs = to_pairs(found, role, n) if n else []
         layer[i, j, r, :len(pairs)], neuron[i, j, r, :len(pairs)] = [p[0] for p in pairs], [p[1] for p in pairs]
         removed[i, j, r] = found.attrs[f"n_removed_{role}"] if n else 0
-    dims = ("method", "source_task", "role", "rank")
+    dims = ("selector", "source_task", "role", "rank")
     return xr.Dataset({"layer": (dims, layer), "neuron": (dims, neuron), "n_removed": (dims[:3], removed)},
-                      coords={"method": list(methods), "source_task": sources, "role": list(ROLES), "rank": np.arange(shape[3])})
+                      coords={"selector": list(methods), "source_task": sources, "role": list(ROLES), "rank": np.arange(shape[3])})
 
 
 def add_conditions(conditions: list, keys: list, chosen: xr.Dataset, eval_task: str) -> None:
     """One enhancer per (method, source task) evaluated on eval_task; keys like crosstask's ("table8", coords)."""
-    for m in chosen["method"].values:
+    for m in chosen["selector"].values:
         for t in chosen["source_task"].values:
-            part = chosen.sel({"method": m, "source_task": t})
+            part = chosen.sel(selector=m, source_task=t)
             good, bad = (to_pairs(part, role, part.sizes["rank"]) for role in ROLES)
             if good or bad:
                 conditions.append(enhancer(good, bad, f"table8/{m}/{t}/{eval_task}/enhance"))
-                keys.append(("table8", {"method": str(m), "source_task": str(t), "eval_task": eval_task, "direction": "enhance"}))
+                keys.append(("table8", {"selector": str(m), "source_task": str(t), "eval_task": eval_task, "direction": "enhance"}))
 
 
 def empty_effect(chosen: xr.Dataset) -> xr.DataArray:
     """NaN (method, source_task, eval_task, direction, metric), filled by the evaluation loop."""
-    coords = {"method": chosen["method"].values, "source_task": chosen["source_task"].values,
+    coords = {"selector": chosen["selector"].values, "source_task": chosen["source_task"].values,
               "eval_task": chosen["source_task"].values, "direction": ["enhance"], "metric": list(METRIC_NAMES)}
     return xr.DataArray(np.full([len(v) for v in coords.values()], np.nan), dims=list(coords), coords=coords)
 
@@ -125,7 +125,7 @@ def signed_relative(original: float, new: float) -> str:
 def table8(ds: xr.Dataset, method: str) -> str:
     """Rows: the source task's neurons (enhanced); columns: the evaluated task. Cell: signed RAC/RCC
     (signed Acc/Com change in points); "-" when not evaluated (no neuron)."""
-    effect = ds["effect"].sel({"method": method, "direction": "enhance"})
+    effect = ds["effect"].sel(selector=method, direction="enhance")
     tasks = [str(t) for t in effect["source_task"].values]
     rows = []
     for s in tasks:
@@ -147,7 +147,7 @@ def _markdown(header, rows) -> str:
 def _shared(chosen: xr.Dataset, method: str, task: str) -> int:
     """How many of a source task's chosen neurons (either role) are also chosen for another source task."""
     def pairs(t):
-        part = chosen.sel({"method": method, "source_task": t})
+        part = chosen.sel(selector=method, source_task=t)
         return {(int(l), int(n)) for l, n in zip(part["layer"].values.ravel(), part["neuron"].values.ravel()) if l >= 0}
     others = set().union(*(pairs(t) for t in chosen["source_task"].values if t != task))
     return len(pairs(task) & others)
@@ -156,7 +156,7 @@ def _shared(chosen: xr.Dataset, method: str, task: str) -> int:
 def budget_table(ds: xr.Dataset) -> str:
     """The budgets asked for, scaled and used, per source task (and method: neurons found after removing
     common ones, those removed from the ranking's top, and those shared with another row's set)."""
-    methods = [str(m) for m in ds["method"].values]
+    methods = [str(m) for m in ds["selector"].values]
     header = ["source task", f"budget good + bad (for {ds.attrs['reference_neurons']:,} neurons)",
               f"scaled to this model ({ds.attrs['n_model']:,} neurons)", "capped at the ranking"]
     header += [f"{m}: {h}" for m in methods for h in ("good + bad used", "common skipped", "shared with another row")]
@@ -165,7 +165,7 @@ def budget_table(ds: xr.Dataset) -> str:
         b = {k: ds[k].sel(source_task=t).values.tolist() for k in ("given", "scaled", "used")}
         row = [str(t), "{} + {}".format(*b["given"]), "{} + {}".format(*b["scaled"]), "{} + {}".format(*b["used"])]
         for m in methods:
-            part = ds.sel({"method": m, "source_task": t})
+            part = ds.sel(selector=m, source_task=t)
             used = [int((part["layer"].sel(role=r) >= 0).sum()) for r in ROLES]
             row += ["{} + {}".format(*used), "{} + {}".format(*part["n_removed"].values.tolist()), str(_shared(ds, m, str(t)))]
         rows.append(row)
@@ -193,5 +193,5 @@ def report_section(ds: xr.Dataset) -> list[str]:
     parts += ["Rows: the task whose specific neurons are enhanced; columns: the evaluated task. Cells: signed relative change "
               "of Acc / Com, (new - original) / original (the paper's RAC/RCC with their sign; negative = that task got worse), "
               "and in brackets the signed change in points; undefined = the original is 0; - = no neuron to intervene on."]
-    parts += [f"**{m}, Table 8**\n\n" + table8(ds, str(m)) for m in ds["method"].values]
+    parts += [f"**{m}, Table 8**\n\n" + table8(ds, str(m)) for m in ds["selector"].values]
     return parts

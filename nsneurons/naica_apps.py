@@ -18,6 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from . import zarr_io
 from .naica import T_DEFAULT, U_DEFAULT, V_DEFAULT, as_query_array, key_neurons, key_pairs
 from .tasks.base import LETTERS, Proxy
 
@@ -246,12 +247,12 @@ def save_datasets(path, datasets: Mapping[str, xr.Dataset]) -> Path:
     for name, ds in datasets.items():
         ds = ds.copy()
         ds.attrs = json.loads(json.dumps(ds.attrs, default=str))
-        ds.to_zarr(path, group=name, mode="a" if path.exists() else "w", consolidated=False)
+        zarr_io.write(ds, path, group=name, mode="a" if path.exists() else "w")
     return path
 
 
 def load_datasets(path, groups: Sequence[str] = ("attribution", "key", "common", "domain_key", "regions", "prediction", "editing")) -> dict[str, xr.Dataset]:
-    return {g: xr.open_zarr(path, group=g, consolidated=False).load() for g in groups if (Path(path) / g).exists()}
+    return {g: zarr_io.open_store(path, group=g).load() for g in groups if (Path(path) / g).exists()}
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import cells, conditions, metrics, selection
+from . import cells, conditions, metrics, selection, zarr_io
 from .answers import check_answer_tokens
 from .attribution import AttributionConfig
 from .intervention import BASELINE, correct_table, option_probs
@@ -85,7 +85,7 @@ def read_evaluation_set(path, task: str) -> dict[str, bool]:
     store = path / "examples.zarr" if (path / "examples.zarr").exists() else path
     if not store.exists():
         raise RecipeError(f"evaluation.examples_from: {path} is neither a run folder nor an examples.zarr")
-    ds = xr.open_zarr(store, consolidated=False)
+    ds = zarr_io.open_store(store)
     if "evaluation_example" not in ds or task not in ds["task"].values:
         raise RecipeError(f"evaluation.examples_from: {store} holds no evaluation examples of task {task!r}")
     ids, understood = ds["evaluation_example"].sel(task=task).values, ds["evaluation_understood"].sel(task=task).values
@@ -162,7 +162,7 @@ def run_task(recipe: Recipe, model, task, out: Path, *, understood: dict[str, bo
          sample.n_understood], dims="metric", coords={"metric": ["acc", "com", "n_examples", "n_understood"]})
     methods = list(recipe.selection.methods)
     arrays["neurons"] = xr.concat([sets[0].drop_attrs() for sets in neuron_sets.values()],
-                                  dim=xr.DataArray(methods, dims="method", name="method"))
+                                  dim=xr.DataArray(methods, dims="selector", name="selector"))
     arrays["example"] = _example_probs(probs, eval_proxies, answers, recipe)
     arrays["evaluation_examples"] = list(sample.ids)
     arrays["evaluation_understood"] = [understood[i] for i in sample.ids]
@@ -190,7 +190,7 @@ def _example_probs(probs: xr.DataArray, eval_proxies, answers: dict, recipe) -> 
 
 def evaluation_proxies(recipe: Recipe, task, out: Path) -> list:
     """The evaluation proxies a finished run used for `task` (read back from its results)."""
-    ids = set(xr.open_zarr(Path(out) / "tasks" / f"{task.name}.zarr", consolidated=False).evaluation_example.values.tolist())
+    ids = set(zarr_io.open_store(Path(out) / "tasks" / f"{task.name}.zarr").evaluation_example.values.tolist())
     _, candidates = task_proxies(recipe, task)
     return [p for p in candidates if p.example_id in ids]
 
@@ -212,7 +212,7 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
     for task in recipe.tasks:
         path = out / "tasks" / f"{task.name}.zarr"
         if path.exists():
-            cached = xr.open_zarr(path, consolidated=False).load()
+            cached = zarr_io.open_store(path).load()
             if cached.attrs.get("fingerprint") == stamp:
                 print(f"task {task.name}: results exist with the same settings, skipped ({path})")
                 per_task[task.name] = cached
@@ -280,7 +280,7 @@ def _write_atomically(ds: xr.Dataset, path: Path) -> None:
 
     tmp = path.with_name(path.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
-    ds.to_zarr(tmp, mode="w", consolidated=False)
+    zarr_io.write(ds, tmp, mode="w")
     shutil.rmtree(path, ignore_errors=True)
     tmp.rename(path)
 
@@ -288,7 +288,7 @@ def _write_atomically(ds: xr.Dataset, path: Path) -> None:
 def open_outputs(out) -> dict[str, xr.Dataset]:
     """The combined datasets of a finished run: results, neurons, baseline, examples."""
     out = Path(out)
-    return {name: xr.open_zarr(out / f"{name}.zarr", consolidated=False) for name in ("results", "neurons", "baseline", "examples")}
+    return {name: zarr_io.open_store(out / f"{name}.zarr") for name in ("results", "neurons", "baseline", "examples")}
 
 
 _PER_TASK_ONLY = ["example_prob", "example_correct_letter", "example_prompt", "evaluation_example", "evaluation_understood"]

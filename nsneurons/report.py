@@ -20,7 +20,6 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-# Note: a dim is called "method", which is also a keyword of .sel(); select it with a dict.
 from nsneurons import cells as scoring_rules
 from nsneurons.metrics import DIRECTIONS, METRIC_NAMES, Cell, ConditionResult, RelativeChange, format_cell
 from nsneurons.tables import (  # noqa: F401  (re-exported: the report's tables live in nsneurons.tables)
@@ -43,7 +42,7 @@ def _result(metrics: xr.DataArray, direction: str) -> ConditionResult | None:
 
 def sweep_results(results: xr.Dataset, task, method, direction) -> dict[float, ConditionResult]:
     """{ratio: ConditionResult} of the evaluated ratios of one (task, method, direction)."""
-    cut = results["sweep"].sel({"task": task, "method": method, "direction": direction})
+    cut = results["sweep"].sel(task=task, selector=method, direction=direction)
     found = {float(r): _result(cut.sel(ratio=r), direction) for r in cut["ratio"].values}
     return {ratio: res for ratio, res in found.items() if res is not None}
 
@@ -91,7 +90,7 @@ def _tasks_and_methods(results: xr.Dataset) -> tuple[list, list]:
     missing = set(METRIC_NAMES) - {str(m) for m in results["sweep"]["metric"].values}
     if missing:
         raise ValueError(f"results.sweep lacks metrics {sorted(missing)}")
-    return list(results["task"].values), list(results["method"].values)
+    return list(results["task"].values), list(results["selector"].values)
 
 
 # ---- tables ----------------------------------------------------------------------------
@@ -169,13 +168,13 @@ def _pyplot():
 
 def layer_counts(neurons: xr.Dataset, n_layers: int) -> xr.DataArray:
     """Neurons per layer: (task, method, role, layer) counts of the selected neurons (-1 = none)."""
-    layer = neurons["layer"].transpose("task", "method", "role", "rank").values
+    layer = neurons["layer"].transpose("task", "selector", "role", "rank").values
     counts = np.zeros(layer.shape[:3] + (n_layers,), dtype=int)
     for idx in np.ndindex(layer.shape[:3]):
         picked = layer[idx][layer[idx] >= 0]
         counts[idx] = np.bincount(picked.astype(int), minlength=n_layers)[:n_layers]
-    coords = {d: neurons[d].values for d in ("task", "method", "role")}
-    return xr.DataArray(counts, dims=("task", "method", "role", "layer"), coords={**coords, "layer": np.arange(n_layers)})
+    coords = {d: neurons[d].values for d in ("task", "selector", "role")}
+    return xr.DataArray(counts, dims=("task", "selector", "role", "layer"), coords={**coords, "layer": np.arange(n_layers)})
 
 
 def plot_layer_distribution(neurons: xr.Dataset, n_layers: int, path: Path) -> Path:
@@ -184,7 +183,7 @@ def plot_layer_distribution(neurons: xr.Dataset, n_layers: int, path: Path) -> P
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
     counts = layer_counts(neurons, n_layers)
-    methods = list(counts["method"].values)
+    methods = list(counts["selector"].values)
     roles = [r for r in GROUPS if r in counts["role"].values]
     fig, axes = plt.subplots(len(methods), len(roles), figsize=(5 * len(roles), 2.4 * len(methods) + 0.6),
                              squeeze=False, sharex=True)
@@ -192,7 +191,7 @@ def plot_layer_distribution(neurons: xr.Dataset, n_layers: int, path: Path) -> P
     for i, method in enumerate(methods):
         for j, role in enumerate(roles):
             ax = axes[i, j]
-            c = counts.sel({"method": method, "role": role})
+            c = counts.sel(selector=method, role=role)
             if c.sum() == 0:
                 ax.text(0.5, 0.5, f"no {role} neurons", ha="center", va="center", transform=ax.transAxes)
             else:
@@ -228,7 +227,7 @@ def _error_bars(results: xr.Dataset, task, method, direction, ratios, half, ys):
     """(2, n) distances to the 95% interval from `sweep_ci`, or None when the run has no intervals."""
     if "sweep_ci" not in results:
         return None
-    ci = results["sweep_ci"].sel({"task": task, "method": method, "direction": direction, "half": half})
+    ci = results["sweep_ci"].sel(task=task, selector=method, direction=direction, half=half)
     lo = np.array([float(ci.sel(ratio=r, ci="lo")) for r in ratios])
     hi = np.array([float(ci.sel(ratio=r, ci="hi")) for r in ratios])
     y = np.asarray(ys, dtype=float)

@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
+from . import zarr_io
 from .tasks.base import LETTERS, N_PROXIES
 
 # Provenance keys that must match to append to an existing store, except these: when it was made,
@@ -102,7 +103,7 @@ class ScoreStore:
             _check_compatible(path, existing, template)
             return cls(path, list(example_ids))
         path.parent.mkdir(parents=True, exist_ok=True)
-        template.to_zarr(path, mode="w", encoding=_encoding(template), consolidated=False)
+        zarr_io.write(template, path, mode="w", encoding=_encoding(template))
         return cls(path, list(example_ids))
 
     def done(self) -> np.ndarray:
@@ -120,10 +121,10 @@ class ScoreStore:
                 "completeness_gap": (("example", "proxy", "layer"), np.asarray(completeness_gap, np.float32)[None]),
             }
         )
-        part.to_zarr(self.path, region=region, consolidated=False)
+        zarr_io.write(part, self.path, prepare=False, region=region)
         done = self.done()
         done[index] = True
-        xr.Dataset({"done": (("example",), done)}).to_zarr(self.path, region={"example": slice(0, len(done))}, consolidated=False)
+        zarr_io.write(xr.Dataset({"done": (("example",), done)}), self.path, prepare=False, region={"example": slice(0, len(done))})
 
 
 def _check_compatible(path: Path, existing: xr.Dataset, template: xr.Dataset) -> None:

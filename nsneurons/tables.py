@@ -77,21 +77,21 @@ def _with_intervals(text: str, block: xr.DataArray, names=("rac", "rcc")) -> str
 
 
 def table_cell(cells: xr.Dataset, task, method, direction) -> str:
-    block = cells["cell"].sel({"task": task, "method": method, "direction": direction})
+    block = cells["cell"].sel(task=task, selector=method, direction=direction)
     est = block.sel(ci="estimate")
-    if not np.isfinite(cells["chosen_ratio"].sel({"task": task, "method": method, "direction": direction}).values).all():
+    if not np.isfinite(cells["chosen_ratio"].sel(task=task, selector=method, direction=direction).values).all():
         return "-"
     text = pair(value(float(est.sel(quantity="rac"))), value(float(est.sel(quantity="rcc"))))
-    chosen = cells["chosen_ratio"].sel({"task": task, "method": method, "direction": direction})
+    chosen = cells["chosen_ratio"].sel(task=task, selector=method, direction=direction)
     return _with_intervals(f"{text} ({_ratio(chosen)})", block)
 
 
 def average_cell(cells: xr.Dataset, method, direction) -> str:
-    block = cells["average"].sel({"method": method, "direction": direction})
+    block = cells["average"].sel(selector=method, direction=direction)
     est = block.sel(ci="estimate")
     if not np.isfinite(est.sel(quantity=["acc_change", "com_change"]).values).any():
         return "-"
-    complete = bool(cells["average_complete"].sel({"method": method, "direction": direction, "quantity": ["rac", "rcc"]}).all())
+    complete = bool(cells["average_complete"].sel(selector=method, direction=direction, quantity=["rac", "rcc"]).all())
     text = pair(value(float(est.sel(quantity="rac"))), value(float(est.sel(quantity="rcc"))))
     return _with_intervals(text + ("" if complete else DAGGER), block)
 
@@ -123,7 +123,7 @@ def table1(results: xr.Dataset, methods: Sequence[str] | None = None, *, compare
     NeuronLLM minus the best baseline per column (* where its interval excludes 0)."""
     cells = scored(results)
     tasks = list(cells["task"].values)
-    methods = list(cells["method"].values) if methods is None else list(methods)
+    methods = list(cells["selector"].values) if methods is None else list(methods)
     rows = []
     for method in methods:
         row = [method]
@@ -138,7 +138,7 @@ def table1(results: xr.Dataset, methods: Sequence[str] | None = None, *, compare
 def table2(results: xr.Dataset) -> str:
     """Table 2: each "enabled" variant (NeuronLLM's good and bad neurons on another target) next to
     its original good-only method."""
-    methods = [str(m) for m in results["method"].values]
+    methods = [str(m) for m in results["selector"].values]
     rows = [m for enabled, original in ENABLED_VARIANTS.items() if enabled in methods
             for m in (original, enabled) if m in methods]
     if not rows:
@@ -152,20 +152,20 @@ def signed_change_table(results: xr.Dataset) -> str:
     tasks = list(cells["task"].values)
     names = ("acc_change", "com_change")
     rows = []
-    for method in cells["method"].values:
+    for method in cells["selector"].values:
         row = [str(method)]
         for task in tasks:
             for d in DIRECTIONS:
-                block = cells["cell"].sel({"task": task, "method": method, "direction": d})
+                block = cells["cell"].sel(task=task, selector=method, direction=d)
                 est = block.sel(ci="estimate")
                 if not np.isfinite(est.sel(quantity=list(names)).values).all():
                     row.append("-")
                     continue
                 text = "{:+.1f}/{:+.1f}".format(*(float(est.sel(quantity=n)) for n in names))
-                chosen = cells["chosen_ratio"].sel({"task": task, "method": method, "direction": d})
+                chosen = cells["chosen_ratio"].sel(task=task, selector=method, direction=d)
                 row.append(_with_intervals(f"{text} ({_ratio(chosen)})", block, names))
         for d in DIRECTIONS:
-            block = cells["average"].sel({"method": method, "direction": d})
+            block = cells["average"].sel(selector=method, direction=d)
             est = block.sel(ci="estimate")
             ok = np.isfinite(est.sel(quantity=list(names)).values).all()
             row.append(_with_intervals("{:+.1f}/{:+.1f}".format(*(float(est.sel(quantity=n)) for n in names)), block, names)
@@ -186,7 +186,7 @@ def _with_bad(results: xr.Dataset) -> list[str]:
     if "ablation" not in results:
         return []
     bad = results["group_cell"].sel(group="bad", ci="estimate", quantity="acc_change")
-    return [str(m) for m in results["method"].values if np.isfinite(bad.sel({"method": m}).values).any()]
+    return [str(m) for m in results["selector"].values if np.isfinite(bad.sel(selector=m).values).any()]
 
 
 def table3(results: xr.Dataset) -> str:
@@ -194,7 +194,7 @@ def table3(results: xr.Dataset) -> str:
     results = scored(results)
 
     def averaged(m, d, g):
-        where = {"method": m, "direction": d, "group": g}
+        where = {"selector": m, "direction": d, "group": g}
         return _group(results["group_average"].sel(where), results["group_complete"].sel(where))
 
     rows = [[m, DIR_LABEL[d], averaged(m, d, "good"), averaged(m, d, "bad"), average_cell(results, m, d)]
@@ -213,7 +213,7 @@ def table6(results: xr.Dataset) -> str:
         for d in DIRECTIONS:
             row = [m, DIR_LABEL[d]]
             for t in tasks:
-                row += [_group(results["group_cell"].sel({"task": t, "method": m, "direction": d, "group": g})) for g in ("good", "bad")]
+                row += [_group(results["group_cell"].sel(task=t, selector=m, direction=d, group=g)) for g in ("good", "bad")]
                 row.append(table_cell(results, t, m, d))
             rows.append(row)
     if not rows:
@@ -227,10 +227,10 @@ def draws_table(results: xr.Dataset) -> str:
         return ""
     q = results["draw_quantity"]
     rows = []
-    for m in results["method"].values:
+    for m in results["selector"].values:
         for t in results["task"].values:
             for d in DIRECTIONS:
-                v = q.sel({"method": m, "task": t, "direction": d})
+                v = q.sel(selector=m, task=t, direction=d)
                 if int(np.isfinite(v.sel(quantity="acc_change").values).sum()) < 2:
                     continue
                 cells = []

@@ -20,8 +20,8 @@ def _results(rac_by_task: dict[str, float], direction="degrade", per_example=Non
         after = 1 - x / 100 if direction == "degrade" else 1 + x / 100
         values = ConditionResult(direction, 1.0, after, 1.0, after).as_dict()
         sweep[i, 0, 0 if direction == "degrade" else 1, 0] = [values[m] for m in METRIC_NAMES]
-    ds = xr.Dataset({"sweep": (("task", "method", "direction", "ratio", "metric"), sweep)},
-                    coords={"task": tasks, "method": ["tn"], "direction": ["degrade", "enhance"], "ratio": [1.0],
+    ds = xr.Dataset({"sweep": (("task", "selector", "direction", "ratio", "metric"), sweep)},
+                    coords={"task": tasks, "selector": ["tn"], "direction": ["degrade", "enhance"], "ratio": [1.0],
                             "metric": list(METRIC_NAMES)})
     return ds if per_example is None else ds.merge(per_example)
 
@@ -29,16 +29,16 @@ def _results(rac_by_task: dict[str, float], direction="degrade", per_example=Non
 def test_average_is_over_all_four_tasks_as_the_paper():
     # Table 1, TN Deg on LLaMA 2-7B: (47.8 + 17.2 + 63.9 + 9.5) / 4 = 34.6.
     cells = score_cells(_results({"ner": 47.8, "chunking": 17.2, "sentiment": 63.9, "commonsense": 9.5}))
-    avg = cells["average"].sel({"method": "tn", "direction": "degrade", "ci": "estimate"})
+    avg = cells["average"].sel(selector="tn", direction="degrade", ci="estimate")
     assert float(avg.sel(quantity="rac")) == pytest.approx(34.6)
     assert float(avg.sel(quantity="rcc")) == pytest.approx(34.6)
 
 
 def test_a_failed_task_enters_the_average_with_its_negative_value():
     cells = score_cells(_results({"ner": 47.8, "chunking": 17.2, "sentiment": 63.9, "commonsense": -9.5}))
-    avg = cells["average"].sel({"method": "tn", "direction": "degrade", "ci": "estimate", "quantity": "rac"})
+    avg = cells["average"].sel(selector="tn", direction="degrade", ci="estimate", quantity="rac")
     assert float(avg) == pytest.approx((47.8 + 17.2 + 63.9 - 9.5) / 4)  # 29.85, not 43.0 (failed task dropped)
-    assert bool(cells["average_complete"].sel({"method": "tn", "direction": "degrade", "quantity": "rac"}))
+    assert bool(cells["average_complete"].sel(selector="tn", direction="degrade", quantity="rac"))
 
 
 def test_one_ratio_rule_and_per_metric_maxima_pick_different_ratios():
@@ -88,18 +88,18 @@ def _per_example(original_acc, intervened_acc):
     cond[0, 0, 0, 0] = [intervened_acc, intervened_acc]
     return xr.Dataset({
         "original_example": orig.expand_dims(task=["ner"]),
-        "sweep_example": (("task", "method", "direction", "ratio", "measure", "eval_index"), cond),
+        "sweep_example": (("task", "selector", "direction", "ratio", "measure", "eval_index"), cond),
     })
 
 
 def test_cell_interval_from_per_example_values():
     # Every example: Acc 1 -> 0.5 (RAC 50): every resample gives 50, a zero-width interval.
     same = _results({"ner": 50.0}, per_example=_per_example([1.0] * 6, [0.5] * 6))
-    block = score_cells(same)["cell"].sel({"task": "ner", "method": "tn", "direction": "degrade", "quantity": "rac"})
+    block = score_cells(same)["cell"].sel(task="ner", selector="tn", direction="degrade", quantity="rac")
     assert [float(block.sel(ci=c)) for c in ("estimate", "lo", "hi")] == pytest.approx([50.0, 50.0, 50.0])
     # Half the examples lose everything, half nothing: RAC = 50 with a wide interval around it.
     mixed = _results({"ner": 50.0}, per_example=_per_example([1.0] * 10, [0.0, 1.0] * 5))
-    block = score_cells(mixed)["cell"].sel({"task": "ner", "method": "tn", "direction": "degrade", "quantity": "rac"})
+    block = score_cells(mixed)["cell"].sel(task="ner", selector="tn", direction="degrade", quantity="rac")
     assert float(block.sel(ci="lo")) == pytest.approx(20.0) and float(block.sel(ci="hi")) == pytest.approx(80.0)
 
 
@@ -126,8 +126,8 @@ def test_collect_averages_draws_per_example():
     answers = {conditions.Key("sweep", "random", "degrade", 1.0, 0): "random/degrade/1",
                conditions.Key("sweep", "random", "degrade", 1.0, 1): "random#1/degrade/1"}
     out = conditions.collect(correct, answers, ["e0", "e1"], ["random"], [1.0])
-    acc = out["sweep_example"].sel({"method": "random", "direction": "degrade", "ratio": 1.0, "measure": "acc"})
+    acc = out["sweep_example"].sel(selector="random", direction="degrade", ratio=1.0, measure="acc")
     assert acc.values.tolist() == pytest.approx([0.5, 1 / 3])  # e0: (0 + 1) / 2, e1: (2/3 + 0) / 2
-    draws = out["draw_quantity"].sel({"method": "random", "direction": "degrade", "quantity": "rac"}).values
+    draws = out["draw_quantity"].sel(selector="random", direction="degrade", quantity="rac").values
     # Original Acc 5/6; draw 0 Acc 2/6 (RAC 60), draw 1 Acc 3/6 (RAC 40).
     assert draws.tolist() == pytest.approx([60.0, 40.0])

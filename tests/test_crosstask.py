@@ -98,8 +98,8 @@ def _matrix():
     for (src, ev), (ao, ai, co, ci) in values.items():
         d = ConditionResult("enhance", ao, ai, co, ci).as_dict()
         effect[0, tasks.index(src), tasks.index(ev), 1] = [d[m] for m in METRIC_NAMES]
-    return xr.Dataset({"effect": (("method", "source_task", "eval_task", "direction", "metric"), effect)},
-                      coords={"method": ["neuronllm"], "source_task": tasks, "eval_task": tasks,
+    return xr.Dataset({"effect": (("selector", "source_task", "eval_task", "direction", "metric"), effect)},
+                      coords={"selector": ["neuronllm"], "source_task": tasks, "eval_task": tasks,
                               "direction": ["degrade", "enhance"], "metric": list(METRIC_NAMES)})
 
 
@@ -169,7 +169,7 @@ def test_table8_task_specific_choice_by_hand():
     budgets = t8.resolve_budgets(Table8(budgets=(Table8Budget("s", 3, 2), Table8Budget("c", 1, 3)), scale=False), ["s", "c"], 40, 6)
     rankings = {"s": s_rank, "c": c_rank}
     chosen = t8.chosen_sets(budgets, ["neuronllm"], lambda t, m, n: task_specific(rankings[t], common, n))
-    s, c = chosen.sel({"method": "neuronllm", "source_task": "s"}), chosen.sel({"method": "neuronllm", "source_task": "c"})
+    s, c = chosen.sel(selector="neuronllm", source_task="s"), chosen.sel(selector="neuronllm", source_task="c")
     # s: good minus (0,1) -> (0,0) (1,2) (1,3); bad minus (3,2) -> (3,3) (0,5), then a pad (budget 2 of width 3).
     assert _row(s, "good") == [(0, 0), (1, 2), (1, 3)] and _row(s, "bad") == [(3, 3), (0, 5), (-1, -1)]
     # c: good (4,4) is first anyway; bad minus (3,2) -> (0,5) (1,1) (3,3).
@@ -291,26 +291,26 @@ def test_end_to_end_outputs(finished):
     out, recipe = finished
     ds = {name: d.load() for name, d in open_crosstask(out).items()}
     matrix = ds["matrix"].effect
-    assert matrix.dims == ("method", "source_task", "eval_task", "direction", "metric")
-    assert dict(matrix.sizes) == {"method": 2, "source_task": 2, "eval_task": 2, "direction": 2, "metric": len(METRIC_NAMES)}
+    assert matrix.dims == ("selector", "source_task", "eval_task", "direction", "metric")
+    assert dict(matrix.sizes) == {"selector": 2, "source_task": 2, "eval_task": 2, "direction": 2, "metric": len(METRIC_NAMES)}
     assert np.isfinite(matrix.sel(metric="acc_change")).all()
     assert ds["budget"].k.values.tolist() == [1, 5, 128]  # 1000 clamped to half of 2 x 128 neurons
-    assert ds["common"].effect.dims == ("method", "task", "direction", "ratio", "metric")
+    assert ds["common"].effect.dims == ("selector", "task", "direction", "ratio", "metric")
     neurons = open_outputs(out)["neurons"].load()
     for m in ("neuronllm", "tn"):
-        common = pairs_of(ds["common"].sel({"method": m}))
+        common = pairs_of(ds["common"].sel(selector=m))
         for t in ("sentiment", "ner"):
-            spec = pairs_of(ds["specific"].sel({"method": m, "task": t}))
-            stored = pairs_of(neurons.sel({"method": m, "task": t}))
+            spec = pairs_of(ds["specific"].sel(selector=m, task=t))
+            stored = pairs_of(neurons.sel(selector=m, task=t))
             assert not spec & common and stored - common <= spec
     # Refilling keeps K per role: every layer histogram sums to K (tn has no bad neurons).
     count = ds["layers"]["count"].sum("layer")
-    assert (count.sel({"method": "neuronllm"}) == 5).all() and (count.sel({"method": "tn", "role": "good"}) == 5).all()
+    assert (count.sel(selector="neuronllm") == 5).all() and (count.sel(selector="tn", role="good") == 5).all()
     # Budget K = the run's K re-runs the run's own sweep: the same neurons, ratios and evaluation set.
     results = open_outputs(out)["results"].load()
     for m in ("neuronllm", "tn"):
-        ours = ds["budget"].sweep.sel({"method": m, "k": 5}).sel(ratio=results.ratio.values)
-        theirs = results.sweep.sel({"method": m, "metric": list(METRIC_NAMES)}).transpose(*ours.dims)
+        ours = ds["budget"].sweep.sel(selector=m, k=5).sel(ratio=results.ratio.values)
+        theirs = results.sweep.sel(selector=m, metric=list(METRIC_NAMES)).transpose(*ours.dims)
         np.testing.assert_allclose(ours.values, theirs.values, equal_nan=True)
     text = (out / "crosstask.md").read_text()
     for heading in ("Table 5", "Figures 2 and 4", "Table 8", "Figure 7", "Table 7"):
@@ -338,7 +338,7 @@ def test_end_to_end_table8(finished):
     # The chosen neurons begin the task-specific sets (K = 5 >= every budget); tn (good only) has no bad ones.
     for m in ("neuronllm", "tn"):
         for src in ("sentiment", "ner"):
-            part, spec = table.sel({"method": m, "source_task": src}), ds["specific"].sel({"method": m, "task": src})
+            part, spec = table.sel(selector=m, source_task=src), ds["specific"].sel(selector=m, task=src)
             for role, n in zip(("good", "bad"), table["used"].sel(source_task=src).values.tolist()):
                 n = n if m == "neuronllm" or role == "good" else 0
                 assert [p for p in _row(part, role) if p[0] >= 0] == _row(spec, role)[:n], (m, src, role)
@@ -347,17 +347,17 @@ def test_end_to_end_table8(finished):
     # Each evaluated task's original Acc is the run's own (same evaluation examples, unmodified model).
     results = open_outputs(out)["results"].load()
     for e in ("sentiment", "ner"):
-        run_acc = float(results.sweep.sel({"method": "neuronllm", "task": e, "direction": "enhance", "metric": "acc_original"}).max())
+        run_acc = float(results.sweep.sel(selector="neuronllm", task=e, direction="enhance", metric="acc_original").max())
         assert np.allclose(effect.sel(eval_task=e, metric="acc_original").values, run_acc)
     # One cell recomputed from scratch: ner's neurons enhanced, evaluated on sentiment.
     model = load_model(recipe.model, device="cpu")
-    part = table.sel({"method": "neuronllm", "source_task": "ner"})
+    part = table.sel(selector="neuronllm", source_task="ner")
     condition = enhancer([p for p in _row(part, "good") if p[0] >= 0], [p for p in _row(part, "bad") if p[0] >= 0], "x")
     probs = option_probs(model, evaluation_proxies(recipe, recipe.tasks[0], out), [BASELINE, condition],
                          answer_format=recipe.answer_format, position=recipe.evaluation.position, progress=False)
     correct = correct_table(probs)
     expected = evaluate_condition(correct.sel(condition="none").values, correct.sel(condition="x").values, "enhance").as_dict()
-    stored = effect.sel({"method": "neuronllm", "source_task": "ner", "eval_task": "sentiment"})
+    stored = effect.sel(selector="neuronllm", source_task="ner", eval_task="sentiment")
     np.testing.assert_allclose([float(stored.sel(metric=k)) for k in METRIC_NAMES], [expected[k] for k in METRIC_NAMES], equal_nan=True)
     # The report: the paper's sentence, the budgets used, and Table 8's cells as signed relative changes.
     text = (out / "crosstask.md").read_text()

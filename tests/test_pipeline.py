@@ -45,8 +45,8 @@ def test_run_writes_every_output(tmp_path, tiny_model_dir):
         assert (out / name).is_dir(), name
     assert list((out / "figures").glob("*.png"))
     ds = _outputs(out)
-    assert set(ds["results"].sweep.dims) == {"task", "method", "direction", "ratio", "metric"}
-    assert int((ds["neurons"].layer.sel({"task": "sentiment", "method": "neuronllm", "role": "good"}) >= 0).sum()) == 5
+    assert set(ds["results"].sweep.dims) == {"task", "selector", "direction", "ratio", "metric"}
+    assert int((ds["neurons"].layer.sel(task="sentiment", selector="neuronllm", role="good") >= 0).sum()) == 5
     assert "RAC" in (out / "report.md").read_text()
     scores = xr.open_zarr(out / "scores" / "sentiment-ace.zarr", consolidated=False)
     assert scores.sizes["example"] == 2 and bool(scores.done.all())
@@ -114,8 +114,8 @@ def test_run_without_ratio_one_and_reusing_its_evaluation_set(tmp_path, tiny_mod
     out = first / "out" / "tiny-ci"
     results = _outputs(out)["results"]
     assert results["ratio"].values.tolist() == [0.0, 0.5, 1.0]
-    assert results["chosen_ratio"].sel({"method": "tn"}).values.ravel().tolist() == [1.0] * 4
-    assert set(results["chosen_ratio"].sel({"method": "neuronllm"}).values.ravel()) <= {0.0, 0.5}
+    assert results["chosen_ratio"].sel(selector="tn").values.ravel().tolist() == [1.0] * 4
+    assert set(results["chosen_ratio"].sel(selector="neuronllm").values.ravel()) <= {0.0, 0.5}
     # A second run (other ratios, a fresh folder) evaluates on the examples the first one saved.
     assert cli.main(["run", str(_recipe_file(second, tiny_model_dir, evaluation={
         "candidates": 12, "ratios": [0.0, 1.0], "examples_from": str(out)}))]) == 0

@@ -65,11 +65,11 @@ def make_results():
         for d in dirs:
             if (task, "tn", d) in SWEEP:
                 ablation[TASKS.index(task), 1, dirs.index(d), 0] = _vector(task, d, SWEEP[task, "tn", d][1.0])
-    coords = {"task": TASKS, "method": METHODS, "direction": dirs, "ratio": RATIOS, "group": groups,
+    coords = {"task": TASKS, "selector": METHODS, "direction": dirs, "ratio": RATIOS, "group": groups,
               "metric": list(METRIC_NAMES)}
     return xr.Dataset(
-        {"sweep": (("task", "method", "direction", "ratio", "metric"), sweep),
-         "ablation": (("task", "method", "direction", "group", "metric"), ablation)},
+        {"sweep": (("task", "selector", "direction", "ratio", "metric"), sweep),
+         "ablation": (("task", "selector", "direction", "group", "metric"), ablation)},
         coords=coords, attrs={"k": 2, "model": "tiny"},
     )
 
@@ -77,9 +77,9 @@ def make_results():
 def make_neurons():
     layer = np.array([[[[1, 2], [3, 3]], [[0, 1], [-1, -1]]]] * 3)  # (task, method, role, rank)
     return xr.Dataset(
-        {"layer": (("task", "method", "role", "rank"), layer), "neuron": (("task", "method", "role", "rank"), layer * 0 + 5),
-         "score": (("task", "method", "role", "rank"), np.where(layer >= 0, 1.0, np.nan))},
-        coords={"task": TASKS, "method": METHODS, "role": ["good", "bad"], "rank": [0, 1]},
+        {"layer": (("task", "selector", "role", "rank"), layer), "neuron": (("task", "selector", "role", "rank"), layer * 0 + 5),
+         "score": (("task", "selector", "role", "rank"), np.where(layer >= 0, 1.0, np.nan))},
+        coords={"task": TASKS, "selector": METHODS, "role": ["good", "bad"], "rank": [0, 1]},
         attrs={"n_layers": 4, "n_neurons": 8},
     )
 
@@ -124,9 +124,9 @@ def test_per_metric_maxima_are_a_labelled_option():
     from nsneurons.cells import score_cells
 
     cells = score_cells(make_results(), best_by="per_metric")
-    chosen = cells["chosen_ratio"].sel({"task": "ner", "method": "neuronllm", "direction": "enhance"})
+    chosen = cells["chosen_ratio"].sel(task="ner", selector="neuronllm", direction="enhance")
     assert chosen.sel(half="rac") == 0.5 and chosen.sel(half="rcc") == 0.0
-    est = cells["cell"].sel({"task": "ner", "method": "neuronllm", "direction": "enhance", "ci": "estimate"})
+    est = cells["cell"].sel(task="ner", selector="neuronllm", direction="enhance", ci="estimate")
     assert est.sel(quantity="rac") == pytest.approx(25.0) and est.sel(quantity="rcc") == pytest.approx(20.0)
     assert "25.0/20.0 (r=0.5/0)" in table1(xr.merge([make_results(), cells]))
 
