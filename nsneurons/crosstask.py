@@ -5,8 +5,8 @@ intervention-budget sensitivity (C.4, Table 7).
 
 `run_crosstask(recipe, out)` re-ranks the stored scores (`scores/<task>-<target>.zarr`; no IG is
 recomputed), runs the interventions on each task's evaluation proxies and writes `crosstask.zarr`
-(one zarr group per Dataset, read them with `open_crosstask`), `figures/crosstask_*.png` and
-`crosstask.md`.
+(one zarr group per Dataset, read them with `open_crosstask`), `figures/crosstask_*.png` (+ .svg;
+drawn by nsneurons.crosstask_figures) and `crosstask.md`.
 
 Decisions:
 - Common good (bad) neurons of a method: in the good (bad) set of more than one task (neurons.zarr).
@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import crosstask_budgets, metrics, pipeline, report, selection, zarr_io
+from . import crosstask_budgets, figures, metrics, pipeline, report, selection, zarr_io
+from .crosstask_figures import plot_budget, plot_common_layers, plot_cross_task, plot_layer_change  # noqa: F401  (re-exported)
 from .intervention import BASELINE, correct_table, degrader, enhancer, option_probs
 from .metrics import DIRECTIONS, METRIC_NAMES
 from .recipe import CrossTask, Recipe, RecipeError
@@ -228,6 +229,7 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
                "matrix": _nan(selector=methods, source_task=tasks, eval_task=tasks, direction=d, metric=mt),
                "budget": _nan(task=tasks, method=budget_methods, k=ks, direction=d, ratio=ratios, metric=mt),
                "table8": None if chosen is None else crosstask_budgets.empty_effect(chosen)}
+    n_examples = []  # evaluation examples per task (figure titles)
     for task in tasks:
         conditions, keys = [], []
         for m in methods:
@@ -243,7 +245,9 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
         if chosen is not None and task in chosen["source_task"].values:
             crosstask_budgets.add_conditions(conditions, keys, chosen, task)
         print(f"cross-task: evaluating {len(conditions)} conditions on task {task}")
-        original, found = _evaluate(model, recipe, pipeline.evaluation_proxies(recipe, recipe.tasks[tasks.index(task)], out), conditions, progress)
+        proxies = pipeline.evaluation_proxies(recipe, recipe.tasks[tasks.index(task)], out)
+        n_examples.append(len({p.example_id for p in proxies}))
+        original, found = _evaluate(model, recipe, proxies, conditions, progress)
         for c, (kind, where) in zip(conditions, keys):
             values = metrics.evaluate_condition(original, found[c.name], where["direction"]).as_dict()
             effects[kind].loc[where] = [values[name] for name in METRIC_NAMES]
@@ -252,9 +256,9 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
              "n_neurons": model.n_neurons, "fingerprint": stamp}
     common_ds = common_ds.assign(effect=effects["common"]).assign_attrs(attrs)
     datasets = {"common": common_ds, "specific": specific_ds.assign_attrs(attrs),
-                "matrix": xr.Dataset({"effect": effects["matrix"]}, attrs={**attrs, "ratio": s.ratio}),
+                "matrix": xr.Dataset({"effect": effects["matrix"], "n_examples": ("eval_task", n_examples)}, attrs={**attrs, "ratio": s.ratio}),
                 "layers": layer_statistics(sets, specific_ds, common_ds, model.n_layers).assign_attrs(attrs),
-                "budget": xr.Dataset({"sweep": effects["budget"]}, attrs={**attrs, "k_values": [int(v) for v in s.k_values], "k_max": kmax}),
+                "budget": xr.Dataset({"sweep": effects["budget"], "n_examples": ("task", n_examples)}, attrs={**attrs, "k_values": [int(v) for v in s.k_values], "k_max": kmax}),
                 "table8": xr.Dataset(attrs={**attrs, "skipped": crosstask_budgets.skip_reason(tasks)}) if chosen is None else
                 chosen.merge(budgets).assign(effect=effects["table8"]).assign_attrs({**attrs, **budgets.attrs})}
     _write_groups(datasets, out / "crosstask.zarr")
@@ -322,99 +326,18 @@ def budget_table(budget: xr.Dataset, task: str | None = None) -> str:
     return report._markdown(header, rows)
 
 
-# ---- figures -------------------------------------------------------------------------------
-
-def _panels(rows, cols, width, row_height, draw, title=None, path=None) -> Path:
-    """A rows x cols grid of axes; draw(ax, row, col) fills each; saved to path."""
-    plt = report._pyplot()
-    from matplotlib.ticker import MaxNLocator
-
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(width, row_height * len(rows) + 0.8), squeeze=False)
-    for (i, row), (j, col) in ((a, b) for a in enumerate(rows) for b in enumerate(cols)):
-        image = draw(axes[i, j], row, col)
-        if image is not None:
-            fig.colorbar(image, ax=axes[i, j], shrink=0.8)
-        axes[i, j].xaxis.set_major_locator(MaxNLocator(integer=True)) if axes[i, j].get_xscale() == "linear" else None
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return report._save(fig, path)
-
-
-def plot_cross_task(matrix: xr.Dataset, path, metric: str = "acc_change") -> Path:
-    """Figures 2/4: per method (rows) and direction (columns), eval task (vertical) x source task's
-    specific neurons (horizontal), colour = `metric` (default signed Acc change, points)."""
-    effect = matrix["effect"].sel(metric=metric)
-    tasks = [str(t) for t in effect["source_task"].values]
-
-    def draw(ax, m, d):
-        values = effect.sel(selector=m, direction=d).transpose("eval_task", "source_task").values
-        vmax = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 0.0
-        image = ax.imshow(values, cmap="RdBu_r", vmin=-(vmax or 1.0), vmax=vmax or 1.0)
-        for (r, c), v in np.ndenumerate(values):
-            ax.text(c, r, "-" if not np.isfinite(v) else f"{v:+.1f}", ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(tasks)), tasks, rotation=30)
-        ax.set_yticks(range(len(tasks)), tasks)
-        ax.set(xlabel="task-specific neurons of", ylabel="evaluated on", title=f"{m}: {report.DIR_LABEL[d]} ({metric})")
-        return image
-
-    return _panels(list(effect["selector"].values), DIRECTIONS, 4.5 + 1.1 * len(tasks), 1 + 0.8 * len(tasks), draw,
-                   f"Cross-task evaluation (ratio {matrix.attrs.get('ratio', '?')})", path)
-
-
-def plot_layer_change(layers: xr.Dataset, path) -> Path:
-    """Figure 7: task x layer heatmap of (task-specific - original) neuron counts per method and role."""
-    change = layers["change"]
-
-    def draw(ax, m, role):
-        values = change.sel(selector=m, role=role).transpose("task", "layer").values
-        vmax = max(1, int(np.abs(values).max()))
-        ax.set_yticks(range(change.sizes["task"]), [str(t) for t in change["task"].values])
-        ax.set(xlabel="layer", title=f"{m}: {role} neurons, task-specific - original")
-        return ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-
-    return _panels(list(change["selector"].values), ROLES, 11, 1 + 0.5 * change.sizes["task"], draw, None, path)
-
-
-def plot_common_layers(layers: xr.Dataset, path) -> Path:
-    """Figure 6: layer histogram of the common good (left) and bad (right) neurons per method."""
-    common = layers["common"]
-
-    def draw(ax, m, role):
-        ax.bar(common["layer"].values, common.sel(selector=m, role=role).values)
-        ax.set(xlabel="layer", ylabel="neurons", title=f"{m}: common {role} neurons")
-
-    return _panels(list(common["selector"].values), ROLES, 10, 2.4, draw, None, path)
-
-
-def plot_budget(budget: xr.Dataset, path) -> Path:
-    """Table 7 as lines: best-over-ratio RAC (solid) / RCC (dashed) against K, per task and direction."""
-    sweep = budget["sweep"]
-
-    def draw(ax, t, d):
-        for i, m in enumerate(sweep["selector"].values):
-            best = [report.best_cells(xr.Dataset({"sweep": sweep.sel(k=kk)}), t, m, d) for kk in sweep["k"].values]
-            for half, style in (("rac", "-o"), ("rcc", "--s")):
-                ys = [np.nan if b is None or b[half].fail or b[half].change.undefined else b[half].change.percent for b in best]
-                ax.plot(sweep["k"].values, ys, style, color=f"C{i}", label=f"{m} {half.upper()}")
-        ax.set_xscale("log")
-        ax.set(xlabel="budget K", ylabel="RAC / RCC (%), Fail not drawn", title=f"{t}: {d}")
-        ax.legend(fontsize=7)
-
-    return _panels([str(t) for t in sweep["task"].values], DIRECTIONS, 10, 2.6, draw, "Budget sensitivity", path)
-
-
 def write_crosstask_report(out, datasets: dict[str, xr.Dataset] | None = None) -> Path:
     """figures/crosstask_*.png and crosstask.md from the stored Datasets; links it from report.md."""
     out = Path(out)
     ds = datasets or {name: d.load() for name, d in open_crosstask(out).items()}
     fig = out / "figures"
     common, matrix, layers, budget = ds["common"], ds["matrix"], ds["layers"], ds["budget"]
-    pngs = {"matrix": plot_cross_task(matrix, fig / "crosstask_matrix.png"), "common": plot_common_layers(layers, fig / "crosstask_common_layers.png"),
-            "change": plot_layer_change(layers, fig / "crosstask_layer_change.png"), "budget": plot_budget(budget, fig / "crosstask_budget.png")}
-    n_layers = int(layers.sizes["layer"])
-    pngs["specific"] = report.plot_layer_distribution(ds["specific"].transpose("task", "selector", "role", "rank"), n_layers,
-                                                      fig / "crosstask_layer_distribution_specific.png")
+    specific = ds["specific"].transpose("task", "selector", "role", "rank")
+    drawn = {("matrix", "matrix"): plot_cross_task(matrix), ("common", "common_layers"): plot_common_layers(layers),
+             ("change", "layer_change"): plot_layer_change(layers), ("budget", "budget"): plot_budget(budget),
+             ("specific", "layer_distribution_specific"): figures.plot_layer_distribution(
+                 specific, int(layers.sizes["layer"]), title="Layer distribution of task-specific neurons\n" + figures.describe(common.attrs))}
+    pngs = {key: figures.save(f, fig / f"crosstask_{name}.png") for (key, name), f in drawn.items()}
     link = {key: p.relative_to(out).as_posix() for key, p in pngs.items()}
     methods = [str(m) for m in matrix["selector"].values]
     counts = [[m, *(int(common["n_common"].sel(selector=m, role=r)) for r in ROLES),

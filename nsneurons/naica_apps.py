@@ -18,7 +18,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
-from . import zarr_io
+from . import figures, zarr_io
 from .naica import T_DEFAULT, U_DEFAULT, V_DEFAULT, as_query_array, key_neurons, key_pairs
 from .tasks.base import LETTERS, Proxy
 
@@ -128,45 +128,41 @@ def localized_regions(domain_keys: xr.Dataset, n_layers: int) -> xr.Dataset:
                       coords={"domain": domains, "other_domain": domains, "layer": np.arange(n_layers)})
 
 
-def plot_regions(regions: xr.Dataset, out_dir) -> dict[str, Path]:
-    """Two PNGs: per-domain layer histogram (one panel per domain) and the domain x domain overlap heatmap."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    domains = [str(d) for d in regions["domain"].values]
-    layers = regions["layer"].values
-    fig, axes = plt.subplots(len(domains), 1, figsize=(max(6, 0.25 * len(layers) + 3), 1.3 * len(domains) + 1), sharex=True, squeeze=False)
-    for ax, d in zip(axes[:, 0], domains):
+def plot_layer_histogram(regions: xr.Dataset, *, fig=None, subtitle: str = ""):
+    """Key neurons per layer, one panel per domain, one y scale; returns the Figure (nsneurons.figures)."""
+    domains, layers = [str(d) for d in regions["domain"].values], regions["layer"].values
+    fig = figures.new_figure(fig, size=(max(6, 0.25 * len(layers) + 3), 1.1 * len(domains) + 1.2))
+    axes = np.ravel(fig.subplots(len(domains), 1, sharex=True, sharey=True, squeeze=False))
+    for ax, d in zip(axes, domains):
         ax.bar(layers, regions["layer_count"].sel(domain=d).values, color="tab:blue")
         ax.set_ylabel(d, rotation=0, ha="right", va="center")
-    for ax in axes[:, 0]:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[-1, 0].set_xlabel("layer")
-    fig.suptitle("Key neurons per layer, by domain")
-    fig.tight_layout()
-    paths = {"layer_histogram": out_dir / "naica_layer_histogram.png", "overlap_heatmap": out_dir / "naica_overlap_heatmap.png"}
-    fig.savefig(paths["layer_histogram"], dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(1.0 * len(domains) + 3, 0.9 * len(domains) + 2))
+        figures.integer_axes(ax, x=True, y=True)
+    axes[-1].set_xlabel("layer")
+    fig.suptitle("Key neurons per layer, by domain" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    return figures.root(fig)
+
+
+def plot_overlap(regions: xr.Dataset, *, ax=None, subtitle: str = ""):
+    """Domain x domain heatmap of shared key neurons on `ax` (or a new Figure); returns the Figure."""
+    domains = [str(d) for d in regions["domain"].values]
+    if ax is None:
+        ax = figures.new_figure(size=(1.0 * len(domains) + 3, 0.9 * len(domains) + 2)).subplots()
     overlap = regions["overlap"].values
     image = ax.imshow(overlap, cmap="viridis")
     ax.set_xticks(range(len(domains)), domains, rotation=45, ha="right")
     ax.set_yticks(range(len(domains)), domains)
-    for i in range(len(domains)):
-        for j in range(len(domains)):
-            ax.text(j, i, str(overlap[i, j]), ha="center", va="center", color="w" if overlap[i, j] < overlap.max() / 2 else "k")
-    fig.colorbar(image, ax=ax, label="shared key neurons")
-    ax.set_title("Key-neuron overlap between domains")
-    fig.tight_layout()
-    fig.savefig(paths["overlap_heatmap"], dpi=100)
-    plt.close(fig)
-    return paths
+    for (i, j), n in np.ndenumerate(overlap):
+        ax.text(j, i, str(n), ha="center", va="center", color="w" if n < overlap.max() / 2 else "k")
+    ax.figure.colorbar(image, ax=ax, label="shared key neurons")
+    ax.set_title("Key-neuron overlap between domains" + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    return figures.root(ax.figure)
+
+
+def plot_regions(regions: xr.Dataset, out_dir, subtitle: str = "") -> dict[str, Path]:
+    """The two figures above as PNG (200 dpi) + SVG in out_dir; returns the PNG paths."""
+    out_dir = Path(out_dir)
+    return {"layer_histogram": figures.save(plot_layer_histogram(regions, subtitle=subtitle), out_dir / "naica_layer_histogram.png"),
+            "overlap_heatmap": figures.save(plot_overlap(regions, subtitle=subtitle), out_dir / "naica_overlap_heatmap.png")}
 
 
 def predict_domains(activation: xr.DataArray, domain_keys: xr.Dataset, queries: Sequence[str], domain_of: Mapping[str, str]) -> xr.Dataset:
@@ -316,7 +312,8 @@ def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: i
     found = key_neurons(attribution["ig"], t=t, v=v, u=u, remove_common=remove_common)
     domain_keys = domain_key_neurons(found.key, domains)
     regions = localized_regions(domain_keys, model.n_layers)
-    figures = plot_regions(regions, out_dir)
+    figure_paths = plot_regions(regions, out_dir, subtitle=f"{model.provenance.get('model', '?')}, t = {t}, v = {v}, u = {u}, "
+                                f"n = {attribution.sizes['query']} queries")
     train, held_out = split_queries(domains, held_out_fraction, seed)
     results = {"attribution": attribution, "key": found.key, "common": found.common, "domain_key": domain_keys, "regions": regions}
     if held_out:
@@ -330,5 +327,5 @@ def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: i
     for ds in results.values():
         ds.attrs.setdefault("naica_params", json.dumps(params, default=str))
     save_datasets(out_dir / "naica.zarr", results)
-    write_report(out_dir / "report.md", results, figures, params, model_description=model.describe())
+    write_report(out_dir / "report.md", results, figure_paths, params, model_description=model.describe())
     return results

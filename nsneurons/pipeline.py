@@ -304,7 +304,7 @@ def _combine(recipe: Recipe, model, per_task: dict[str, xr.Dataset]) -> dict[str
         ("screened by " + ev.screen_model) if ev.screen_model else "screened by this model"
     attrs = {"k": recipe.selection.k, "model": str(model.provenance.get("model")), "recipe": recipe.name,
              "n_layers": model.n_layers, "n_neurons": model.n_neurons, "evaluation_set": source,
-             "random_draws": recipe.selection.random_draws}
+             "random_draws": recipe.selection.random_draws, "identification_examples": recipe.identification_examples}
     names = ("sweep", "ablation", "original_example", "sweep_example", "ablation_example", "draw_quantity")
     results = xr.Dataset({n: stacked[n] for n in names}, attrs=attrs)
     settings = {"resamples": ev.bootstrap, "seed": recipe.seed, "level": ev.confidence}

@@ -9,7 +9,7 @@ Decisions:
   tasks with Fail counted negative, bootstrap intervals); the tables are rendered by
   `nsneurons.tables`. `best_cells` / `average_cells` give the same rules for metric-only Datasets
   (the cross-task analyses, which keep no per-example values and so have no intervals).
-- The sweep figure plots signed relative changes (RAC/RCC, negative when Fail) with 95% intervals.
+- The sweep figure plots |RAC| and |RCC| with 95% intervals, Fail marked by a red cross (nsneurons.figures).
 """
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ import numpy as np
 import xarray as xr
 
 from nsneurons import cells as scoring_rules
+from nsneurons import figures
+from nsneurons.figures import layer_counts, plot_layer_distribution  # noqa: F401  (re-exported)
 from nsneurons.metrics import DIRECTIONS, METRIC_NAMES, Cell, ConditionResult, RelativeChange, format_cell
 from nsneurons.tables import (  # noqa: F401  (re-exported: the report's tables live in nsneurons.tables)
     AVERAGING_RULE, CELL_NOTE, DAGGER, DIR_LABEL, draws_table, markdown, signed_change_table, table1, table2, table3, table6,
@@ -159,116 +161,65 @@ def option_prob_table(examples: xr.Dataset, task=None) -> str:
 
 # ---- figures -------------------------------------------------------------------------------
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def layer_counts(neurons: xr.Dataset, n_layers: int) -> xr.DataArray:
-    """Neurons per layer: (task, method, role, layer) counts of the selected neurons (-1 = none)."""
-    layer = neurons["layer"].transpose("task", "selector", "role", "rank").values
-    counts = np.zeros(layer.shape[:3] + (n_layers,), dtype=int)
-    for idx in np.ndindex(layer.shape[:3]):
-        picked = layer[idx][layer[idx] >= 0]
-        counts[idx] = np.bincount(picked.astype(int), minlength=n_layers)[:n_layers]
-    coords = {d: neurons[d].values for d in ("task", "selector", "role")}
-    return xr.DataArray(counts, dims=("task", "selector", "role", "layer"), coords={**coords, "layer": np.arange(n_layers)})
-
-
-def plot_layer_distribution(neurons: xr.Dataset, n_layers: int, path: Path) -> Path:
-    """Figure 5: per method (rows) and role (good, bad), neurons per layer, one line per task and
-    the task average dashed black."""
-    plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
-    counts = layer_counts(neurons, n_layers)
-    methods = list(counts["selector"].values)
-    roles = [r for r in GROUPS if r in counts["role"].values]
-    fig, axes = plt.subplots(len(methods), len(roles), figsize=(5 * len(roles), 2.4 * len(methods) + 0.6),
-                             squeeze=False, sharex=True)
-    x = np.arange(n_layers)
-    for i, method in enumerate(methods):
-        for j, role in enumerate(roles):
-            ax = axes[i, j]
-            c = counts.sel(selector=method, role=role)
-            if c.sum() == 0:
-                ax.text(0.5, 0.5, f"no {role} neurons", ha="center", va="center", transform=ax.transAxes)
-            else:
-                for task in c["task"].values:
-                    ax.plot(x, c.sel(task=task).values, marker=".", label=str(task))
-                ax.plot(x, c.mean("task").values, "k--", label="average")
-                ax.legend(fontsize=7)
-            ax.set_title(f"{method}: {role} neurons", fontsize=10)
-            ax.set_ylabel("neurons")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-            if i == len(methods) - 1:
-                ax.set_xlabel("layer")
-    fig.suptitle("Layer distribution of selected neurons")
-    fig.tight_layout()
-    return _save(fig, path)
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    _pyplot().close(fig)
-    return path
-
-
 def _signed_relative(res: ConditionResult, half: str) -> float:
     cell = getattr(res, half)
     return math.nan if cell.change.undefined else (-1 if cell.fail else 1) * cell.change.percent
 
 
-def _error_bars(results: xr.Dataset, task, method, direction, ratios, half, ys):
-    """(2, n) distances to the 95% interval from `sweep_ci`, or None when the run has no intervals."""
+def _interval(results: xr.Dataset, task, method, direction, ratio, half) -> tuple[float, float]:
+    """(lo, hi) of the directed change from `sweep_ci`; NaN when the run has no intervals."""
     if "sweep_ci" not in results:
-        return None
-    ci = results["sweep_ci"].sel(task=task, selector=method, direction=direction, half=half)
-    lo = np.array([float(ci.sel(ratio=r, ci="lo")) for r in ratios])
-    hi = np.array([float(ci.sel(ratio=r, ci="hi")) for r in ratios])
-    y = np.asarray(ys, dtype=float)
-    return None if not np.isfinite(lo).any() else np.nan_to_num(np.stack([y - lo, hi - y]))
+        return math.nan, math.nan
+    ci = results["sweep_ci"].sel(task=task, selector=method, direction=direction, half=half, ratio=ratio)
+    return float(ci.sel(ci="lo")), float(ci.sel(ci="hi"))
 
 
-def plot_ratio_sweep(results: xr.Dataset, path: Path) -> Path:
-    """Per task (rows) and direction (columns): RAC (solid) and RCC (dashed) vs good:bad ratio for
-    the methods evaluated at more than one ratio, with 95% bootstrap intervals; negative values are Fail."""
-    plt = _pyplot()
+def _draw_sweep(ax, results, task, d, swept, colors) -> bool:
+    """One panel: |RAC| (solid) and |RCC| (dashed) per swept selector with intervals, Fail as red crosses."""
+    drawn = False
+    for k, method in enumerate(swept):
+        found = sweep_results(results, task, method, d)
+        ratios = sorted(found)
+        for half, style, marker in (("rac", "-", "o"), ("rcc", "--", "s")):
+            points = [figures.magnitude(_signed_relative(found[r], half), *_interval(results, task, method, d, r, half))
+                      for r in ratios]
+            ys = [p[0] for p in points]
+            drawn |= any(math.isfinite(y) for y in ys)
+            ax.errorbar(ratios, ys, yerr=np.array([[p[1] for p in points], [p[2] for p in points]]), fmt=style,
+                        marker=marker, color=colors[k % len(colors)], capsize=2, elinewidth=0.8, label=f"{method} {half.upper()}")
+            fails = [(r, p[0]) for r, p in zip(ratios, points) if p[3]]
+            if fails:
+                ax.scatter(*zip(*fails), label=figures.FAIL_LABEL, **figures.FAIL_STYLE)
+    return drawn
+
+
+def plot_ratio_sweep(results: xr.Dataset, path=None, *, fig=None):
+    """Per task (rows) and direction (columns): |RAC| (solid) and |RCC| (dashed) against the good:bad
+    ratio for the selectors evaluated at more than one ratio, with 95% bootstrap intervals; Fail
+    points (the wrong direction) are marked with a red cross; one y scale. Returns the Figure."""
     tasks, methods = _tasks_and_methods(results)
     swept = [m for m in methods if any(len(sweep_results(results, t, m, d)) > 1 for t in tasks for d in DIRECTIONS)]
-    fig, axes = plt.subplots(len(tasks), 2, figsize=(10, 2.8 * len(tasks) + 0.6), squeeze=False)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = figures.new_figure(fig, size=(9.5, 2.4 * len(tasks) + 1.0))
+    if not swept:
+        fig.text(0.5, 0.5, "no selector was evaluated at more than one good:bad ratio", ha="center", va="center")
+        return figures.finish(fig, path)
+    axes = fig.subplots(len(tasks), 2, squeeze=False, sharex=True, sharey=True)
+    colors = [f"C{i}" for i in range(10)]
+    n = figures.n_examples(results)
     for i, task in enumerate(tasks):
         for j, d in enumerate(DIRECTIONS):
-            ax, drawn = axes[i, j], False
-            for k, method in enumerate(swept):
-                found = sweep_results(results, task, method, d)
-                ratios = sorted(found)
-                for half, style, marker in (("rac", "-", "o"), ("rcc", "--", "s")):
-                    ys = [_signed_relative(found[r], half) for r in ratios]
-                    drawn |= any(math.isfinite(y) for y in ys)
-                    err = _error_bars(results, task, method, d, ratios, half, ys)
-                    ax.errorbar(ratios, ys, yerr=err, fmt=style, marker=marker, color=colors[k % len(colors)],
-                                capsize=2, elinewidth=0.8, label=f"{method} {half.upper()}")
-            ax.axhline(0, color="grey", lw=0.8)
+            ax = axes[i, j]
+            if not _draw_sweep(ax, results, task, d, swept, colors):
+                ax.text(0.5, 0.5, "undefined (original Acc/Com = 0)", ha="center", va="center", transform=ax.transAxes)
+            ax.set_title(f"{task} (n = {n[str(task)]}): {DIR_LABEL[d]}" if str(task) in n else f"{task}: {DIR_LABEL[d]}", fontsize=9)
             ax.set_xlim(-0.05, 1.05)
-            if swept and not drawn:
-                ax.text(0.5, 0.5, "undefined or not evaluated\n(original Acc/Com = 0)", ha="center", va="center",
-                        transform=ax.transAxes)
-            ax.set_title(f"{task}: {d}", fontsize=10)
-            ax.set_xlabel("good:bad ratio (good = round(ratio*K))")
-            ax.set_ylabel("RAC / RCC (%), <0 = Fail")
-            if swept:
-                ax.legend(fontsize=7)
-            else:
-                ax.text(0.5, 0.5, "no method with a ratio sweep", ha="center", va="center", transform=ax.transAxes)
-    fig.suptitle("Good:bad ratio sweep")
-    fig.tight_layout()
-    return _save(fig, path)
+            ax.set_ylim(bottom=0)
+        axes[i, 0].set_ylabel("|RAC|, |RCC| (%)")
+    for ax in axes[-1]:
+        ax.set_xlabel("good:bad ratio (good = round(ratio·K))")
+    figures.legend_outside(fig, axes)
+    fig.suptitle("Good:bad ratio sweep\n" + figures.describe(results.attrs, "n = evaluation examples of the task" if n else None), fontsize=10)
+    return figures.finish(fig, path)
 
 
 _BEST_BY_TEXT = {
@@ -288,11 +239,10 @@ def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, bas
                  examples: xr.Dataset | None, title: str, summary: dict) -> Path:
     """Write out_dir/report.md and out_dir/figures/*.png; returns the report path."""
     out_dir = Path(out_dir)
-    figures = out_dir / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
+    figure_dir = out_dir / "figures"
     n_layers = int(neurons.attrs.get("n_layers") or int(np.nanmax(neurons["layer"].values)) + 1)
-    layers_png = plot_layer_distribution(neurons, n_layers, figures / "layer_distribution.png")
-    sweep_png = plot_ratio_sweep(results, figures / "ratio_sweep.png")
+    layers_png = figures.save(plot_layer_distribution(neurons, n_layers), figure_dir / "layer_distribution.png")
+    sweep_png = figures.save(plot_ratio_sweep(results), figure_dir / "ratio_sweep.png")
     k, model = results.attrs.get("k", "?"), results.attrs.get("model", "?")
     note = CELL_NOTE.format(best_by=_BEST_BY_TEXT.get(results.attrs.get("best_by", "mean"), "?"),
                             level=float(results.attrs.get("level", 0.95)), resamples=results.attrs.get("resamples", "?"))
@@ -323,7 +273,8 @@ def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, bas
         "## Layer distribution (Figure 5)",
         f"![layer distribution]({layers_png.relative_to(out_dir).as_posix()})",
         "## Ratio sweep",
-        "Signed RAC (solid) and RCC (dashed) against the good:bad ratio with 95% bootstrap intervals; below 0 = Fail.",
+        "|RAC| (solid) and |RCC| (dashed) against the good:bad ratio with 95% bootstrap intervals of the magnitude; "
+        "a red cross marks Fail (the change went the wrong way). Vector copy: ratio_sweep.svg.",
         f"![ratio sweep]({sweep_png.relative_to(out_dir).as_posix()})",
     ]
     if examples is not None:

@@ -309,6 +309,14 @@ def test_run_naica_writes_datasets_figures_and_report(planted_run):
     _, results, out = planted_run
     for name in ("naica_layer_histogram.png", "naica_overlap_heatmap.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / name).with_suffix(".svg").is_file()  # the vector copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # plain xarray, no warning: consolidated, variable-length strings
+        for group in ("attribution", "key", "regions", "editing"):
+            ds = xr.open_zarr(out / "naica.zarr", group=group)
+            assert not [n for n, v in ds.variables.items() if v.dtype.kind == "U"], group
     report = (out / "report.md").read_text()
     for section in ("## Localized regions", "## Neuron-based prediction", "## Editing", "naica_overlap_heatmap.png"):
         assert section in report
