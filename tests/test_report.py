@@ -213,8 +213,10 @@ def test_write_report(report):
 
 def test_write_report_without_examples(tmp_path, monkeypatch):
     import nsneurons.report as report_module
+    from matplotlib.figure import Figure
+
     for name in ("plot_layer_distribution", "plot_ratio_sweep"):  # figures are covered above; keep this fast
-        monkeypatch.setattr(report_module, name, lambda *args, name=name: tmp_path / "out" / "figures" / f"{name}.png")
+        monkeypatch.setattr(report_module, name, lambda *args: Figure(figsize=(1, 1)))
     path = write_report(tmp_path / "out", results=make_results(), neurons=make_neurons(), baseline=make_baseline(),
                         examples=None, title="t", summary={})
     text = path.read_text()
