@@ -227,7 +227,7 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
     d, mt = list(DIRECTIONS), list(METRIC_NAMES)
     effects = {"common": _nan(selector=methods, task=tasks, direction=d, ratio=ratios, metric=mt),
                "matrix": _nan(selector=methods, source_task=tasks, eval_task=tasks, direction=d, metric=mt),
-               "budget": _nan(task=tasks, method=budget_methods, k=ks, direction=d, ratio=ratios, metric=mt),
+               "budget": _nan(task=tasks, selector=budget_methods, k=ks, direction=d, ratio=ratios, metric=mt),
                "table8": None if chosen is None else crosstask_budgets.empty_effect(chosen)}
     n_examples = []  # evaluation examples per task (figure titles)
     for task in tasks:
