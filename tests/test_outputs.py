@@ -66,7 +66,8 @@ def test_main_variables_carry_long_name_and_units(out):
 def test_a_store_written_before_the_rename_still_opens(tmp_path, out):
     # An old-format store: dim `method`, fixed-width strings, no consolidated metadata.
     old = open_outputs(out)["neurons"].load().rename(selector="method")
-    old = old.assign_coords(method=old["method"].values.astype(str), task=old["task"].values.astype(str))
+    fixed = {d: np.array([str(v) for v in old[d].values]) for d in ("method", "task", "role")}  # `<U`, as written then
+    old = old.assign_coords(fixed)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr's own warning about `<U` strings, which old stores have
         old.to_zarr(tmp_path / "neurons.zarr", consolidated=False)
