@@ -170,3 +170,17 @@ def test_naica_demo_recipe_writes_figures_and_report(tmp_path):
         assert (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
     assert "Localized regions" in report and "Neuron-based prediction" in report and "Editing" in report
+
+
+def test_a_reference_model_screens_the_evaluation_candidates(tmp_path, tiny_model_dir):
+    # Appendix A.1: one model (LLaMA 2-7B) screens the examples that every model is evaluated on.
+    from nsneurons.models import load_model
+    from nsneurons.pipeline import reference_screens, screen, task_proxies
+
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, evaluation={
+        "candidates": 6, "screen_model": str(tiny_model_dir)}))
+    screens = reference_screens(recipe, progress=False)
+    _, candidates = task_proxies(recipe, recipe.tasks[0])
+    direct = screen(recipe, load_model(str(tiny_model_dir), device="cpu"), candidates, progress=False)
+    assert screens == {"sentiment": direct} and len(direct) == 6
+    assert reference_screens(load_recipe(_recipe_file(tmp_path, tiny_model_dir))) == {}  # default: the run's own model
