@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import metrics, selection
+from . import metrics, preflight, selection
 from .answers import check_answer_tokens
 from .attribution import AttributionConfig
 from .intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
@@ -109,6 +109,7 @@ def run_task(recipe: Recipe, model, task, out: Path, *, progress: bool = True) -
                                      exclude=[p.example_id for p in id_proxies], seed=recipe.seed)
     if sample.short:
         log.warning("task %s: %s", task.name, sample.message())
+    preflight.check_evaluation_set(task.name, sample)
     chosen = set(sample.ids)
     eval_proxies = [p for p in candidate_proxies if p.example_id in chosen]
 
@@ -188,11 +189,13 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
     """Run every stage; returns the output folder. Interrupted runs resume; finished tasks are skipped."""
     import yaml
 
+    prompts = preflight.recipe_prompts(recipe)  # data errors stop the run before it writes or loads anything
     out = recipe.output_dir()
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), sort_keys=False))
     model = model or _load_model(recipe)
     print(model.describe())
+    preflight.check_prompts(model, recipe, prompts)  # lengths and answer tokens, before any IG
     if recipe.experiment == "naica":
         return _run_naica(recipe, model, out, progress=progress)
     check_against_model(recipe, model.n_layers, model.n_neurons)
