@@ -137,10 +137,11 @@ def cmd_score(args):
 def cmd_run(args):
     import dataclasses
 
-    from .pipeline import run_recipe
     from .recipe import load_recipe
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe)  # before the heavy imports: a bad recipe is refused in a fraction of a second
+    from .pipeline import run_recipe
+
     if args.remote:
         recipe = dataclasses.replace(recipe, backend="remote")
     if args.output:
