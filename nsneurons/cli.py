@@ -79,14 +79,13 @@ def _proxies(args):
     return build_task_proxies(questions, demo_pool, task_spec(args.task), args.seed, args.answer_format)
 
 
-def _model_and_proxies(args):
-    """The task's proxies (data errors before the model loads), then the model, then the prompts checked against it."""
+def _checked_model(args, proxies):
+    """The model, loaded after the proxies (data errors come first), with their prompts checked against its positions."""
     from .preflight import check_prompt_lengths
 
-    proxies = _proxies(args)
     model = _model(args)
     check_prompt_lengths(model, proxies)
-    return model, proxies
+    return model
 
 
 def cmd_demo_model(args):
@@ -111,7 +110,8 @@ def cmd_eval(args):
     from . import metrics
     from .intervention import BASELINE, correct_table, option_probs
 
-    model, proxies = _model_and_proxies(args)
+    proxies = _proxies(args)
+    model = _checked_model(args, proxies)
     probs = option_probs(model, proxies, [BASELINE], answer_format=args.answer_format, batch_size=args.batch_size, progress=True)
     correct = correct_table(probs).sel(condition="none").values
     chosen = probs.sel(condition="none").argmax("option").values
@@ -125,9 +125,10 @@ def cmd_score(args):
     from .attribution import AttributionConfig
     from .scoring import score_proxies
 
-    model, proxies = _model_and_proxies(args)
+    proxies = _proxies(args)
     examples = list(dict.fromkeys(p.example_id for p in proxies))[: args.examples]
     proxies = [p for p in proxies if p.example_id in set(examples)]
+    model = _checked_model(args, proxies)
     config = AttributionConfig(target=args.target, steps=args.steps, path=args.path, answer_format=args.answer_format,
                                layers_per_pass=args.layers_per_pass)
     ds = score_proxies(model, proxies, config, args.out, layers=args.layers, provenance={"task": args.task, "seed": args.seed})

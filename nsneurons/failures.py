@@ -47,49 +47,48 @@ def _damaged_store(err: BaseException) -> str:
 
 
 def _is_oom(err: BaseException) -> bool:
+    if isinstance(err, ValueError):  # our messages may quote data rows, which may say anything
+        return False
     text = str(err)
     return (type(err).__name__ == "OutOfMemoryError" or isinstance(err, MemoryError)
             or "out of memory" in text.lower() or "can't allocate memory" in text)
 
 
-def _remote_error(err: BaseException) -> str | None:
-    """NDIF failures: the wrapped error's head line, or a raw connection error from nnsight's client."""
-    from .remote import NsneuronsRemoteError
-
-    if isinstance(err, NsneuronsRemoteError):
-        head = str(err).splitlines()[0]
-        more = " (--debug shows the server's message)" if "\n" in str(err) else ""
-        return f"{head}{more}"
-    names = {type(e).__module__.split(".")[0] for e in _chain(err)}
-    if isinstance(err, ConnectionError) or names & {"httpx", "websocket", "httpcore"}:
-        return f"NDIF unreachable: {type(err).__name__}: {_one_line(err)}"
-    return None
+def _unreachable(err: BaseException) -> bool:
+    """A connection failure (nnsight's client raises httpx, websocket or socket errors directly)."""
+    modules = {type(e).__module__.split(".")[0] for e in _chain(err)}
+    return any(isinstance(e, ConnectionError) for e in _chain(err)) or bool(modules & {"httpx", "httpcore", "websocket"})
 
 
 def _chain(err: BaseException):
+    """The error and its causes, as a traceback shows them (`raise ... from None` hides the context)."""
     seen = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         yield err
-        err = err.__cause__ or err.__context__
+        err = err.__cause__ or (None if err.__suppress_context__ else err.__context__)
 
 
 def classify(err: BaseException) -> tuple[int, str]:
     """(exit code, one-line message) of a failure."""
-    remote = _remote_error(err)
-    if remote is not None:
-        return EXIT_RUNTIME, remote
+    from .remote import NsneuronsRemoteError
+
+    if isinstance(err, NsneuronsRemoteError):  # its first line is the summary; the rest is the server's traceback
+        more = " (--debug shows the server's message)" if "\n" in str(err) else ""
+        return EXIT_RUNTIME, str(err).splitlines()[0] + more
     if _is_oom(err):
         return EXIT_RUNTIME, f"out of memory ({type(err).__name__}: {_one_line(err)[:200]}); {_OOM_HINT}"
     if isinstance(err, RuntimeError) and "decompression error" in str(err).lower():
         where = _damaged_store(err) or "a zarr store"
         return EXIT_INPUT, (f"{where}: a chunk is damaged ({_one_line(err)}); delete that store "
                             "(its results are recomputed on the next run) and rerun")
+    if isinstance(err, ValueError):  # nsneurons' own errors (recipe, data, model, prompts) name the key/file/value
+        return EXIT_INPUT, _one_line(err)
+    if _unreachable(err):
+        return EXIT_RUNTIME, f"could not connect (NDIF or the hub): {type(err).__name__}: {_one_line(err)}"
     if isinstance(err, OSError):
         if err.filename is not None:
             return EXIT_INPUT, f"{err.filename}: {err.strerror or _one_line(err)}"
-        return EXIT_INPUT, _one_line(err)
-    if isinstance(err, ValueError):  # nsneurons' own errors (recipe, data, model, prompts) name the key/file/value
         return EXIT_INPUT, _one_line(err)
     return EXIT_BUG, f"unexpected {type(err).__name__}: {_one_line(err)[:300]} (a bug; rerun with --debug and report the traceback)"
 

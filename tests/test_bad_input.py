@@ -386,7 +386,7 @@ def test_a_damaged_zstd_chunk_names_the_store_and_variable(tmp_path, capsys):
     (lambda: __import__("nsneurons.remote", fromlist=["x"]).NsneuronsRemoteError(
         "Traceback ...\nValueError: boom", context="example 'q1' proxy 0"),
      r"^error: example 'q1' proxy 0: NDIF error: ValueError: boom \(--debug shows the server's message\)$"),
-    (lambda: ConnectionRefusedError(111, "Connection refused"), r"NDIF unreachable: ConnectionRefusedError"),
+    (lambda: ConnectionRefusedError(111, "Connection refused"), r"could not connect \(NDIF or the hub\): ConnectionRefusedError"),
 ])
 def test_runtime_failures_are_one_line_with_exit_code_4(make, message, capsys):
     code, line = _one_error_line(make(), capsys)
