@@ -65,16 +65,15 @@ def test_bad_data_is_refused_before_the_model_loads(name, tmp_path, capsys):
 # ---- prompts against the model's positions, before any IG --------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny_llama_512():
+def tiny_models():
+    """Both with 512 positions: LLaMA (rotary, would run on silently) and GPT-2 (learned, would fail in the trace)."""
     from fixtures_models import tiny_model
 
-    model = tiny_model("llama", layers=2)
-    assert model.hf_model.config.max_position_embeddings == 512
-    return model
+    return {kind: tiny_model(kind, layers=2) for kind in ("llama", "gpt2")}
 
 
-@pytest.mark.parametrize("words", [600, 50_000])
-def test_a_prompt_longer_than_the_models_positions_is_refused(words, tmp_path, tiny_llama_512, capsys):
+@pytest.mark.parametrize("kind, words", [("llama", 600), ("llama", 50_000), ("gpt2", 600)])
+def test_a_prompt_longer_than_the_models_positions_is_refused(kind, words, tmp_path, tiny_models, capsys):
     import time
 
     from nsneurons import preflight
@@ -84,7 +83,7 @@ def test_a_prompt_longer_than_the_models_positions_is_refused(words, tmp_path, t
     started = time.perf_counter()
     prompts = preflight.recipe_prompts(recipe)
     with pytest.raises(ValueError) as caught:
-        preflight.check_prompts(tiny_llama_512, recipe, prompts)
+        preflight.check_prompts(tiny_models[kind], recipe, prompts)
     assert time.perf_counter() - started < 30  # counted, not run: a 50,000-word prompt is refused in seconds
     code, line = one_error_line(caught.value, capsys)
     assert code == INPUT
@@ -92,6 +91,18 @@ def test_a_prompt_longer_than_the_models_positions_is_refused(words, tmp_path, t
                      rf"the model's 512 positions \(config max_position_embeddings\)", line), line
     tokens, n_words = (int(n) for n in re.search(r"is (\d+) tokens \((\d+) words\)", line).groups())
     assert tokens > words and n_words > words  # the long question plus the template and the demonstration
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_the_packaged_prompts_fit(kind, tiny_models):
+    """The check refuses only what does not fit: the fixture tasks' prompts pass it (chunking's long option
+    lists take more than 512 of the test tokenizer's small pieces)."""
+    from nsneurons import preflight
+
+    recipe = recipe_from_dict({**BASE, "tasks": ["sentiment", "ner", "commonsense", "generic"], "identification_examples": 2})
+    prompts = preflight.recipe_prompts(recipe)
+    preflight.check_prompts(tiny_models[kind], recipe, prompts)
+    assert 200 < len(prompts) and 50 < preflight.longest_prompt(tiny_models[kind].tokenizer, prompts)[0] < 512
 
 
 def test_gpt2_positions_are_read_from_n_positions():
@@ -106,7 +117,8 @@ def test_an_empty_evaluation_set_is_refused_before_any_ig(capsys):
     from nsneurons import metrics, preflight
 
     # Every candidate understood, but only not-understood examples asked for: nothing to evaluate.
-    sample = metrics.sample_eval_set({"a": True, "b": True}, 0, 3)
+    with pytest.warns(UserWarning, match="fewer available than requested"):
+        sample = metrics.sample_eval_set({"a": True, "b": True}, 0, 3)
     with pytest.raises(ValueError) as caught:
         preflight.check_evaluation_set("sentiment", sample)
     code, line = one_error_line(caught.value, capsys)
