@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal, Optional
 
 from .recipe_checks import (RecipeError, check_crosstask, check_naica, check_name, check_neuronllm, check_tasks, need,
-                            unique_key_loader)
+                            not_blank, unique_key_loader)
 
 Backend = Literal["local", "remote"]
 MethodName = Literal["neuronllm", "tn", "qrnca", "tn_enabled", "qrnca_enabled", "kn", "act", "random"]
@@ -203,6 +203,8 @@ def _check_values(recipe: Recipe) -> None:
     check_name(recipe.name)
     need(recipe.model.strip() != "", "model", "expected a hub id, a folder, a .gguf file or 'demo', got ''")
     need(recipe.output.strip() != "", "output", "expected a folder, got ''")
+    not_blank(recipe.revision, "revision")
+    not_blank(recipe.ndif_host, "ndif_host")
     need(recipe.seed >= 0, "seed", f"expected an int >= 0, got {recipe.seed}")  # numpy's generators refuse negative seeds
     check_tasks(recipe.tasks, recipe.experiment, recipe.identification_examples)
     check_neuronllm(recipe)

@@ -32,6 +32,11 @@ def unique_list(values, key: str, *, optional: bool = False) -> None:
         seen[v] = i
 
 
+def not_blank(value, key: str) -> None:
+    """Optional strings: null or something; '' would silently mean the default (or the current folder)."""
+    need(value is None or value.strip() != "", key, "expected a non-empty string or null, got ''")
+
+
 def check_name(name: str) -> None:
     """The name is one folder under the output root: no separators, no '.' or '..', nothing absolute."""
     bad = (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or Path(name).is_absolute()
@@ -59,6 +64,8 @@ def check_tasks(tasks, experiment: str, tr: int) -> None:
               f"expected an int > identification_examples ({tr}), so that evaluation candidates remain, got {task.max_questions}")
         demo, scored = task.demo_split or adapter.demo_split, task.scored_split or adapter.scored_split
         need(demo != scored, f"{key}.demo_split", f"demo_split and scored_split are both {demo!r}; demonstrations must never be scored")
+        for field in ("source", "config", "scored_split", "demo_split"):
+            not_blank(getattr(task, field), f"{key}.{field}")
         for option, value in task.options.items():
             check_option(adapter, option, value, f"{key}.options.{option}")
 
@@ -113,6 +120,8 @@ def check_naica(n) -> None:
     at_least(n.steps, "naica.steps")
     at_least(n.max_per_domain, "naica.max_per_domain", optional=True)
     unique_list(n.domains, "naica.domains", optional=True)
+    not_blank(n.source, "naica.source")
+    not_blank(n.config, "naica.config")
     need(0 <= n.held_out_fraction < 1, "naica.held_out_fraction", f"expected in [0, 1), got {n.held_out_fraction}")
 
 
