@@ -250,3 +250,12 @@ def test_help_documents_the_exit_codes(capsys):
     out = capsys.readouterr().out
     for code, meaning in [("2", "usage error"), ("3", "bad input"), ("4", "runtime failure"), ("130", "interrupted")]:
         assert re.search(rf"^  {code}\s+{meaning}", out, re.M), out
+
+
+@pytest.mark.parametrize("argv, env", [(["--debug", "qatt", "--task", "nonsense"], ""), (["qatt", "--task", "nonsense", "--debug"], ""),
+                                       (["qatt", "--task", "nonsense"], "1")])
+def test_debug_shows_the_traceback_then_the_line(argv, env, monkeypatch, capsys):
+    monkeypatch.setenv("NSNEURONS_DEBUG", env)
+    assert cli.main(argv) == INPUT
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback") and err.splitlines()[-1].startswith("error: unknown task 'nonsense'"), err
