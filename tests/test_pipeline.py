@@ -128,7 +128,7 @@ def test_run_without_ratio_one_and_reusing_its_evaluation_set(tmp_path, tiny_mod
 
 def test_k_larger_than_the_model_is_refused(tmp_path, tiny_model_dir):
     path = _recipe_file(tmp_path, tiny_model_dir, selection={"k": 10_000})
-    assert cli.main(["run", str(path)]) == 2  # clear error, no traceback
+    assert cli.main(["run", str(path)]) == 3  # bad input: one clear error line, no traceback
     from nsneurons.recipe import check_against_model
 
     with pytest.raises(RecipeError, match="selection.k: 10000 is larger than the 128 neurons available per role"):
