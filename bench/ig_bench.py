@@ -590,6 +590,13 @@ LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32
                  tie_word_embeddings=False)
 
 
+# The same architecture, small enough that bfloat16 on a CPU (slow there) runs the gpu-mode flow in
+# seconds: --shrink here and in bench/gpu_check.py. The vocabulary still covers the offline
+# tokenizer's ids (< 600).
+LLAMA2_SHRUNK = dict(LLAMA2_7B, hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=4, vocab_size=640)
+
+
 def random_llama(config_kwargs: dict, dtype, device: str, seed: int, scale: float = 1.0):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -632,11 +639,9 @@ def build(args):
 
     tok = llama_style_tokenizer()  # offline; its ids (< 600) are valid in a 32000-word vocabulary
     if args.shrink:  # the gpu-mode flow on a small LLaMA-2-style model, on CUDA if there is one, else CPU
-        shape = dict(LLAMA2_7B, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                     num_key_value_heads=8)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        hf = random_llama(shape, torch.bfloat16, device, args.seed)
-        return hf, tok, f"--shrink: random-init LLaMA-2-style model (4 layers, hidden 256, intermediate 688, vocab 32000) on {device}, bfloat16"
+        hf = random_llama(LLAMA2_SHRUNK, torch.bfloat16, device, args.seed)
+        return hf, tok, f"--shrink: random-init LLaMA-2-style model (4 layers, hidden 64, intermediate 172, vocab 640) on {device}, bfloat16"
     if not torch.cuda.is_available():
         raise SystemExit("--mode gpu needs a CUDA device (torch sees none); --shrink runs its flow on a small model on CPU")
     hf = random_llama(LLAMA2_7B, torch.bfloat16, "cuda", args.seed)
@@ -860,7 +865,16 @@ def precision_section(args, model, proxy, config, pb, rows, paper_layers, all_la
     compare(prows, a32, paper_layers, all_layers)
     idx = [all_layers.index(layer) for layer in paper_layers]
     b_vs_b = top_overlap(low_b.ig[idx], b32.ig[idx])
+    # (b) rows hold every layer: against float32 (b) their rankings compare over all neurons, not
+    # only (a)'s subset (what a user of the precision mode gets).
+    all_layers_vs_b32 = {}
+    for row in prows[2:]:
+        if row.ig.shape == b32.ig.shape and row.name.startswith("(b)"):
+            good, bad = top_overlap(row.ig, b32.ig)
+            all_layers_vs_b32[row.name] = {"max_rel_diff": max_rel_diff(row.ig, b32.ig), "top100_good_overlap": good,
+                                           "top100_bad_overlap": bad, "seconds_per_question": row.seconds_per_question}
     return {
+        "all_layers_vs_float32_b": all_layers_vs_b32,
         "reference": "(a) paper-style, float32",
         "low_precision": low_name,
         "table": markdown_table(prows),
@@ -900,6 +914,9 @@ def report(result: dict) -> str:
                   p["table"], "",
                   f"{p['low_precision']} (b) vs float32 (b): max rel. diff {v['max_rel_diff']:.2e}, "
                   f"top-100 good {v['top100_good_overlap']:.0%}, bad {v['top100_bad_overlap']:.0%}"]
+        for name, w in p.get("all_layers_vs_float32_b", {}).items():
+            lines.append(f"{name} vs float32 (b), all layers: max rel. diff {w['max_rel_diff']:.2e}, "
+                         f"top-100 good {w['top100_good_overlap']:.0%}, bad {w['top100_bad_overlap']:.0%}")
     return "\n".join(lines)
 
 
