@@ -53,6 +53,9 @@ def section_ig(res: dict, shrink: bool) -> list[str]:
     lines = [f"{res.get('model')}; prompt {res.get('prompt_tokens')} tokens, m = {res.get('steps')}; "
              f"(a) timed on layers {res.get('paper_layers')} and extrapolated", "", res.get("table", ""), "",
              f"(a)/(b) = {res.get('ratio_a_over_b', float('nan')):.1f}x"]
+    lines += [f"- FAILED {f['name']}: {f['error']}" for f in res.get("failed_strategies", [])]
+    if "precision_error" in res:
+        lines.append(f"- FAILED precision section: {res['precision_error']}")
     b, b2 = rows.get(B_DEFAULT), rows.get(B_PREFIX)
     if b:
         fast = b["seconds_per_question"] <= MAX_S_PER_QUESTION
