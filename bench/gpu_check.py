@@ -78,7 +78,9 @@ class Checker:
         self.log_path.write_text("")
         self.t0 = time.monotonic()
         self.last_stdout = ""
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
+        # The GPU machine reaches no network: nothing may wait on the hub (task files are local).
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
+                        TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg")
         self.env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
         self.result = {"started": _now(), "shrink": args.shrink, "budget_s": args.budget_s, "stages": {},
                        "command": " ".join(["python bench/gpu_check.py"] + sys.argv[1:])}
