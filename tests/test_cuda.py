@@ -116,8 +116,9 @@ def test_interventions_on_the_device_equal_the_cpu(reference, on_device, positio
 
 
 def test_a_tiny_recipe_on_the_device_matches_the_cpu(weights, tmp_path_factory):
-    """tiny-ci on the device (float32 and bfloat16) and on the CPU (float32): same evaluation set
-    and baseline; in float32 the same neurons and sweep, in bfloat16 most of the same neurons."""
+    """tiny-ci on the device (float32 and bfloat16) and on the CPU (float32): in float32 the same
+    baseline, neurons and sweep; in bfloat16 most of the same neurons (its screen may rank a
+    near-tied option differently, so its evaluation set and baseline are not compared)."""
     from nsneurons.pipeline import open_outputs, run_recipe
     from nsneurons.recipe import recipe_from_dict
 
@@ -135,15 +136,15 @@ def test_a_tiny_recipe_on_the_device_matches_the_cpu(weights, tmp_path_factory):
                                        output=str(tmp_path_factory.mktemp(name))))
         runs[name] = {k: ds.load() for k, ds in open_outputs(run_recipe(recipe, progress=False)).items()}
     ref = runs["cpu"]
-    for name in ("float32", "bfloat16"):
-        got = runs.get(name, ref)
-        np.testing.assert_array_equal(got["baseline"].baseline.values, ref["baseline"].baseline.values)
+    for name in [n for n in ("float32", "bfloat16") if n in runs]:
+        got = runs[name]
         pairs = {n: set(zip(r["neurons"].layer.sel(method="neuronllm").values.ravel().tolist(),
                             r["neurons"].neuron.sel(method="neuronllm").values.ravel().tolist())) for n, r in (("ref", ref), ("got", got))}
         shared = len(pairs["ref"] & pairs["got"]) / len(pairs["ref"])
         print(f"tiny recipe {name}: {shared:.0%} of neuronllm's neurons shared with the CPU")
         if name == "float32":
             assert shared == 1.0
+            np.testing.assert_array_equal(got["baseline"].baseline.values, ref["baseline"].baseline.values)
             np.testing.assert_allclose(got["results"].sweep.values, ref["results"].sweep.values, atol=1e-6)
         else:
             assert shared >= BF16_TOP_OVERLAP
