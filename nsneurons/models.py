@@ -175,15 +175,38 @@ def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32"
             tok = AutoTokenizer.from_pretrained(str(path))
             hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
         else:
+            if _looks_like_path(source):
+                raise ModelLoadError(f"model {source!r}: no such file or folder (expected a save_pretrained folder, "
+                                     "a .gguf file, a hub id owner/name or 'demo')")
             tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
             hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, revision=revision,
                                                       trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as err:
-        if isinstance(err, ModelLoadError):
+    except Exception as err:  # noqa: BLE001 - transformers, safetensors and gguf (struct.error, ...) each raise their own types
+        if isinstance(err, ModelLoadError) or not (path.suffix == ".gguf" or _is_model_file_error(err)):
             raise
-        raise ModelLoadError(f"could not load model {source!r}: {err}") from None
+        weights = sorted(p.name for p in path.glob("*.safetensors")) if path.is_dir() else []
+        damaged = f" (weights file {', '.join(weights)} damaged or truncated?)" if "Safetensor" in type(err).__name__ and weights else ""
+        raise ModelLoadError(f"could not load model {source!r}{damaged}: {_one_line(err)}") from None
     hf.to(dev)
     return wrap(hf, tok, source=source, remote=remote, extra=extra)
+
+
+def _looks_like_path(source: str) -> bool:
+    """A source written as a path, not a hub id "owner/name": absolute, or starting with ~, ./ or ../."""
+    return source.startswith(("/", "~", "./", "../", ".\\", "..\\")) or Path(source).is_absolute()
+
+
+def _is_model_file_error(err: BaseException) -> bool:
+    """Errors that mean the model's files are missing or damaged (not a bug on this side)."""
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - transformers depends on safetensors
+        SafetensorError = ()  # noqa: N806
+    return isinstance(err, (OSError, ValueError, EOFError, KeyError, SafetensorError)) or "gguf" in type(err).__module__
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _remote_model(source: str, *, dtype: str, revision: str | None, remote: bool | str = True) -> NeuronModel:

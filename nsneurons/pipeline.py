@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import cells, conditions, metrics, selection, zarr_io
+from . import cells, conditions, metrics, preflight, selection, zarr_io
 from .answers import check_answer_tokens
 from .attribution import AttributionConfig
 from .intervention import BASELINE, correct_table, option_probs
@@ -105,8 +105,7 @@ def evaluation_set(recipe: Recipe, task, id_proxies, candidates, understood: dic
         return metrics.EvalSample(ids, n_u, len(ids) - n_u, (n_u, len(ids) - n_u))
     sample = metrics.sample_eval_set(understood, recipe.evaluation.understood, recipe.evaluation.not_understood,
                                      exclude=[p.example_id for p in id_proxies], seed=recipe.seed)
-    if not sample.ids:
-        raise RecipeError(f"task {task.name!r}: the evaluation set is empty ({sample.message()})")
+    preflight.check_evaluation_set(task.name, sample)
     return sample
 
 
@@ -199,11 +198,13 @@ def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
     """Run every stage; returns the output folder. Interrupted runs resume; finished tasks are skipped."""
     import yaml
 
+    prompts = preflight.recipe_prompts(recipe)  # data errors stop the run before it writes or loads anything
     out = recipe.output_dir()
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), sort_keys=False))
     model = model or _load_model(recipe)
     print(model.describe())
+    preflight.check_prompts(model, recipe, prompts)  # lengths and answer tokens, before any IG
     if recipe.experiment == "naica":
         return _run_naica(recipe, model, out, progress=progress)
     check_against_model(recipe, model.n_layers, model.n_neurons)

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional
 
+from .recipe_checks import (RecipeError, check_crosstask, check_naica, check_name, check_neuronllm, check_tasks, need,
+                            not_blank, unique_key_loader)
+
 Backend = Literal["local", "remote"]
 MethodName = Literal["neuronllm", "tn", "qrnca", "tn_enabled", "qrnca_enabled", "kn", "act", "random"]
-
-
-class RecipeError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -219,7 +218,7 @@ def _build(cls, data, where: str):
         raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
         prefix = f"{where}." if where else ""
         raise RecipeError(f"unknown key {prefix}{unknown[0]} (known keys: {', '.join(fields)})")
@@ -235,34 +234,28 @@ def _build(cls, data, where: str):
 
 
 def _check_values(recipe: Recipe) -> None:
-    def need(condition, key, message):
-        if not condition:
-            raise RecipeError(f"{key}: {message}")
-
-    need(recipe.name and "/" not in recipe.name, "name", "expected a non-empty name without '/'")
-    need(len(recipe.tasks) > 0 or recipe.experiment == "naica", "tasks", "expected at least one task")
-    need(0 <= recipe.naica.t < 1, "naica.t", f"expected in [0, 1) (as nsneurons.naica.kept_mask), got {recipe.naica.t}")
-    need(0 < recipe.naica.u <= 1, "naica.u", f"expected in (0, 1], got {recipe.naica.u}")
-    need(recipe.naica.v >= 1, "naica.v", f"expected >= 1, got {recipe.naica.v}")
-    need(0 <= recipe.naica.held_out_fraction < 1, "naica.held_out_fraction", f"expected in [0, 1), got {recipe.naica.held_out_fraction}")
-    need(recipe.identification_examples >= 1, "identification_examples", "expected >= 1")
-    need(recipe.attribution.steps >= 1, "attribution.steps", f"expected >= 1, got {recipe.attribution.steps}")
-    need(recipe.selection.k >= 1, "selection.k", f"expected >= 1, got {recipe.selection.k}")
-    need(recipe.selection.z >= 1, "selection.z", f"expected >= 1, got {recipe.selection.z}")
-    need(0 < recipe.selection.kn_threshold <= 1, "selection.kn_threshold", f"expected in (0, 1], got {recipe.selection.kn_threshold}")
-    need(len(recipe.selection.methods) > 0, "selection.methods", "expected at least one method")
-    for i, r in enumerate(recipe.evaluation.ratios):
-        need(0.0 <= r <= 1.0, f"evaluation.ratios[{i}]", f"expected a ratio in [0, 1], got {r}")
-    need(0.0 <= recipe.crosstask.ratio <= 1.0, "crosstask.ratio", f"expected a ratio in [0, 1], got {recipe.crosstask.ratio}")
-    need(all(k >= 1 for k in recipe.crosstask.k_values), "crosstask.k_values", "expected ints >= 1")
+    """Every value that can be checked without the model or the data, each error naming its key."""
+    check_name(recipe.name)
+    need(recipe.model.strip() != "", "model", "expected a hub id, a folder, a .gguf file or 'demo', got ''")
+    need(recipe.output.strip() != "", "output", "expected a folder, got ''")
+    not_blank(recipe.revision, "revision")
+    not_blank(recipe.ndif_host, "ndif_host")
+    need(recipe.seed >= 0, "seed", f"expected an int >= 0, got {recipe.seed}")  # numpy's generators refuse negative seeds
+    check_tasks(recipe.tasks, recipe.experiment, recipe.identification_examples)
+    check_neuronllm(recipe)
+    check_naica(recipe.naica)
+    check_crosstask(recipe.crosstask)
     _check_table8(recipe, need)
-    need(recipe.evaluation.batch_size >= 1, "evaluation.batch_size", "expected >= 1")
-    need(recipe.evaluation.bootstrap >= 1000, "evaluation.bootstrap", f"expected >= 1000 resamples, got {recipe.evaluation.bootstrap}")
-    need(0 < recipe.evaluation.confidence < 1, "evaluation.confidence", f"expected in (0, 1), got {recipe.evaluation.confidence}")
-    need(not (recipe.evaluation.examples_from and recipe.evaluation.screen_model), "evaluation.examples_from",
-         "set either examples_from or screen_model, not both")
-    need(recipe.selection.random_draws >= 1, "selection.random_draws", f"expected >= 1, got {recipe.selection.random_draws}")
-    need(recipe.evaluation.understood >= 0 and recipe.evaluation.not_understood >= 0, "evaluation.understood", "expected >= 0")
+    _check_scoring(recipe.evaluation, recipe.selection)
+
+
+def _check_scoring(ev: Evaluation, sel: Selection) -> None:
+    need(ev.bootstrap >= 1000, "evaluation.bootstrap", f"expected >= 1000 resamples, got {ev.bootstrap}")
+    need(0 < ev.confidence < 1, "evaluation.confidence", f"expected in (0, 1), got {ev.confidence}")
+    need(not (ev.examples_from and ev.screen_model), "evaluation.examples_from", "set either examples_from or screen_model, not both")
+    not_blank(ev.examples_from, "evaluation.examples_from")
+    not_blank(ev.screen_model, "evaluation.screen_model")
+    need(sel.random_draws >= 1, "selection.random_draws", f"expected >= 1, got {sel.random_draws}")
 
 
 def _check_table8(recipe: Recipe, need) -> None:
@@ -293,10 +286,16 @@ def load_recipe(path) -> Recipe:
         text = path.read_text()
     except OSError as err:
         raise RecipeError(f"cannot read recipe {path}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise RecipeError(f"{path}: not a text file ({err.reason} at byte {err.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=unique_key_loader())  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML ({err})") from None
+        raise RecipeError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    except RecipeError as err:
+        raise RecipeError(f"{path}: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise RecipeError(f"{path}: expected a mapping of recipe keys at the top level, got {type(data).__name__}")
     try:
         return recipe_from_dict(data or {})
     except RecipeError as err:

@@ -23,6 +23,7 @@ import xarray as xr
 from nsneurons import cells as scoring_rules
 from nsneurons import figures
 from nsneurons.figures import layer_counts, plot_layer_distribution  # noqa: F401  (re-exported)
+from nsneurons.selection import ENABLED_VARIANTS
 from nsneurons.metrics import DIRECTIONS, METRIC_NAMES, Cell, ConditionResult, RelativeChange, format_cell
 from nsneurons.tables import (  # noqa: F401  (re-exported: the report's tables live in nsneurons.tables)
     AVERAGING_RULE, CELL_NOTE, DAGGER, DIR_LABEL, draws_table, markdown, signed_change_table, table1, table2, table3, table6,
@@ -222,6 +223,11 @@ def plot_ratio_sweep(results: xr.Dataset, path=None, *, fig=None):
     return figures.finish(fig, path)
 
 
+def _table1_methods(results: xr.Dataset) -> list[str]:
+    """Table 1's rows: NeuronLLM and the baselines; the enabled variants have Table 2."""
+    return [str(m) for m in results["selector"].values if str(m) not in ENABLED_VARIANTS]
+
+
 _BEST_BY_TEXT = {
     "mean": "the ratio with the largest mean of RAC and RCC",
     "rac": "the ratio with the largest RAC", "rcc": "the ratio with the largest RCC",
@@ -254,7 +260,7 @@ def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, bas
         "## RAC/RCC (Table 1)",
         "Deg = degrader, Enh = enhancer. Methods without bad neurons (TN, QRNCA, KN, ACT, RANDOM) switch "
         "their K good neurons only (r = 1); RANDOM is the mean over its draws. " + note,
-        table1(results), AVERAGING_RULE,
+        table1(results, _table1_methods(results)), AVERAGING_RULE,
         "The last row is NeuronLLM minus the best baseline of each column (RAC/RCC, paired bootstrap "
         "interval; * = the interval excludes 0, i.e. the difference is distinguishable from resampling noise).",
         "## Enabled variants (Table 2)",

@@ -1,5 +1,6 @@
 """The benchmark's CI mode: it runs, prints the table with the expected columns, and nsneurons'
 IG equals the paper-style plain-PyTorch IG. Timings are reported, never asserted."""
+import importlib
 import importlib.util
 import json
 import re
@@ -90,3 +91,102 @@ def test_metrics_by_hand():
     swapped[2, 99], swapped[0, 0] = swapped[0, 0], swapped[2, 99]  # highest and lowest trade places
     good, bad = bench.top_overlap(swapped, ref)
     assert good == 0.99 and bad == 0.99
+
+
+# ----------------------------------------------------------------------------- bench/gpu_check.py
+
+GPU_CHECK = ROOT / "bench" / "gpu_check.py"
+
+
+def _load(name):
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def shrink_run(tmp_path_factory):
+    """The GPU check's whole flow on tiny models on the CPU (no wheels: this python's packages)."""
+    out = tmp_path_factory.mktemp("gpu_check")
+    proc = subprocess.run([sys.executable, str(GPU_CHECK), "--shrink", "--out", str(out), "--wheels", str(out / "none")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
+    assert (out / "gpu_check.json").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, out, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
+
+
+def test_gpu_check_shrink_runs_every_stage_and_writes_every_section(shrink_run):
+    proc, out, result, md = shrink_run
+    status = {name: s["status"] for name, s in result["stages"].items()}
+    assert status == {"wheels": "skipped", "env": "ok", "tests": "ok", "ig_bench": "ok", "recipe": "ok"}, \
+        (status, proc.stdout[-3000:])
+    assert proc.returncode == 0
+    # What comes back from the device machine: at most 8 files, no deeper folders.
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
+    for heading in ("## Stages", "## Environment", "## CUDA tests (device vs CPU)", "## IG benchmark", "Precision (reference",
+                    "staircase", "vs path=prefix", "## Paper-settings recipe, timed", "**Table 1:"):
+        assert heading in md, heading
+    assert "(no result" not in md
+    env = result["stages"]["env"]["result"]
+    assert env["versions"]["torch"] and env["versions"]["nnsight"] and env["cuda_available"] is False
+
+
+def test_gpu_check_shrink_numbers_hold(shrink_run):
+    _, _, result, _ = shrink_run
+    tests = result["stages"]["tests"]
+    assert tests["counts"]["passed"] >= 13 and tests["counts"]["failures"] == tests["counts"]["errors"] == 0
+    assert any(m.startswith("IG bfloat16 staircase ace") for m in tests["measured"])
+    ig = result["stages"]["ig_bench"]["result"]
+    rows = {r["name"]: r for r in ig["rows"]}
+    # bf16 (b) against bf16 (a): the same numbers up to bf16 rounding order (measured <= 4e-4).
+    for name in ("(b) nsneurons attribute_proxy (default: path=staircase)", "(b2) nsneurons, path=prefix (every row from the embedding on)"):
+        assert rows[name]["max_rel_diff_vs_a"] <= 2e-3, name
+        assert rows[name]["top100_good_overlap"] >= 0.99 and rows[name]["top100_bad_overlap"] >= 0.99
+    precision = {r["name"]: r for r in ig["precision"]["rows"]}
+    assert precision["(b) nsneurons, float32"]["max_rel_diff_vs_a"] <= 1e-4
+    assert precision["(b) nsneurons, float32"]["top100_good_overlap"] == 1.0
+    assert "(b) nsneurons, bfloat16" in ig["precision"]["all_layers_vs_float32_b"]
+    rec = result["stages"]["recipe"]["result"]
+    # The paper's methods and ratios: 4 methods with bad neurons x (11 ratios x 2 directions + 2 groups x 2)
+    # + 4 good-only methods x (1 ratio x 2 + 1 group x 2) + the baseline.
+    assert rec["extrapolation"]["eval_conditions_measured"] == 4 * (11 * 2 + 2 * 2) + 4 * (2 + 2) + 1 == 121
+    ig_calls = [c for c in rec["calls"] if c["kind"] == "ig"]
+    assert sorted(c["target"] for c in ig_calls) == ["ace", "qrnca", "tn"]
+    assert all(c["n_proxies"] == 2 * 3 for c in ig_calls)  # 2 identification examples x 3 proxies
+
+
+def test_table1_extrapolation_by_hand():
+    stages = _load("gpu_stages")
+    from nsneurons.recipe import load_recipe
+
+    paper = load_recipe(ROOT / "recipes" / "table1-llama2-7b.yaml")
+    measured = stages.timing_recipe(paper, shrink=False, device="cpu", output="unused", task="sentiment")
+    calls = [{"kind": "ig", "target": "ace", "n_proxies": 15, "seconds": 3.0},  # 0.2 s per proxy
+             {"kind": "ig", "target": "qrnca", "n_proxies": 15, "seconds": 6.0},  # 0.4
+             {"kind": "option_probs", "n_proxies": 90, "n_conditions": 1, "seconds": 9.0},  # 0.1
+             {"kind": "option_probs", "n_proxies": 30, "n_conditions": 209, "seconds": 15.0},  # 0.5
+             {"kind": "selection", "method": "neuronllm", "seconds": 2.0},
+             {"kind": "report", "seconds": 4.0}]
+    x = stages.extrapolate(calls, measured, paper, total_s=40.0)
+    assert x["proxies_per_example"] == 3.0  # 15 proxies for tr = 5
+    t = x["table1"]["seconds_per_task"]
+    assert t["ig"] == pytest.approx(5 * 3 * (0.2 + 0.4))  # 9
+    assert t["screen"] == pytest.approx(600 * 3 * 0.1)  # 180
+    assert t["evaluation"] == pytest.approx(100 * 3 * 0.5)  # 150
+    assert t["selection"] == 2.0 and t["other"] == pytest.approx(40 - 35 - 4)  # units 35 s, report 4 s
+    assert x["table1"]["seconds_total"] == pytest.approx(4 * (9 + 180 + 150 + 2 + 1) + 4)
+
+
+def test_gpu_check_records_a_failed_and_a_timed_out_stage_and_goes_on(tmp_path, monkeypatch):
+    check = _load("gpu_check")
+    monkeypatch.setitem(check.TIMEOUTS, "env", (2, 2))
+    ck = check.Checker(check.parse_args(["--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")]))
+    slow = ck.run("env", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"])
+    assert slow["status"] == "timed out" and slow["returncode"] is None and slow["seconds"] < 10
+    failed = ck.run("env", [sys.executable, "-c", "import sys; sys.exit(3)"])
+    assert failed["status"] == "failed" and failed["returncode"] == 3
+    ck.result["stages"] = {"env": failed, "ig_bench": slow}
+    ck.save()
+    md = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert "| env | failed |" in md and "| ig_bench | timed out |" in md
+    assert "(no result: stage timed out" in md  # the report survives a stage without a result
+    assert json.loads((tmp_path / "out" / "gpu_check.json").read_text())["stages"]["env"]["returncode"] == 3

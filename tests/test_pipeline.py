@@ -128,7 +128,7 @@ def test_run_without_ratio_one_and_reusing_its_evaluation_set(tmp_path, tiny_mod
 
 def test_k_larger_than_the_model_is_refused(tmp_path, tiny_model_dir):
     path = _recipe_file(tmp_path, tiny_model_dir, selection={"k": 10_000})
-    assert cli.main(["run", str(path)]) == 2  # clear error, no traceback
+    assert cli.main(["run", str(path)]) == 3  # bad input: one clear error line, no traceback
     from nsneurons.recipe import check_against_model
 
     with pytest.raises(RecipeError, match="selection.k: 10000 is larger than the 128 neurons available per role"):
@@ -170,3 +170,17 @@ def test_naica_demo_recipe_writes_figures_and_report(tmp_path):
         assert (out / name).stat().st_size > 0, name
     report = (out / "report.md").read_text()
     assert "Localized regions" in report and "Neuron-based prediction" in report and "Editing" in report
+
+
+def test_a_reference_model_screens_the_evaluation_candidates(tmp_path, tiny_model_dir):
+    # Appendix A.1: one model (LLaMA 2-7B) screens the examples that every model is evaluated on.
+    from nsneurons.models import load_model
+    from nsneurons.pipeline import reference_screens, screen, task_proxies
+
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, evaluation={
+        "candidates": 6, "screen_model": str(tiny_model_dir)}))
+    screens = reference_screens(recipe, progress=False)
+    _, candidates = task_proxies(recipe, recipe.tasks[0])
+    direct = screen(recipe, load_model(str(tiny_model_dir), device="cpu"), candidates, progress=False)
+    assert screens == {"sentiment": direct} and len(direct) == 6
+    assert reference_screens(load_recipe(_recipe_file(tmp_path, tiny_model_dir))) == {}  # default: the run's own model
