@@ -75,6 +75,7 @@ def plot_layer_change(layers: xr.Dataset, path=None, *, fig=None):
                           cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         ax.set_yticks(range(change.sizes["task"]), [str(t) for t in change["task"].values])
         ax.set_title(f"{m}: {role} neurons", fontsize=9)
+        figures.integer_axes(ax)
     axes[-1].set_xlabel("layer")
     fig.colorbar(image, ax=axes, shrink=0.7, label="task-specific - original (neurons)")
     fig.suptitle(f"Layer change after removing common neurons\n{figures.describe(layers.attrs)}", fontsize=10)

@@ -74,3 +74,17 @@ def test_a_store_written_before_the_rename_still_opens(tmp_path, out):
     back = zarr_io.open_store(tmp_path / "neurons.zarr")
     assert "selector" in back.dims and "method" not in back.dims
     np.testing.assert_array_equal(back["layer"].sel(selector="tn").values, old["layer"].sel({"method": "tn"}).values)
+
+
+def test_nsneurons_score_output_opens_without_a_warning(tmp_path, tmp_path_factory):
+    from nsneurons import cli
+
+    recipe = tiny_crosstask_run(tmp_path_factory)[1]
+    store = tmp_path / "s.zarr"
+    assert cli.main(["score", "--model", recipe.model, "--device", "cpu", "--task", "sentiment", "--examples", "1",
+                     "--steps", "2", "--out", str(store)]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(store).load()
+    assert not _fixed_width(ds) and ds.sizes["example"] == 1 and bool(ds["done"].all())
+    assert ds["ig"].attrs["units"] == "target units"
