@@ -1,4 +1,8 @@
-"""The `nsneurons` command: demo-model, info, qatt, eval, score, run."""
+"""The `nsneurons` command: demo-model, info, qatt, eval, score, run, crosstask, check.
+
+Exit codes: 0 done; 1 `check` found problems; 2 an error (one `error:` line); 130 interrupted
+(Ctrl-C) and 143 terminated (SIGTERM), both resumable by rerunning the same command.
+"""
 from __future__ import annotations
 
 import argparse
@@ -91,6 +95,26 @@ def cmd_score(args):
     print(ds)
 
 
+def _locked_score(args):
+    from .runlock import output_lock
+
+    # One `score` per output at a time; the lock sits beside the store, which is created by a rename.
+    with output_lock(args.out.with_name(args.out.name + ".lock")):
+        cmd_score(args)
+
+
+def cmd_check(args) -> int:
+    from .check import check_run
+
+    found, n_stores = check_run(args.run_dir)
+    for line in found:
+        print(line)
+    if found:
+        return 1
+    print(f"ok: {n_stores} store(s) in {args.run_dir} whole and complete")
+    return 0
+
+
 def cmd_run(args):
     import dataclasses
 
@@ -146,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", default=None, help="comma-separated layers (default: all)")
     p.add_argument("--layers-per-pass", type=int, default=None)
     p.add_argument("--out", type=Path, required=True, help="output .zarr path")
-    p.set_defaults(func=cmd_score)
+    p.set_defaults(func=_locked_score)
     p = sub.add_parser("run", help="run a recipe end to end")
     p.add_argument("recipe", type=Path)
     p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
@@ -157,7 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
     p.add_argument("--output", default=None, help="output root (default: the recipe's)")
     p.set_defaults(func=cmd_crosstask)
+    p = sub.add_parser("check", help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(func=cmd_check)
     return parser
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the stores are left resumable."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm(handler):
+    import signal
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        return None
 
 
 def _quiet_known_warnings() -> None:
@@ -172,15 +216,19 @@ def _quiet_known_warnings() -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_known_warnings()
+    previous = _on_sigterm(_raise_terminated)
     try:
-        args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return args.func(args) or 0
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"{'terminated' if terminated else 'interrupted'}; rerun the same command to resume", file=sys.stderr)
+        return 143 if terminated else 130
     except (ValueError, OSError) as err:  # our errors are ValueErrors with messages naming the file/field/value
         print(f"error: {err}", file=sys.stderr)
         return 2
-    return 0
+    finally:
+        if previous is not None:
+            _on_sigterm(previous)
 
 
 if __name__ == "__main__":
