@@ -36,6 +36,11 @@ def checkpoint(name: str) -> None:
         _act(os.environ.get("NSNEURONS_FAULT_ACTION", "kill"), name)
 
 
+def reset() -> None:
+    """Count checkpoints from zero again (for tests that inject several faults in one process)."""
+    _REACHED.clear()
+
+
 def _due(at: str, name: str) -> bool:
     if at.isdigit():
         return _REACHED[""] == int(at)

@@ -21,6 +21,7 @@ import xarray as xr
 from . import content, metrics, selection
 from .answers import check_answer_tokens
 from .attribution import AttributionConfig
+from .faults import checkpoint
 from .intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
 from .recipe import Recipe, check_against_model
 from .scoring import score_proxies
@@ -256,6 +257,7 @@ def _run_recipe(recipe: Recipe, out: Path, *, model, progress: bool) -> Path:
 
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     _write_text_atomically(out / "recipe.yaml", yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), sort_keys=False))
+    checkpoint("run.recipe-written")
     model = model or _load_model(recipe)
     print(model.describe())
     if recipe.experiment == "naica":
@@ -283,7 +285,9 @@ def _run_recipe(recipe: Recipe, out: Path, *, model, progress: bool) -> Path:
         ds.attrs = {"fingerprint": stamp, "task": task.name, "settings": json.dumps(inputs, sort_keys=True, default=str)}
         _write_atomically(ds, path)
         per_task[task.name] = ds
-    return _combine_and_report(recipe, model, out, per_task)
+    _combine_and_report(recipe, model, out, per_task)
+    checkpoint("run.reported")
+    return out
 
 
 def _run_naica(recipe: Recipe, model, out: Path, *, progress: bool) -> Path:
