@@ -77,9 +77,17 @@ def local_sha256(path) -> str:
     return folder_sha256(path) if path.is_dir() else file_sha256(path)
 
 
-def hub_model_commit(hf_model) -> str:
-    """The hub commit a model loaded by hub id resolved to ('' for local files)."""
-    return str(getattr(hf_model.config, "_commit_hash", None) or "")
+def hub_model_commit(repo_id: str, revision: str | None = None) -> str:
+    """The hub commit a model loaded by hub id resolved to: the snapshot its config.json was read
+    from, in the local hub cache (where from_pretrained has just put it, online or offline); '' if none."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json", revision=revision)
+    except Exception:  # noqa: BLE001 - an id the cache cannot parse: nothing to record
+        return ""
+    found = Path(found) if isinstance(found, str) else None
+    return found.parent.name if found is not None and found.parent.parent.name == "snapshots" else ""
 
 
 def hub_dataset_revision(repo_id: str, revision: str | None = None) -> str:

@@ -171,7 +171,7 @@ def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32"
             tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
             hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, revision=revision,
                                                       trust_remote_code=trust_remote_code)
-            extra["commit"] = content.hub_model_commit(hf)  # what `revision` (or main) resolved to today
+            extra["commit"] = content.hub_model_commit(source, revision)  # what `revision` (or main) resolved to today
     except (OSError, ValueError) as err:
         if isinstance(err, ModelLoadError):
             raise
@@ -206,7 +206,7 @@ def _remote_model(source: str, *, dtype: str, revision: str | None, remote: bool
     site = site_for(hf.config.model_type)
     blocks = get_path(hf, site.layers)
     n_neurons = neurons_per_layer(get_path(blocks[0], site.down_proj))
-    identity = identity or {"commit": content.hub_model_commit(hf)}
+    identity = identity or {"commit": content.hub_model_commit(source, revision)}
     prov = {"model": source, "model_type": hf.config.model_type, "dtype": dtype, "device": "remote", "revision": revision or "",
             **identity}
     return NeuronModel(lm=lm, tokenizer=tok, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=remote)

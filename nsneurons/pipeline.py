@@ -71,6 +71,8 @@ def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
         a, b = old.get(k), new.get(k)
         if isinstance(a, dict) and isinstance(b, dict):
             keys += _changed(a, b, f"{prefix}{k}.")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and a != b:
+            keys += _changed(dict(enumerate(a)), dict(enumerate(b)), f"{prefix}{k}.")
         elif a != b:
             keys.append(f"{prefix}{k}")
     return keys

@@ -68,9 +68,9 @@ def write_atomically(path, data: xr.Dataset | Mapping[str, xr.Dataset], *, extra
         path.rename(old)
         checkpoint(f"zarr.set-aside:{path.name}")
         tmp.rename(path)
-        shutil.rmtree(old)
     else:
         tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)  # also one left by an interrupt between the renames
     checkpoint(f"zarr.renamed:{path.name}")
     return path
 
