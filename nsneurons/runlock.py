@@ -62,6 +62,11 @@ def _take(fd: int, path: Path) -> None:
                                     f"wait for it to finish or stop it (its lock: {path})") from None
 
 
+def _command() -> str:
+    prog = "nsneurons" if Path(sys.argv[0]).name in ("nsneurons", "cli.py") else sys.argv[0]
+    return " ".join([prog, *sys.argv[1:]])[:300]
+
+
 @contextlib.contextmanager
 def output_lock(path):
     """Hold the lock file `path` for the block; OutputLockedError names the holder if another run has it."""
@@ -86,7 +91,7 @@ def output_lock(path):
         print(f"note: {path} was left by a run that is gone ({_describe(stale)}); taking it over", file=sys.stderr)
     holder = {"pid": os.getpid(), "host": socket.gethostname(),
               "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": " ".join(sys.argv)[:300]}
+              "command": _command()}
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(holder).encode(), 0)
     try:
