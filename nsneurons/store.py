@@ -177,5 +177,5 @@ def open_scores(path, *, allow_incomplete: bool = False) -> xr.Dataset:
 
 
 def example_scores(ds: xr.Dataset, variable: str = "ig") -> xr.DataArray:
-    """ES_e of Eq. 4: the sum of a neuron's IG over the example's three proxies."""
-    return ds[variable].sum("proxy")
+    """ES_e of Eq. 4: the sum of a neuron's IG over the example's three proxies (a NaN stays NaN, never 0)."""
+    return ds[variable].sum("proxy", skipna=False)

@@ -1,7 +1,7 @@
 """Kill `nsneurons run` and `nsneurons score` at many instants, resume, compare with an uninterrupted run.
 
     python tests/kill_resume.py                     # every checkpoint of both commands (>= 30 each)
-    python tests/kill_resume.py --small --points 3  # fewer examples, 3 kill points + store creation (CI)
+    python tests/kill_resume.py --small --points 2  # fewer examples; first, last and store creation (CI)
 
 The instants are the fault-injection checkpoints of nsneurons.faults: every write that matters for
 resuming (a store begun, written, renamed; an example's arrays, its done flag). Each trial runs the
@@ -110,9 +110,10 @@ class Command:
     def argv(self, out: Path) -> list[str]:
         if self.name == "score":
             return ["score", "--model", str(self.model), "--device", "cpu", "--task", "sentiment",
-                    "--examples", str(3 if self.small else SCORE_EXAMPLES), "--steps", "1", "--out", str(out / "scores.zarr")]
+                    "--examples", str(2 if self.small else SCORE_EXAMPLES), "--steps", "1", "--out", str(out / "scores.zarr")]
         recipe = out.parent / f"{out.name}.yaml"
-        settings = {**RUN_RECIPE, "identification_examples": 2} if self.small else RUN_RECIPE
+        settings = {**RUN_RECIPE, "identification_examples": 2, "selection": {**RUN_RECIPE["selection"], "methods": ["neuronllm"]}} \
+            if self.small else RUN_RECIPE
         recipe.write_text(yaml.safe_dump({**settings, "model": str(self.model), "output": str(out)}))
         return ["run", str(recipe)]
 
