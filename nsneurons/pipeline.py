@@ -24,8 +24,8 @@ from .attribution import AttributionConfig
 from .faults import checkpoint
 from .intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
 from .recipe import Recipe, check_against_model
-from .scoring import score_proxies
 from .runlock import LOCK_NAME, output_lock
+from .scoring import score_proxies
 from .store import example_scores
 from .zarrio import open_checked, write_atomically
 
