@@ -272,14 +272,9 @@ def layer_statistics(original: xr.Dataset, specific: xr.Dataset, common: xr.Data
 
 
 def _write_groups(datasets: dict[str, xr.Dataset], path: Path) -> None:
-    import shutil
+    from .zarrio import write_atomically
 
-    tmp = path.with_name(path.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, ds in datasets.items():
-        ds.to_zarr(tmp, group=name, mode="w", consolidated=False)
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    write_atomically(path, datasets)
 
 
 def open_crosstask(out) -> dict[str, xr.Dataset]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import traceback
 
-EXIT_BUG, EXIT_USAGE, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPT = 1, 2, 3, 4, 130
+EXIT_BUG, EXIT_USAGE, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPT, EXIT_TERMINATED = 1, 2, 3, 4, 130, 143
 
 EPILOG = """exit codes:
   0    success

@@ -11,7 +11,6 @@ held-out queries influence neither NA, ICA nor the domain neuron sets.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -239,15 +238,10 @@ def edit_key_neurons(model, proxies_by_query: Mapping[str, Sequence[Proxy]], key
 
 
 def save_datasets(path, datasets: Mapping[str, xr.Dataset]) -> Path:
-    """One zarr store, one group per dataset (replaced if it exists)."""
-    path = Path(path)
-    if path.exists():
-        shutil.rmtree(path)
-    for name, ds in datasets.items():
-        ds = ds.copy()
-        ds.attrs = json.loads(json.dumps(ds.attrs, default=str))
-        ds.to_zarr(path, group=name, mode="a" if path.exists() else "w", consolidated=False)
-    return path
+    """One zarr store, one group per dataset (replaced if it exists), whole or not at all, checksummed."""
+    from .zarrio import write_atomically
+
+    return write_atomically(path, datasets)
 
 
 def load_datasets(path, groups: Sequence[str] = ("attribution", "key", "common", "domain_key", "regions", "prediction", "editing")) -> dict[str, xr.Dataset]:
