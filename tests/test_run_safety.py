@@ -55,7 +55,7 @@ def test_a_damaged_cached_task_is_named_not_reused(finished, tmp_path, capsys):
     data[len(data) // 2] ^= 0x10
     chunk.write_bytes(bytes(data))
     line = f"{chunk.parents[5]}: variable 'sweep': chunk c/0/0/0/0 is damaged (ValueError: Stored and computed checksum do not match"
-    assert cli.main(["run", str(recipe)]) == 2
+    assert cli.main(["run", str(recipe)]) == 3  # bad input: a damaged store
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: damaged store: {line}")
     assert cli.main(["check", str(tmp_path / "out" / "safe")]) == 1
     assert [l[: len(line)] for l in capsys.readouterr().out.splitlines()] == [line]
@@ -69,7 +69,7 @@ def test_moved_inputs_are_reused_but_replaced_weights_or_edited_data_are_refused
 
     shutil.rmtree(tmp_path / "model")
     save_tiny_llama(tmp_path / "model", seed=1)  # other weights, the same path
-    assert cli.main(["run", str(recipe)]) == 2
+    assert cli.main(["run", str(recipe)]) == 3
     out, err = capsys.readouterr()
     assert "stored results were made differently (model_provenance.weights_sha256); recomputing" in out
     assert "weights_sha256: store has '" in err and "(the model's files changed)" in err
@@ -78,7 +78,7 @@ def test_moved_inputs_are_reused_but_replaced_weights_or_edited_data_are_refused
     shutil.copytree(finished / "model", tmp_path / "model")  # the model back; now the data changes
     rows = (tmp_path / "sentiment.jsonl").read_text().replace('"text": "', '"text": "Honestly, ')  # every question edited
     (tmp_path / "sentiment.jsonl").write_text(rows)
-    assert cli.main(["run", str(recipe)]) == 2
+    assert cli.main(["run", str(recipe)]) == 3
     out, err = capsys.readouterr()
     assert "stored results were made differently (tasks.0.source.sha256); recomputing" in out
     assert "prompts_sha256: store has '" in err and "(the prompts changed (data file or template))" in err
@@ -100,7 +100,7 @@ def test_two_runs_at_once_the_second_is_refused_and_the_first_resumes_after_kill
         while _state(first.pid) != "T":  # frozen at the checkpoint, lock held, store half made
             assert first.poll() is None and time.time() < deadline
             time.sleep(0.2)
-        assert cli.main(["run", str(recipe)]) == 2
+        assert cli.main(["run", str(recipe)]) == 4  # runtime: the folder is busy
         err = capsys.readouterr().err
         assert f"is in use by another nsneurons run (pid {first.pid} on host " in err and f": nsneurons run {recipe})" in err
     finally:

@@ -56,7 +56,7 @@ def test_run_and_score_refuse_a_held_output_before_loading_anything(tmp_path, ca
     recipe.write_text(f"name: busy\nmodel: /nowhere\ntasks: [sentiment]\noutput: {tmp_path}\n")
     proc = _holder(tmp_path / "busy" / ".nsneurons.lock")
     try:
-        assert cli.main(["run", str(recipe)]) == 2
+        assert cli.main(["run", str(recipe)]) == 4  # runtime: the folder is busy
         err = capsys.readouterr().err
         assert err.startswith(f"error: {tmp_path / 'busy'} is in use by another nsneurons run (pid {proc.pid} on host ")
         assert len(err.strip().splitlines()) == 1
@@ -64,7 +64,7 @@ def test_run_and_score_refuse_a_held_output_before_loading_anything(tmp_path, ca
         _release(proc)
     proc = _holder(tmp_path / "s.zarr.lock")
     try:
-        assert cli.main(["score", "--model", "/nowhere", "--task", "sentiment", "--out", str(tmp_path / "s.zarr")]) == 2
+        assert cli.main(["score", "--model", "/nowhere", "--task", "sentiment", "--out", str(tmp_path / "s.zarr")]) == 4
         assert f"in use by another nsneurons run (pid {proc.pid} on host " in capsys.readouterr().err
     finally:
         _release(proc)
