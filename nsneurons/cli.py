@@ -1,4 +1,8 @@
-"""The `nsneurons` command: demo-model, info, qatt, eval, score, run."""
+"""The `nsneurons` command: demo-model, info, qatt, eval, score, run, crosstask, check.
+
+Exit codes: 0 done; 1 `check` found problems; 2 an error (one `error:` line); 130 interrupted
+(Ctrl-C) and 143 terminated (SIGTERM), both resumable by rerunning the same command.
+"""
 from __future__ import annotations
 
 import argparse
@@ -135,6 +139,26 @@ def cmd_score(args):
     print(ds)
 
 
+def _locked_score(args):
+    from .runlock import output_lock
+
+    # One `score` per output at a time; the lock sits beside the store, which is created by a rename.
+    with output_lock(args.out.with_name(args.out.name + ".lock")):
+        cmd_score(args)
+
+
+def cmd_check(args) -> int:
+    from .check import check_run
+
+    found, n_stores = check_run(args.run_dir)
+    for line in found:
+        print(line)
+    if found:
+        return 1
+    print(f"ok: {n_stores} store(s) in {args.run_dir} whole and complete")
+    return 0
+
+
 def cmd_run(args):
     import dataclasses
 
@@ -193,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_layer_list, default=None, help="comma-separated layers (default: all)")
     p.add_argument("--layers-per-pass", type=_count(), default=None, help="layers attributed per pass (default: from the memory available)")
     p.add_argument("--out", type=Path, required=True, help="output .zarr path")
-    p.set_defaults(func=cmd_score)
+    p.set_defaults(func=_locked_score)
     p = sub.add_parser("run", help="run a recipe end to end")
     p.add_argument("recipe", type=Path)
     p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
@@ -204,9 +228,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
     p.add_argument("--output", default=None, help="output root (default: the recipe's)")
     p.set_defaults(func=cmd_crosstask)
+    p = sub.add_parser("check", help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(func=cmd_check)
     for p in sub.choices.values():  # `nsneurons run x.yaml --debug` too; SUPPRESS keeps the top level's value otherwise
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error")
     return parser
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the stores are left resumable."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _on_sigterm(handler):
+    import signal
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        return None
 
 
 def _quiet_known_warnings() -> None:
@@ -223,14 +267,18 @@ def main(argv=None) -> int:
     # Figures are only saved to files: a non-interactive backend unless the user chose one. The
     # library never sets one (it draws on matplotlib.figure.Figure objects).
     os.environ.setdefault("MPLBACKEND", "Agg")
+    previous = _on_sigterm(_raise_terminated)
     try:
-        args.func(args)
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return failures.EXIT_INTERRUPT
+        return args.func(args) or 0
+    except KeyboardInterrupt as err:
+        terminated = isinstance(err, Terminated)
+        print(f"{'terminated' if terminated else 'interrupted'}; rerun the same command to resume", file=sys.stderr)
+        return failures.EXIT_TERMINATED if terminated else failures.EXIT_INTERRUPT
     except Exception as err:  # noqa: BLE001 - every failure becomes one `error:` line and a documented exit code
         return failures.report(err, debug=args.debug or os.environ.get("NSNEURONS_DEBUG", "") not in ("", "0"))
-    return 0
+    finally:
+        if previous is not None:
+            _on_sigterm(previous)
 
 
 if __name__ == "__main__":

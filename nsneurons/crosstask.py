@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import crosstask_budgets, figures, metrics, pipeline, report, selection, zarr_io
+from . import crosstask_budgets, figures, metrics, pipeline, report, selection
 from .crosstask_figures import plot_budget, plot_common_layers, plot_cross_task, plot_layer_change  # noqa: F401  (re-exported)
 from .intervention import BASELINE, correct_table, degrader, enhancer, option_probs
 from .metrics import DIRECTIONS, METRIC_NAMES
 from .recipe import CrossTask, Recipe, RecipeError
 from .selection import ROLES
 from .store import example_scores, open_scores
+from .zarrio import open_store
 
 DEFAULT_K = CrossTask().k_values  # Table 7
 GROUPS = ("common", "specific", "matrix", "layers", "budget", "table8")
@@ -196,7 +197,7 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
     model = model or pipeline._load_model(recipe)
     stamp = pipeline.fingerprint(recipe, model.provenance)
     for task in recipe.tasks:
-        if zarr_io.open_store(out / "tasks" / f"{task.name}.zarr").attrs.get("fingerprint") != stamp:
+        if open_store(out / "tasks" / f"{task.name}.zarr").attrs.get("fingerprint") != stamp:
             raise RecipeError(f"{out}/tasks/{task.name}.zarr was made with other settings or another model; rerun `nsneurons run`")
     tasks, k = [t.name for t in recipe.tasks], recipe.selection.k
     ratios = sorted({*recipe.evaluation.ratios, 1.0})  # 1.0: where good-only methods are evaluated
@@ -276,14 +277,9 @@ def layer_statistics(original: xr.Dataset, specific: xr.Dataset, common: xr.Data
 
 
 def _write_groups(datasets: dict[str, xr.Dataset], path: Path) -> None:
-    import shutil
+    from .zarrio import write_atomically
 
-    tmp = path.with_name(path.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for name, ds in datasets.items():
-        zarr_io.write(ds, tmp, group=name, mode="w")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    write_atomically(path, datasets)
 
 
 def open_crosstask(out) -> dict[str, xr.Dataset]:
@@ -291,7 +287,7 @@ def open_crosstask(out) -> dict[str, xr.Dataset]:
     path = Path(out) / "crosstask.zarr"
     if not path.exists():
         raise FileNotFoundError(f"no {path}; run `nsneurons crosstask RECIPE` after `nsneurons run RECIPE`")
-    return {name: zarr_io.open_store(path, group=name) for name in GROUPS}
+    return {name: open_store(path, group=name) for name in GROUPS}
 
 
 # ---- tables --------------------------------------------------------------------------------

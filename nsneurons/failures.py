@@ -5,23 +5,25 @@ Exit codes (also in `nsneurons --help` and the README):
   1    an unexpected error: a bug in nsneurons (rerun with --debug and report the traceback)
   2    usage: unknown command or option, or an option value of the wrong kind (argparse)
   3    bad input: recipe, data file, model files, a damaged store, a prompt longer than the model takes
-  4    runtime failure: NDIF unreachable or failing, out of memory
+  4    runtime failure: NDIF unreachable or failing, out of memory, output folder in use by another run
   130  interrupted (Ctrl-C); rerun the same command to resume
+  143  terminated (SIGTERM); rerun the same command to resume
 """
 from __future__ import annotations
 
 import sys
 import traceback
 
-EXIT_BUG, EXIT_USAGE, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPT = 1, 2, 3, 4, 130
+EXIT_BUG, EXIT_USAGE, EXIT_INPUT, EXIT_RUNTIME, EXIT_INTERRUPT, EXIT_TERMINATED = 1, 2, 3, 4, 130, 143
 
 EPILOG = """exit codes:
   0    success
   1    unexpected error (a bug: rerun with --debug and report the traceback)
   2    usage error: unknown command or option, bad option value
   3    bad input: recipe, data file, model files, damaged store, prompt too long for the model
-  4    runtime failure: NDIF unreachable or failing, out of memory
+  4    runtime failure: NDIF unreachable or failing, out of memory, output folder in use by another run
   130  interrupted (Ctrl-C); rerun the same command to resume
+  143  terminated (SIGTERM); rerun the same command to resume
 --debug (or NSNEURONS_DEBUG=1) prints the traceback of an error as well."""
 
 _OOM_HINT = ("lower evaluation.batch_size or attribution.layers_per_pass in the recipe (score: --layers-per-pass), "
@@ -82,6 +84,10 @@ def classify(err: BaseException) -> tuple[int, str]:
         where = _damaged_store(err) or "a zarr store"
         return EXIT_INPUT, (f"{where}: a chunk is damaged ({_one_line(err)}); delete that store "
                             "(its results are recomputed on the next run) and rerun")
+    from .runlock import OutputLockedError
+
+    if isinstance(err, OutputLockedError):  # not bad input: another run holds the folder right now
+        return EXIT_RUNTIME, _one_line(err)
     if isinstance(err, ValueError):  # nsneurons' own errors (recipe, data, model, prompts) name the key/file/value
         return EXIT_INPUT, _one_line(err)
     if _unreachable(err):

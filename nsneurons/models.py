@@ -1,8 +1,6 @@
 """Load a causal LM (hub id, save_pretrained folder or GGUF file) and wrap it for nnsight tracing."""
 from __future__ import annotations
 
-import hashlib
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,6 +8,7 @@ from typing import Literal
 
 import torch
 
+from . import content
 from .architectures import NeuronSite, get_path, neurons_per_layer, site_for, sliding_window
 
 Device = Literal["cpu", "cuda", "auto"]
@@ -133,14 +132,6 @@ def wrap(hf_model, tokenizer, *, source: str = "<in-memory>", remote: bool | str
     return NeuronModel(lm=lm, tokenizer=tokenizer, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=remote)
 
 
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32", revision: str | None = None,
                remote: bool | str = False, trust_remote_code: bool = False) -> NeuronModel:
     """Load from a hub id, a local `save_pretrained` folder, a local `.gguf` file, or "demo".
@@ -168,12 +159,14 @@ def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32"
                 raise ModelLoadError(f"GGUF file {str(path)!r} does not exist")
             tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
             hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch_dtype)
-            extra["sha256"] = file_sha256(path)
+            extra["weights_sha256"] = content.file_sha256(path)
         elif path.is_dir():
             if not (path / "config.json").is_file():
                 raise ModelLoadError(f"folder {str(path)!r} has no config.json (expected a save_pretrained folder)")
             tok = AutoTokenizer.from_pretrained(str(path))
             hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+            # Content, not the path: replacing the weights at the same path must not reuse results.
+            extra["weights_sha256"] = content.folder_sha256(path)
         else:
             if _looks_like_path(source):
                 raise ModelLoadError(f"model {source!r}: no such file or folder (expected a save_pretrained folder, "
@@ -181,6 +174,7 @@ def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32"
             tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
             hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, revision=revision,
                                                       trust_remote_code=trust_remote_code)
+            extra["commit"] = content.hub_model_commit(source, revision)  # what `revision` (or main) resolved to today
     except Exception as err:  # noqa: BLE001 - transformers, safetensors and gguf (struct.error, ...) each raise their own types
         if isinstance(err, ModelLoadError) or not (path.suffix == ".gguf" or _is_model_file_error(err)):
             raise
@@ -218,9 +212,11 @@ def _remote_model(source: str, *, dtype: str, revision: str | None, remote: bool
     from nnsight import LanguageModel
     from transformers import AutoTokenizer
 
+    identity = {}
     if Path(source).expanduser().is_dir():
         from .remote import register_local_model_path
 
+        identity["weights_sha256"] = content.folder_sha256(Path(source).expanduser())
         source = register_local_model_path(source)
     tok = AutoTokenizer.from_pretrained(source, revision=revision)
     if tok.pad_token is None:
@@ -233,5 +229,7 @@ def _remote_model(source: str, *, dtype: str, revision: str | None, remote: bool
     site = site_for(hf.config.model_type)
     blocks = get_path(hf, site.layers)
     n_neurons = neurons_per_layer(get_path(blocks[0], site.down_proj))
-    prov = {"model": source, "model_type": hf.config.model_type, "dtype": dtype, "device": "remote", "revision": revision or ""}
+    identity = identity or {"commit": content.hub_model_commit(source, revision)}
+    prov = {"model": source, "model_type": hf.config.model_type, "dtype": dtype, "device": "remote", "revision": revision or "",
+            **identity}
     return NeuronModel(lm=lm, tokenizer=tok, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=remote)

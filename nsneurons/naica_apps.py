@@ -11,16 +11,16 @@ held-out queries influence neither NA, ICA nor the domain neuron sets.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
-from . import figures, zarr_io
+from . import figures
 from .naica import T_DEFAULT, U_DEFAULT, V_DEFAULT, as_query_array, key_neurons, key_pairs
 from .tasks.base import LETTERS, Proxy
+from .zarrio import open_store
 
 EDIT_CONDITIONS = ("none", "boost", "suppress", "random_boost", "random_suppress")
 
@@ -236,19 +236,14 @@ def edit_key_neurons(model, proxies_by_query: Mapping[str, Sequence[Proxy]], key
 
 
 def save_datasets(path, datasets: Mapping[str, xr.Dataset]) -> Path:
-    """One zarr store, one group per dataset (replaced if it exists)."""
-    path = Path(path)
-    if path.exists():
-        shutil.rmtree(path)
-    for name, ds in datasets.items():
-        ds = ds.copy()
-        ds.attrs = json.loads(json.dumps(ds.attrs, default=str))
-        zarr_io.write(ds, path, group=name, mode="a" if path.exists() else "w")
-    return path
+    """One zarr store, one group per dataset (replaced if it exists), whole or not at all, checksummed."""
+    from .zarrio import write_atomically
+
+    return write_atomically(path, datasets)
 
 
 def load_datasets(path, groups: Sequence[str] = ("attribution", "key", "common", "domain_key", "regions", "prediction", "editing")) -> dict[str, xr.Dataset]:
-    return {g: zarr_io.open_store(path, group=g).load() for g in groups if (Path(path) / g).exists()}
+    return {g: open_store(path, group=g).load() for g in groups if (Path(path) / g).exists()}
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:

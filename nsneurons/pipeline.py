@@ -4,7 +4,9 @@ Stages per task: QATT proxies -> baseline screen of candidate examples -> evalua
 (understood / not understood, seeded) -> IG scores for the targets the methods need (resumable
 stores) -> selection by every method -> intervention sweep (good:bad ratios under budget K, plus
 good-only / bad-only ablation) -> metrics. Then the combined datasets, report.md and figures.
-A task whose results file exists with the same recipe fingerprint is not recomputed.
+A task whose results file exists with the same recipe fingerprint is not recomputed; the
+fingerprint holds the model and the data by content (hashes, hub commits), not by path. One run per
+output folder at a time (a lock file names the holder); every store is written whole or not at all.
 """
 from __future__ import annotations
 
@@ -16,13 +18,16 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import cells, conditions, metrics, preflight, selection, zarr_io
+from . import cells, conditions, content, metrics, preflight, selection
 from .answers import check_answer_tokens
 from .attribution import AttributionConfig
+from .faults import checkpoint
 from .intervention import BASELINE, correct_table, option_probs
 from .recipe import Recipe, RecipeError, check_against_model
+from .runlock import LOCK_NAME, output_lock
 from .scoring import score_proxies
 from .store import example_scores
+from .zarrio import open_checked, write_atomically
 
 log = logging.getLogger("nsneurons")
 
@@ -31,10 +36,61 @@ _FINGERPRINT_EXCLUDES = ("output", "description", "ndif_host", "crosstask")
 
 
 def fingerprint(recipe: Recipe, model_provenance: dict) -> str:
+    return _digest(fingerprint_inputs(recipe, model_provenance))
+
+
+def _digest(inputs: dict) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprint_inputs(recipe: Recipe, model_provenance: dict) -> dict:
+    """What a task's results depend on: the recipe's settings, the model and each task's data, by
+    content (a moved folder is the same model; replaced weights or an edited file are not)."""
     data = {k: v for k, v in recipe.to_dict().items() if k not in _FINGERPRINT_EXCLUDES}
     # Where it ran (device, NDIF host) does not change the numbers.
-    data["model_provenance"] = {k: v for k, v in model_provenance.items() if k != "device" and not k.startswith("ndif_")}
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    prov = {k: v for k, v in model_provenance.items() if k != "device" and not k.startswith("ndif_")}
+    if prov.get("weights_sha256"):
+        data.pop("model"), prov.pop("model", None)
+    data["model_provenance"] = prov
+    data["tasks"] = [{**t, "source": _task_data(task)} for t, task in zip(data["tasks"], recipe.tasks)]
+    return data
+
+
+def _task_data(task) -> dict:
+    from .tasks import get_task
+    from .tasks.loading import DATA_DIR
+
+    fixture = get_task(task.name).fixture
+    return content.data_identity(task.source, DATA_DIR / fixture if fixture else None)
+
+
+def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two fingerprint inputs."""
+    keys = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed(a, b, f"{prefix}{k}.")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b) and a != b:
+            keys += _changed(dict(enumerate(a)), dict(enumerate(b)), f"{prefix}{k}.")
+        elif a != b:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def _cached_task(path: Path, inputs: dict) -> xr.Dataset | None:
+    """A task's stored results if made with these inputs; a damaged store is an error, never reused."""
+    if not path.exists():
+        return None
+    cached = open_checked(path).load()
+    if cached.attrs.get("fingerprint") == _digest(inputs):
+        return cached
+    try:
+        what = ", ".join(_changed(json.loads(cached.attrs["settings"]), json.loads(json.dumps(inputs, default=str)))[:6])
+    except (KeyError, ValueError):
+        what = "settings not recorded (an older nsneurons)"
+    print(f"task {cached.attrs.get('task', path.stem)}: stored results were made differently ({what}); recomputing")
+    return None
 
 
 def _load_model(recipe: Recipe):
@@ -85,7 +141,7 @@ def read_evaluation_set(path, task: str) -> dict[str, bool]:
     store = path / "examples.zarr" if (path / "examples.zarr").exists() else path
     if not store.exists():
         raise RecipeError(f"evaluation.examples_from: {path} is neither a run folder nor an examples.zarr")
-    ds = zarr_io.open_store(store)
+    ds = open_checked(store)
     if "evaluation_example" not in ds or task not in ds["task"].values:
         raise RecipeError(f"evaluation.examples_from: {store} holds no evaluation examples of task {task!r}")
     ids, understood = ds["evaluation_example"].sel(task=task).values, ds["evaluation_understood"].sel(task=task).values
@@ -189,44 +245,59 @@ def _example_probs(probs: xr.DataArray, eval_proxies, answers: dict, recipe) -> 
 
 def evaluation_proxies(recipe: Recipe, task, out: Path) -> list:
     """The evaluation proxies a finished run used for `task` (read back from its results)."""
-    ids = set(zarr_io.open_store(Path(out) / "tasks" / f"{task.name}.zarr").evaluation_example.values.tolist())
+    ids = set(open_checked(Path(out) / "tasks" / f"{task.name}.zarr").evaluation_example.values.tolist())
     _, candidates = task_proxies(recipe, task)
     return [p for p in candidates if p.example_id in ids]
 
 
 def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
-    """Run every stage; returns the output folder. Interrupted runs resume; finished tasks are skipped."""
-    import yaml
-
+    """Run every stage; returns the output folder. Interrupted runs resume; finished tasks are skipped.
+    A second run on the same output folder meanwhile is refused (OutputLockedError names the holder)."""
     prompts = preflight.recipe_prompts(recipe)  # data errors stop the run before it writes or loads anything
     out = recipe.output_dir()
+    with output_lock(out / LOCK_NAME):
+        return _run_recipe(recipe, out, prompts, model=model, progress=progress)
+
+
+def _write_text_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _run_recipe(recipe: Recipe, out: Path, prompts, *, model, progress: bool) -> Path:
+    import yaml
+
     (out / "tasks").mkdir(parents=True, exist_ok=True)
-    (out / "recipe.yaml").write_text(yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), sort_keys=False))
+    _write_text_atomically(out / "recipe.yaml", yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), sort_keys=False))
+    checkpoint("run.recipe-written")
     model = model or _load_model(recipe)
     print(model.describe())
     preflight.check_prompts(model, recipe, prompts)  # lengths and answer tokens, before any IG
     if recipe.experiment == "naica":
         return _run_naica(recipe, model, out, progress=progress)
     check_against_model(recipe, model.n_layers, model.n_neurons)
-    stamp = fingerprint(recipe, model.provenance)
+    inputs = fingerprint_inputs(recipe, model.provenance)
+    stamp = _digest(inputs)
     per_task, screens = {}, None
     for task in recipe.tasks:
         path = out / "tasks" / f"{task.name}.zarr"
-        if path.exists():
-            cached = zarr_io.open_store(path).load()
-            if cached.attrs.get("fingerprint") == stamp:
-                print(f"task {task.name}: results exist with the same settings, skipped ({path})")
-                per_task[task.name] = cached
-                continue
+        cached = _cached_task(path, inputs)
+        if cached is not None:
+            print(f"task {task.name}: results exist with the same settings, skipped ({path})")
+            per_task[task.name] = cached
+            continue
         print(f"task {task.name}: running")
         if screens is None:
             screens = reference_screens(recipe, progress=progress)
         parts = run_task(recipe, model, task, out, understood=screens.get(task.name), progress=progress)
         ds = _task_dataset(parts)
-        ds.attrs = {"fingerprint": stamp, "task": task.name}
+        ds.attrs = {"fingerprint": stamp, "task": task.name, "settings": json.dumps(inputs, sort_keys=True, default=str)}
         _write_atomically(ds, path)
         per_task[task.name] = ds
-    return _combine_and_report(recipe, model, out, per_task)
+    _combine_and_report(recipe, model, out, per_task)
+    checkpoint("run.reported")
+    return out
 
 
 def reference_screens(recipe: Recipe, *, progress: bool = True) -> dict[str, dict[str, bool]]:
@@ -276,20 +347,13 @@ def _run_naica(recipe: Recipe, model, out: Path, *, progress: bool) -> Path:
 
 
 def _write_atomically(ds: xr.Dataset, path: Path) -> None:
-    """Write a zarr store under a temporary name, then rename: it exists whole or not at all."""
-    import shutil
-
-    tmp = path.with_name(path.name + ".part")
-    shutil.rmtree(tmp, ignore_errors=True)
-    zarr_io.write(ds, tmp, mode="w")
-    shutil.rmtree(path, ignore_errors=True)
-    tmp.rename(path)
+    write_atomically(path, ds)
 
 
 def open_outputs(out) -> dict[str, xr.Dataset]:
     """The combined datasets of a finished run: results, neurons, baseline, examples."""
     out = Path(out)
-    return {name: zarr_io.open_store(out / f"{name}.zarr") for name in ("results", "neurons", "baseline", "examples")}
+    return {name: open_checked(out / f"{name}.zarr") for name in ("results", "neurons", "baseline", "examples")}
 
 
 _PER_TASK_ONLY = ["example_prob", "example_correct_letter", "example_prompt", "evaluation_example", "evaluation_understood"]

@@ -1,6 +1,8 @@
 """Score a task's proxies into a store: attribution per proxy, one example per write, resumable."""
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
@@ -29,6 +31,12 @@ def group_by_example(proxies: Sequence[Proxy]) -> "OrderedDict[str, list[Proxy]]
         if [p.proxy for p in group] != list(range(N_PROXIES)):
             raise ValueError(f"example {example_id!r} needs proxies 0..{N_PROXIES - 1} in order, got {[p.proxy for p in group]}")
     return groups
+
+
+def prompts_sha256(proxies: Sequence[Proxy]) -> str:
+    """The content of what is scored (prompts, options, answers): an edited data file changes it."""
+    rows = [[p.example_id, p.proxy, p.prompt, list(p.options), p.correct] for p in proxies]
+    return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
 def score_provenance(model, config: AttributionConfig, extra: dict | None = None) -> dict:
@@ -69,7 +77,7 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
     store = ScoreStore.open_or_create(
         Path(path), example_ids=list(groups), layers=layers, n_neurons=model.n_neurons,
         correct_letters=[[p.correct_letter for p in group] for group in groups.values()],
-        provenance=score_provenance(model, config, provenance),
+        provenance=score_provenance(model, config, {**(provenance or {}), "prompts_sha256": prompts_sha256(proxies)}),
     )
     done = store.done()
     with tqdm(total=len(groups) * N_PROXIES, initial=int(done.sum()) * N_PROXIES, unit="proxy",

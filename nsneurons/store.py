@@ -5,6 +5,8 @@ Layout (see docs/design.md): `ig` and `activation` over (example, proxy, layer, 
 `completeness_gap` over (example, proxy, layer), `correct_letter` coordinate over (example, proxy),
 and `done` over (example,): set only after an example's arrays are written, so an interrupted
 write never looks complete. Provenance lives in `attrs`; appending with different provenance is refused.
+The store is created whole (under a temporary name, then renamed) and every chunk carries a
+checksum (nsneurons.zarrio): a missing or damaged chunk of a done example is an error naming it.
 """
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from typing import Sequence
 import numpy as np
 import xarray as xr
 
-from . import zarr_io
+from .faults import checkpoint
 from .tasks.base import LETTERS, N_PROXIES
+from .zarrio import StoreDamagedError, problems, raise_problems, write_atomically, write_region
 
 # Provenance keys that must match to append to an existing store, except these: when it was made,
 # by which version, and on which NDIF host (a resumed run may use another server of the same model).
@@ -26,6 +29,9 @@ from .tasks.base import LETTERS, N_PROXIES
 # store begun with one resumes with another (it keeps the first one's name).
 _VOLATILE_KEYS = {"created", "nsneurons_version", "ig_path",
                   "ndif_host", "ndif_host_source", "ndif_api_key", "ndif_api_key_source"}
+# What a differing content hash means, for the refusal message.
+_CONTENT_KEYS = {"weights_sha256": "the model's files changed", "prompts_sha256": "the prompts changed (data file or template)",
+                 "commit": "the hub model resolved to another commit"}
 
 
 class StoreError(ValueError):
@@ -74,7 +80,7 @@ def _template(example_ids: Sequence[str], correct_letters: Sequence[Sequence[str
     return ds
 
 
-def _encoding(ds: xr.Dataset) -> dict:
+def _chunks(ds: xr.Dataset) -> dict:
     # One chunk per example for the big arrays, so each example is written as one region.
     enc = {name: {"chunks": (1,) + ds[name].shape[1:]} for name in ("ig", "activation", "option_prob", "target_value", "completeness_gap")}
     enc["done"] = {"chunks": (max(1, ds.sizes["example"]),)}
@@ -100,14 +106,19 @@ class ScoreStore:
                 existing = xr.open_zarr(path, consolidated=False)
             except Exception as err:  # noqa: BLE001 - any unreadable store gets the same clear message
                 raise StoreError(f"{path} exists but is not a readable scores store ({err}); remove it or choose another output") from None
+            raise_problems(problems(path))  # finished examples are kept: they must be whole
             _check_compatible(path, existing, template)
             return cls(path, list(example_ids))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        zarr_io.write(template, path, mode="w", encoding=_encoding(template))
+        # Whole or not at all: an interrupt while the template is written leaves no store here.
+        write_atomically(path, template, extra=_chunks(template))
         return cls(path, list(example_ids))
 
     def done(self) -> np.ndarray:
-        return xr.open_zarr(self.path, consolidated=False)["done"].values
+        try:
+            return xr.open_zarr(self.path, consolidated=False)["done"].values
+        except Exception as err:  # noqa: BLE001 - a checksum or decoding failure of the flags
+            raise StoreDamagedError(f"damaged store: {self.path}: variable 'done': unreadable ({err}); "
+                                    "remove it to recompute it") from None
 
     def write_example(self, index: int, *, ig, activation, option_prob, target_value, completeness_gap) -> None:
         """Write one example's arrays (3 proxies), then mark it done (a separate, last write)."""
@@ -121,18 +132,24 @@ class ScoreStore:
                 "completeness_gap": (("example", "proxy", "layer"), np.asarray(completeness_gap, np.float32)[None]),
             }
         )
-        zarr_io.write(part, self.path, prepare=False, region=region)
+        # Every chunk written, even all-zero ones: a missing chunk then always means damage.
+        write_region(part, self.path, region)
+        checkpoint(f"store.example-written:{self.path.name}")
         done = self.done()
         done[index] = True
-        zarr_io.write(xr.Dataset({"done": (("example",), done)}), self.path, prepare=False, region={"example": slice(0, len(done))})
+        write_region(xr.Dataset({"done": (("example",), done)}), self.path, {"example": slice(0, len(done))})
+        checkpoint(f"store.example-done:{self.path.name}")
 
 
 def _check_compatible(path: Path, existing: xr.Dataset, template: xr.Dataset) -> None:
     old = {k: v for k, v in existing.attrs.items() if k not in _VOLATILE_KEYS}
     new = {k: v for k, v in template.attrs.items() if k not in _VOLATILE_KEYS}
+    if old.get("weights_sha256") and old.get("weights_sha256") == new.get("weights_sha256"):
+        old.pop("model", None), new.pop("model", None)  # the same files, moved: content, not the path, counts
     differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if differing:
-        shown = "; ".join(f"{k}: store has {old.get(k)!r}, this run has {new.get(k)!r}" for k in differing)
+        shown = "; ".join(f"{k}: store has {old.get(k)!r}, this run has {new.get(k)!r}"
+                          + (f" ({_CONTENT_KEYS[k]})" if k in _CONTENT_KEYS else "") for k in differing)
         raise ProvenanceMismatchError(f"{path} was made with different settings, refusing to append ({shown}). Use another output path.")
     for coord in ("example", "layer", "neuron", "correct_letter"):
         if not np.array_equal(existing[coord].values, template[coord].values):
@@ -145,6 +162,8 @@ def open_scores(path, *, allow_incomplete: bool = False) -> xr.Dataset:
     if not path.exists():
         raise StoreError(f"no scores store at {path}")
     ds = xr.open_zarr(path, consolidated=False)
+    # A deleted or damaged chunk would read as NaN or fail deep in zarr: refuse it here, named.
+    raise_problems(problems(path))
     done = ds["done"].values
     if not done.all():
         message = (f"scores store {path} is incomplete: {int(done.sum())} of {done.size} examples written "
@@ -157,5 +176,5 @@ def open_scores(path, *, allow_incomplete: bool = False) -> xr.Dataset:
 
 
 def example_scores(ds: xr.Dataset, variable: str = "ig") -> xr.DataArray:
-    """ES_e of Eq. 4: the sum of a neuron's IG over the example's three proxies."""
-    return ds[variable].sum("proxy")
+    """ES_e of Eq. 4: the sum of a neuron's IG over the example's three proxies (a NaN stays NaN, never 0)."""
+    return ds[variable].sum("proxy", skipna=False)

@@ -116,3 +116,11 @@ def tiny_model_of_type(model_type: str, *, sliding_window: int = 64, layers: int
     torch.manual_seed(seed)
     hf = _sharpened(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32))
     return wrap(hf, tok, source=f"tiny-{model_type}")
+
+
+def save_tiny_llama(path, *, layers: int = 2, seed: int = 0):
+    """A tiny random LLaMA and its tokenizer written with save_pretrained (what `--model FOLDER` loads)."""
+    tok = llama_style_tokenizer()
+    tiny_hf_model("llama", layers=layers, vocab_size=len(tok), seed=seed).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from nsneurons import crosstask, zarr_io
+from nsneurons import crosstask, zarrio
 from nsneurons.pipeline import open_outputs
 from test_crosstask import tiny_crosstask_run
 
@@ -71,7 +71,7 @@ def test_a_store_written_before_the_rename_still_opens(tmp_path, out):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # zarr's own warning about `<U` strings, which old stores have
         old.to_zarr(tmp_path / "neurons.zarr", consolidated=False)
-    back = zarr_io.open_store(tmp_path / "neurons.zarr")
+    back = zarrio.open_checked(tmp_path / "neurons.zarr")
     assert "selector" in back.dims and "method" not in back.dims
     np.testing.assert_array_equal(back["layer"].sel(selector="tn").values, old["layer"].sel({"method": "tn"}).values)
 

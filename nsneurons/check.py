@@ -1,0 +1,64 @@
+"""`nsneurons check RUN_DIR`: every store of a run folder whole and readable, and the run complete.
+
+One line per problem: a missing or damaged chunk (with the store's path and the variable), a
+scores store with examples still to compute, an output the recipe promises but the folder lacks.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .zarrio import problems
+
+_COMBINED = ("results", "neurons", "baseline", "examples")
+
+
+def _stores(folder: Path) -> list[Path]:
+    if folder.suffix == ".zarr":
+        return [folder]
+    # Temporary `.part` / `.old` stores of an interrupted write are not outputs: they end otherwise.
+    return sorted(p for p in folder.rglob("*.zarr") if p.is_dir() and not any(q.suffix == ".zarr" for q in p.relative_to(folder).parents if q.name))
+
+
+def _incomplete(path: Path) -> list[str]:
+    import zarr
+
+    try:
+        root = zarr.open_group(path, mode="r")
+        if "done" not in root.array_keys():
+            return []
+        done = root["done"][...]
+    except Exception:  # noqa: BLE001 - already reported by `problems`
+        return []
+    if done.all():
+        return []
+    return [f"{path}: incomplete: {int(done.sum())} of {done.size} examples done; rerun the same command to resume"]
+
+
+def _expected(folder: Path) -> list[Path]:
+    """The outputs a finished run of the folder's recipe.yaml has."""
+    import yaml
+
+    try:
+        recipe = yaml.safe_load((folder / "recipe.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    if recipe.get("experiment") == "naica":
+        return [folder / "naica.zarr", folder / "report.md"]
+    tasks = [t["name"] if isinstance(t, dict) else str(t) for t in recipe.get("tasks") or ()]
+    return [folder / "tasks" / f"{t}.zarr" for t in tasks] + [folder / f"{n}.zarr" for n in _COMBINED] + [folder / "report.md"]
+
+
+def check_run(folder) -> tuple[list[str], int]:
+    """(problems, number of stores checked) of a run folder, or of one store."""
+    folder = Path(folder)
+    if not folder.exists():
+        return [f"{folder}: no such folder"], 0
+    found: list[str] = []
+    if folder.suffix != ".zarr":
+        if not (folder / "recipe.yaml").is_file():
+            found.append(f"{folder / 'recipe.yaml'}: missing (not a run folder of `nsneurons run`?)")
+        found += [f"{p}: missing; the run has not finished (rerun the same command to resume)" for p in _expected(folder) if not p.exists()]
+    stores = _stores(folder)
+    for store in stores:
+        found += problems(store) or _incomplete(store)
+    return found, len(stores)
