@@ -54,7 +54,9 @@ def save(fig, path) -> Path:
 
 def describe(attrs, extra: str | None = None) -> str:
     """'model, K = 5[, extra]' from a Dataset's attrs (parts that are unknown are left out)."""
-    parts = [str(attrs["model"])] if attrs.get("model") else []
+    # A local folder or file is named by its last part (a cache path says nothing); hub ids stay whole.
+    model = str(attrs.get("model") or "")
+    parts = [Path(model).name if model.startswith(("/", ".", "~")) else model] if model else []
     parts += [f"K = {attrs['k']}"] if attrs.get("k") is not None else []
     return ", ".join(parts + ([extra] if extra else []))
 
@@ -93,13 +95,15 @@ def integer_axes(ax, x: bool = True, y: bool = False) -> None:
 
 
 def legend_outside(fig, axes) -> None:
-    """One legend for the figure, right of the panels, from the first axes' labelled artists (deduplicated)."""
+    """One legend for the figure, below the panels (clear of the title and the data), from the axes'
+    labelled artists (deduplicated)."""
     handles = {}
     for ax in np.ravel(axes):
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8)
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", fontsize=8,
+                   ncols=min(len(handles), 4))
 
 
 # ---- Figure 5: layer distribution ----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Evaluation metrics of section 4.2: Acc, Com, RAC, RCC, Fail, best good:bad ratio.
+"""Evaluation metrics of section 4.2: Acc, Com, RAC, RCC, Fail, and the evaluation-set sample.
 
 Units: Acc and Com are fractions in [0, 1]; RAC and RCC are percentages (|orig - new| / orig * 100);
 signed changes (new - orig) are in percentage points.
@@ -13,8 +13,7 @@ anything printed goes through `Cell` / `format_cell`, which write "undefined" or
 Decisions:
 - Fail is strict: a change against the intended direction. No change is 0.0, not Fail.
 - Undefined: RAC/RCC when the original Acc/Com is 0 (never divided). A Fail still prints "Fail".
-- best_over_ratios ranks by the signed change in the intended direction (defined even when the
-  original is 0); Fail loses to any non-Fail; ties go to the lowest ratio; all Fail -> Fail.
+- Choosing a ratio per table cell is a scoring rule, not a metric: nsneurons.cells.
 """
 from __future__ import annotations
 
@@ -175,31 +174,6 @@ def evaluate_condition(correct_original, correct_intervened, direction: Directio
         accuracy(correct_original), accuracy(correct_intervened),
         comprehension(correct_original), comprehension(correct_intervened),
     )
-
-
-def best_over_ratios(results: Mapping[float, ConditionResult]) -> dict[str, Cell]:
-    """Per metric ("rac", "rcc") separately, the ratio whose change goes furthest the intended
-    way (section 4.4). Returns {"rac": Cell, "rcc": Cell}, each carrying its chosen ratio."""
-    if not results:
-        raise ValueError("best_over_ratios needs at least one ratio")
-    directions = {result.direction for result in results.values()}
-    if len(directions) != 1:
-        raise ValueError(f"results mix directions {sorted(directions)}")
-    (direction,) = directions
-    best: dict[str, Cell] = {}
-    for metric, (before, after) in {"rac": ("acc_original", "acc_intervened"),
-                                    "rcc": ("com_original", "com_intervened")}.items():
-        candidates = [
-            (directed_change(getattr(r, before), getattr(r, after), direction), ratio, r)
-            for ratio, r in sorted(results.items()) if not getattr(r, f"{metric}_fail")
-        ]
-        if not candidates:
-            best[metric] = Cell(RelativeChange(None), fail=True, ratio=None)
-            continue
-        top = max(change for change, _, _ in candidates)
-        _, ratio, chosen = next(c for c in candidates if c[0] == top)  # lowest ratio among ties
-        best[metric] = Cell(getattr(chosen, metric).change, fail=False, ratio=ratio)
-    return best
 
 
 # ---- evaluation-set sampling ---------------------------------------------------------------

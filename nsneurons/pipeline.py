@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import cells, conditions, content, metrics, preflight, selection
+from . import cells, conditions, content, preflight, selection
+from .evaluation_set import evaluation_set, reference_screens, screen
 from .answers import check_answer_tokens
 from .attribution import AttributionConfig
 from .faults import checkpoint
 from .intervention import BASELINE, correct_table, option_probs
-from .recipe import Recipe, RecipeError, check_against_model
+from .recipe import Recipe, check_against_model
 from .runlock import LOCK_NAME, output_lock
 from .scoring import score_proxies
 from .store import example_scores
@@ -126,43 +127,6 @@ def task_proxies(recipe: Recipe, task) -> tuple[list, list]:
     spec = task_spec(task.name)
     make = lambda qs: build_task_proxies(qs, demo_pool, spec, recipe.seed, recipe.answer_format)  # noqa: E731
     return make(identification), make(candidates)
-
-
-def screen(recipe: Recipe, model, proxies, *, progress: bool = True) -> dict[str, bool]:
-    """Which candidate examples the unmodified model understands (Com of one example, appendix A.1)."""
-    table = correct_table(option_probs(model, proxies, [BASELINE], answer_format=recipe.answer_format,
-                                       batch_size=recipe.evaluation.batch_size, progress=progress)).sel(condition="none")
-    return {str(e): bool(table.sel(example=e).sum() >= 2) for e in table.example.values}
-
-
-def read_evaluation_set(path, task: str) -> dict[str, bool]:
-    """{example id: understood by the screening model} of `task` saved by an earlier run."""
-    path = Path(path)
-    store = path / "examples.zarr" if (path / "examples.zarr").exists() else path
-    if not store.exists():
-        raise RecipeError(f"evaluation.examples_from: {path} is neither a run folder nor an examples.zarr")
-    ds = open_checked(store)
-    if "evaluation_example" not in ds or task not in ds["task"].values:
-        raise RecipeError(f"evaluation.examples_from: {store} holds no evaluation examples of task {task!r}")
-    ids, understood = ds["evaluation_example"].sel(task=task).values, ds["evaluation_understood"].sel(task=task).values
-    return {str(i): bool(u) for i, u in zip(ids, understood) if str(i)}
-
-
-def evaluation_set(recipe: Recipe, task, id_proxies, candidates, understood: dict[str, bool]) -> metrics.EvalSample:
-    """The seeded evaluation sample, or the saved one of `evaluation.examples_from` (checked)."""
-    if recipe.evaluation.examples_from:
-        known = {p.example_id for p in candidates}
-        missing = sorted(set(understood) - known)
-        if missing:
-            raise RecipeError(f"evaluation.examples_from: task {task.name!r}: examples {missing[:3]} are not evaluation "
-                              "candidates here (a different dataset, seed or identification_examples?)")
-        ids = sorted(i for i, u in understood.items() if u) + sorted(i for i, u in understood.items() if not u)
-        n_u = sum(understood.values())
-        return metrics.EvalSample(ids, n_u, len(ids) - n_u, (n_u, len(ids) - n_u))
-    sample = metrics.sample_eval_set(understood, recipe.evaluation.understood, recipe.evaluation.not_understood,
-                                     exclude=[p.example_id for p in id_proxies], seed=recipe.seed)
-    preflight.check_evaluation_set(task.name, sample)
-    return sample
 
 
 def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
@@ -289,7 +253,7 @@ def _run_recipe(recipe: Recipe, out: Path, prompts, *, model, progress: bool) ->
             continue
         print(f"task {task.name}: running")
         if screens is None:
-            screens = reference_screens(recipe, progress=progress)
+            screens = reference_screens(recipe, lambda t: task_proxies(recipe, t)[1], progress=progress)
         parts = run_task(recipe, model, task, out, understood=screens.get(task.name), progress=progress)
         ds = _task_dataset(parts)
         ds.attrs = {"fingerprint": stamp, "task": task.name, "settings": json.dumps(inputs, sort_keys=True, default=str)}
@@ -298,26 +262,6 @@ def _run_recipe(recipe: Recipe, out: Path, prompts, *, model, progress: bool) ->
     _combine_and_report(recipe, model, out, per_task)
     checkpoint("run.reported")
     return out
-
-
-def reference_screens(recipe: Recipe, *, progress: bool = True) -> dict[str, dict[str, bool]]:
-    """Per task, {example id: understood} from `evaluation.examples_from` or `evaluation.screen_model`;
-    empty when this run's model screens its own candidates (the default)."""
-    ev = recipe.evaluation
-    if ev.examples_from:
-        return {task.name: read_evaluation_set(ev.examples_from, task.name) for task in recipe.tasks}
-    if not ev.screen_model:
-        return {}
-    from .models import load_model
-
-    print(f"screening the evaluation candidates with {ev.screen_model}")
-    reference = load_model(ev.screen_model, device=recipe.device, dtype=recipe.dtype)
-    screens = {}
-    for task in recipe.tasks:
-        _, candidates = task_proxies(recipe, task)
-        check_answer_tokens(reference.tokenizer, candidates, recipe.answer_format)
-        screens[task.name] = screen(recipe, reference, candidates, progress=progress)
-    return screens
 
 
 def _task_dataset(parts: dict) -> xr.Dataset:

@@ -23,12 +23,11 @@ import xarray as xr
 from nsneurons import cells as scoring_rules
 from nsneurons import figures
 from nsneurons.figures import layer_counts, plot_layer_distribution  # noqa: F401  (re-exported)
-from nsneurons.selection import ENABLED_VARIANTS
 from nsneurons.metrics import DIRECTIONS, METRIC_NAMES, Cell, ConditionResult, RelativeChange, format_cell
+from nsneurons.selection import ENABLED_VARIANTS
 from nsneurons.tables import (  # noqa: F401  (re-exported: the report's tables live in nsneurons.tables)
     AVERAGING_RULE, CELL_NOTE, DAGGER, DIR_LABEL, draws_table, markdown, signed_change_table, table1, table2, table3, table6,
 )
-from nsneurons.uncertainty import bootstrap_indices, percentile_interval, resampled_means
 
 GROUPS = ("good", "bad")
 LETTERS = ("A", "B", "C", "D")

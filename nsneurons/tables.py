@@ -237,7 +237,8 @@ def draws_table(results: xr.Dataset) -> str:
                 for half in ("rac", "rcc"):
                     x = v.sel(quantity=half).values
                     x = x[np.isfinite(x)]
-                    cells.append("-" if not x.size else f"{x.mean():.1f} ± {x.std(ddof=1) if x.size > 1 else 0:.1f} "
+                    x = x + 0.0  # no "-0.0"
+                    cells.append("-" if not x.size else f"{x.mean() + 0.0:.1f} ± {x.std(ddof=1) if x.size > 1 else 0:.1f} "
                                                          f"[{x.min():.1f}, {x.max():.1f}]")
                 rows.append([str(m), str(t), DIR_LABEL[d], int(np.isfinite(v.sel(quantity="acc_change").values).sum()), *cells])
     if not rows:

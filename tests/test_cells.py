@@ -131,3 +131,26 @@ def test_collect_averages_draws_per_example():
     draws = out["draw_quantity"].sel(selector="random", direction="degrade", quantity="rac").values
     # Original Acc 5/6; draw 0 Acc 2/6 (RAC 60), draw 1 Acc 3/6 (RAC 40).
     assert draws.tolist() == pytest.approx([60.0, 40.0])
+
+
+def _q(direction, *acc_com):
+    """quantities over ratios from (acc, com) pairs, original Acc = Com = 0.5."""
+    acc, com = (np.array(x) for x in zip(*acc_com))
+    return quantities(0.5, acc, 0.5, com, direction)
+
+
+def test_per_metric_maxima_with_a_fail_entry():
+    # Degrade from Acc 0.5, Com 0.5. r=0: Acc 0.6 (RAC Fail), Com 0.25 (RCC 50); r=0.5: Acc 0.4 (RAC 20),
+    # Com 0.5 (RCC 0); r=1: Acc 0.45 (RAC 10), Com 0 (RCC 100). Per metric: RAC at 0.5 (the Fail at 0 loses),
+    # RCC at 1. One ratio by the mean: (-20 + 50) / 2 = 15, (20 + 0) / 2 = 10, (10 + 100) / 2 = 55 -> 1.
+    q = _q("degrade", (0.6, 0.25), (0.4, 0.5), (0.45, 0.0))
+    assert choose_ratio([0.0, 0.5, 1.0], q, "per_metric") == {"rac": 0.5, "rcc": 1.0}
+    assert choose_ratio([0.0, 0.5, 1.0], q, "mean") == {"rac": 1.0, "rcc": 1.0}
+
+
+def test_ties_and_all_fail_choose_the_lowest_or_least_bad_ratio():
+    assert choose_ratio([0.3, 0.7], _q("degrade", (0.4, 0.25), (0.4, 0.25)), "mean") == {"rac": 0.3, "rcc": 0.3}
+    # Enhancing, but every ratio lowers Acc and Com: all Fail, the least bad ratio is reported (r=0).
+    worse = _q("enhance", (0.4, 0.25), (0.3, 0.0))
+    assert choose_ratio([0.0, 1.0], worse, "mean") == {"rac": 0.0, "rcc": 0.0}
+    assert worse["rac"][0] == pytest.approx(-20.0) and worse["rcc"][0] == pytest.approx(-50.0)

@@ -11,7 +11,6 @@ from nsneurons.metrics import (
     ConditionResult,
     RelativeChange,
     accuracy,
-    best_over_ratios,
     comprehension,
     evaluate_condition,
     fail,
@@ -79,34 +78,6 @@ def test_evaluate_condition_and_cells():
     assert row.sel(metric="rcc").item() == 100.0 and row.sel(metric="rac_fail").item() == 0.0
     assert row.sel(metric="com_change").item() == -50.0
     assert enhanced.as_dict()["rac_fail"] == 1.0
-
-
-def result(acc, com, direction="degrade"):
-    return ConditionResult(direction, 0.5, acc, 0.5, com)
-
-
-def test_best_over_ratios_per_metric_with_a_fail_entry():
-    # Degrade from Acc 0.5, Com 0.5.
-    # r=0.0: Acc 0.6 (RAC Fail), Com 0.25 (RCC 50)
-    # r=0.5: Acc 0.4 (RAC 20),   Com 0.5  (RCC 0.0)
-    # r=1.0: Acc 0.45 (RAC 10),  Com 0.0  (RCC 100)
-    # -> RAC at 0.5 (the Fail at 0.0 loses), RCC at 1.0.
-    best = best_over_ratios({0.0: result(0.6, 0.25), 0.5: result(0.4, 0.5), 1.0: result(0.45, 0.0)})
-    assert best["rac"].ratio == 0.5 and best["rac"].change.percent == pytest.approx(20.0)
-    assert best["rcc"].ratio == 1.0 and best["rcc"].change.percent == 100.0
-    assert format_cell(best["rac"], best["rcc"]) == "20.0/100.0"
-
-
-def test_best_over_ratios_ties_and_all_fail():
-    # Ties go to the lowest ratio.
-    tied = best_over_ratios({0.7: result(0.4, 0.25), 0.3: result(0.4, 0.25)})
-    assert tied["rac"].ratio == 0.3 and tied["rcc"].ratio == 0.3
-    # Enhancing, but every ratio lowers both Acc and Com: all Fail.
-    worse = best_over_ratios({0.0: result(0.4, 0.25, "enhance"), 1.0: result(0.3, 0.0, "enhance")})
-    assert worse["rac"].fail and worse["rac"].ratio is None and worse["rcc"].fail
-    assert format_cell(worse["rac"], worse["rcc"]) == "Fail"
-    with pytest.raises(ValueError, match="mix"):
-        best_over_ratios({0.0: result(0.4, 0.4), 1.0: result(0.4, 0.4, "enhance")})
 
 
 def test_format_cell_mixed():

@@ -175,12 +175,13 @@ def test_naica_demo_recipe_writes_figures_and_report(tmp_path):
 def test_a_reference_model_screens_the_evaluation_candidates(tmp_path, tiny_model_dir):
     # Appendix A.1: one model (LLaMA 2-7B) screens the examples that every model is evaluated on.
     from nsneurons.models import load_model
-    from nsneurons.pipeline import reference_screens, screen, task_proxies
+    from nsneurons.evaluation_set import reference_screens, screen
+    from nsneurons.pipeline import task_proxies
 
     recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, evaluation={
         "candidates": 6, "screen_model": str(tiny_model_dir)}))
-    screens = reference_screens(recipe, progress=False)
+    screens = reference_screens(recipe, lambda t: task_proxies(recipe, t)[1], progress=False)
     _, candidates = task_proxies(recipe, recipe.tasks[0])
     direct = screen(recipe, load_model(str(tiny_model_dir), device="cpu"), candidates, progress=False)
     assert screens == {"sentiment": direct} and len(direct) == 6
-    assert reference_screens(load_recipe(_recipe_file(tmp_path, tiny_model_dir))) == {}  # default: the run's own model
+    assert reference_screens(load_recipe(_recipe_file(tmp_path, tiny_model_dir)), lambda t: []) == {}  # default: the run's own model
