@@ -344,7 +344,8 @@ def write_crosstask_report(out, datasets: dict[str, xr.Dataset] | None = None) -
              "Removed = common neurons among the tasks' top-K sets (summed over tasks), refilled from the next-ranked.",
              report._markdown(["method", "common good", "common bad", "removed good", "removed bad"], counts),
              "### Intervening up to K common neurons on every task (Table 5)",
-             "Best over good:bad ratios, RAC/RCC; - = no common neuron.", report.table1(xr.Dataset({"sweep": common["effect"]})),
+             "RAC/RCC at one good:bad ratio per cell (the largest mean of RAC and RCC, docs/scoring.md); - = no common "
+             "neuron. The cross-task tables carry no intervals yet (the run's Tables 1-6 do).", report.table1(xr.Dataset({"sweep": common["effect"]})),
              "## Cross-task matrix (Figures 2 and 4)",
              "Task-specific neurons of one task (columns) intervened, evaluated on every task (rows); "
              "signed Acc/Com change in points (intervened - original).", f"![cross-task]({link['matrix']})"]
@@ -358,7 +359,8 @@ def write_crosstask_report(out, datasets: dict[str, xr.Dataset] | None = None) -
               "Change after removing common neurons and refilling (Figure 7; red = more, blue = fewer):", f"![change]({link['change']})",
               "## Budget sensitivity (Table 7)",
               f"Neurons re-selected from the stored scores at each K (requested {budget.attrs.get('k_values')}, "
-              f"clamped to {budget.attrs.get('k_max')}), best over ratios, RAC/RCC on the task's own evaluation set."]
+              f"clamped to {budget.attrs.get('k_max')}), RAC/RCC at one ratio per cell (the largest mean of RAC and RCC), "
+              "on the task's own evaluation set."]
     for t in budget["task"].values:
         parts += [f"**{t}**", budget_table(budget, str(t))]
     parts += ["**Average over tasks**", budget_table(budget), report.AVERAGING_RULE, f"![budget]({link['budget']})"]

@@ -133,5 +133,5 @@ def plot_budget(budget: xr.Dataset, path=None, *, fig=None):
     for ax in axes[-1]:
         ax.set_xlabel("budget K (neurons per role)")
     figures.legend_outside(fig, axes)
-    fig.suptitle(f"Budget sensitivity (best over ratios)\n{figures.describe({**budget.attrs, 'k': None})}", fontsize=10)
+    fig.suptitle(f"Budget sensitivity (one ratio per cell, docs/scoring.md)\n{figures.describe({**budget.attrs, 'k': None})}", fontsize=10)
     return figures.finish(fig, path)
