@@ -117,7 +117,7 @@ def cmd_eval(args):
 
     proxies = _proxies(args)
     model = _checked_model(args, proxies)
-    probs = option_probs(model, proxies, [BASELINE], answer_format=args.answer_format, batch_size=args.batch_size, progress=True)
+    probs = option_probs(model, proxies, [BASELINE], answer_format=args.answer_format, batch_size=args.batch_size, progress=_bars())
     correct = correct_table(probs).sel(condition="none").values
     chosen = probs.sel(condition="none").argmax("option").values
     print(f"model: {model.describe()}")
@@ -136,7 +136,8 @@ def cmd_score(args):
     model = _checked_model(args, proxies)
     config = AttributionConfig(target=args.target, steps=args.steps, path=args.path, answer_format=args.answer_format,
                                layers_per_pass=args.layers_per_pass)
-    ds = score_proxies(model, proxies, config, args.out, layers=args.layers, provenance={"task": args.task, "seed": args.seed})
+    ds = score_proxies(model, proxies, config, args.out, layers=args.layers, provenance={"task": args.task, "seed": args.seed},
+                      progress=_bars())
     print(ds)
 
 
@@ -172,7 +173,7 @@ def cmd_run(args):
         recipe = dataclasses.replace(recipe, backend="remote")
     if args.output:
         recipe = dataclasses.replace(recipe, output=args.output)
-    out = run_recipe(recipe)
+    out = run_recipe(recipe, progress=_bars())
     print(f"outputs in {out}")
 
 
@@ -186,7 +187,12 @@ def cmd_crosstask(args):
         recipe = dataclasses.replace(recipe, backend="remote")
     if args.output:
         recipe = dataclasses.replace(recipe, output=args.output)
-    print(f"cross-task report: {run_crosstask(recipe)}")
+    print(f"cross-task report: {run_crosstask(recipe, progress=_bars())}")
+
+
+def _bars() -> bool:
+    """Progress bars only on a terminal: a log file or a pipe gets no carriage-return noise."""
+    return sys.stderr.isatty()
 
 
 def build_parser() -> argparse.ArgumentParser:
