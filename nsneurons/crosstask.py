@@ -57,11 +57,11 @@ def settings_of(recipe: Recipe, **overrides) -> CrossTask:
     return s
 
 
-def load_crosstask_recipe(path) -> tuple[Recipe, CrossTask]:
-    """A recipe file and its `crosstask:` settings."""
+def load_crosstask_recipe(path, overrides=()) -> tuple[Recipe, CrossTask]:
+    """A recipe file (with `--set` overrides) and its `crosstask:` settings."""
     from .recipe import load_recipe
 
-    recipe = load_recipe(path)
+    recipe = load_recipe(path, overrides)
     return recipe, settings_of(recipe)
 
 

@@ -106,3 +106,22 @@ def report(err: BaseException, *, debug: bool = False) -> int:
     code, message = classify(err)
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+# ---- SIGTERM, handled like Ctrl-C ---------------------------------------------------------
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the stores are left resumable."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def on_sigterm(handler):
+    import signal
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (an embedding program): leave signals alone
+        return None

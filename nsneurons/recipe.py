@@ -277,8 +277,33 @@ def recipe_from_dict(data: dict, where: str = "") -> Recipe:
     return recipe
 
 
-def load_recipe(path) -> Recipe:
-    """Read and validate a YAML recipe; errors name the file and the key."""
+def apply_overrides(data: dict, overrides) -> dict:
+    """`--set a.b=value` on top of a recipe's mapping; the value is read as YAML (`k=50` is an int,
+    `methods=[tn, kn]` a list), and the result is validated like the file itself."""
+    import copy
+
+    import yaml
+
+    data = copy.deepcopy(data)
+    for item in overrides or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. selection.k=50")
+        *parents, leaf = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parents):
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise RecipeError(f"--set {item!r}: {'.'.join(parents[:i + 1])} is not a mapping")
+        try:
+            node[leaf] = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise RecipeError(f"--set {item!r}: the value is not valid YAML ({' '.join(str(err).split())})") from None
+    return data
+
+
+def load_recipe(path, overrides=()) -> Recipe:
+    """Read and validate a YAML recipe (with `--set` overrides); errors name the file and the key."""
     import yaml
 
     path = Path(path)
@@ -296,10 +321,11 @@ def load_recipe(path) -> Recipe:
         raise RecipeError(f"{path}: {err}") from None
     if data is not None and not isinstance(data, dict):
         raise RecipeError(f"{path}: expected a mapping of recipe keys at the top level, got {type(data).__name__}")
+    data = apply_overrides(data or {}, overrides)
     try:
-        return recipe_from_dict(data or {})
+        return recipe_from_dict(data)
     except RecipeError as err:
-        raise RecipeError(f"{path}: {err}") from None
+        raise RecipeError(f"{path}{' with --set' if overrides else ''}: {err}") from None
 
 
 def check_against_model(recipe: Recipe, n_layers: int, n_neurons: int) -> None:

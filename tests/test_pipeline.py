@@ -52,6 +52,28 @@ def test_run_writes_every_output(tmp_path, tiny_model_dir):
     assert scores.sizes["example"] == 2 and bool(scores.done.all())
     # A second run finds everything done and recomputes nothing.
     assert cli.main(["run", str(_recipe_file(tmp_path, tiny_model_dir))]) == 0
+    _check_export(out, ds["neurons"])
+
+
+def _check_export(out, neurons):
+    """`nsneurons export`: one row per (task, selector, role, rank) that holds a neuron, in every format."""
+    import json
+
+    import pandas as pd
+
+    held = int((neurons.layer >= 0).sum())  # neuronllm 5 good + 5 bad, the good-only methods 5 good
+    assert held == 5 * 2 + 5 * 5
+    for fmt in ("csv", "json", "parquet"):
+        assert cli.main(["export", str(out), "--format", fmt]) == 0
+        path = out / f"neurons.{fmt}"
+        table = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path) if fmt == "parquet" else \
+            pd.DataFrame(json.loads(path.read_text())["neurons"])
+        assert len(table) == held and not table.duplicated(["task", "selector", "role", "rank"]).any()
+        good = table[(table.selector == "neuronllm") & (table.role == "good")].sort_values("rank")
+        expected = neurons.sel(task="sentiment", selector="neuronllm", role="good")
+        assert good.layer.tolist() == expected.layer.values.tolist() and good.neuron.tolist() == expected.neuron.values.tolist()
+    assert json.loads((out / "neurons.json").read_text())["provenance"]["k"] == 5
+    assert set(pd.read_csv(out / "neurons.csv").columns) >= {"model", "recipe", "k", "nsneurons_version", "score"}
 
 
 def test_interrupted_run_resumes_to_the_same_outputs(tmp_path, tiny_model_dir, monkeypatch):
