@@ -154,7 +154,8 @@ def cmd_score(args):
     model = _checked_model(args, proxies)
     config = AttributionConfig(target=args.target, steps=args.steps, path=args.path, answer_format=args.answer_format,
                                layers_per_pass=args.layers_per_pass)
-    ds = score_proxies(model, proxies, config, args.out, layers=args.layers, provenance={"task": args.task, "seed": args.seed},
+    ds = score_proxies(model, proxies, config, args.out, layers=args.layers, provenance={"task": args.task, "seed": args.seed,
+                                                                                "data_source": args.source or "packaged fixture"},
                       progress=_bars(args))
     print(ds)
 

@@ -139,7 +139,8 @@ def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
         config = AttributionConfig(target=target, steps=a.steps, quadrature=a.quadrature, path=a.path,
                                    layers_per_pass=a.layers_per_pass, answer_format=recipe.answer_format)
         ds = score_proxies(model, id_proxies, config, out / "scores" / f"{task.name}-{target}.zarr",
-                           layers=a.layers, provenance={"task": task.name, "seed": recipe.seed, "recipe": recipe.name},
+                           layers=a.layers, provenance={"task": task.name, "seed": recipe.seed, "recipe": recipe.name,
+                                       "data_source": task.source or "packaged fixture"},
                            progress=progress)
         es[target] = example_scores(ds).load()
         activations = ds["activation"].load() if activations is None else activations

@@ -27,7 +27,8 @@ from .zarrio import StoreDamagedError, problems, raise_problems, write_atomicall
 # by which version, and on which NDIF host (a resumed run may use another server of the same model).
 # Nor the IG path: staircase, prefix and full compute the same numbers (tests: within 1e-5), so a
 # store begun with one resumes with another (it keeps the first one's name).
-_VOLATILE_KEYS = {"created", "nsneurons_version", "ig_path",
+# Where the data lies is recorded, not compared: its content is (prompts_sha256).
+_VOLATILE_KEYS = {"created", "nsneurons_version", "ig_path", "data_source",
                   "ndif_host", "ndif_host_source", "ndif_api_key", "ndif_api_key_source"}
 # What a differing content hash means, for the refusal message.
 _CONTENT_KEYS = {"weights_sha256": "the model's files changed", "prompts_sha256": "the prompts changed (data file or template)",
