@@ -106,7 +106,7 @@ def hub_dataset_revision(repo_id: str, revision: str | None = None) -> str:
         return ""
 
 
-def data_identity(source: str | None, fixture: Path | None = None) -> dict:
+def data_identity(source: str | None, fixture: Path | None = None, revision: str | None = None) -> dict:
     """What a task's rows come from: {"sha256": ...} for a local file or folder (the packaged fixture
     when `source` is None), {"hub": id, "revision": commit} for a hub dataset."""
     if source is None:
@@ -114,4 +114,4 @@ def data_identity(source: str | None, fixture: Path | None = None) -> dict:
     path = Path(source).expanduser()
     if path.exists():
         return {"sha256": local_sha256(path)}
-    return {"hub": str(source), "revision": hub_dataset_revision(str(source))}
+    return {"hub": str(source), "revision": hub_dataset_revision(str(source), revision)}

@@ -62,7 +62,7 @@ def _task_data(task) -> dict:
     from .tasks.loading import DATA_DIR
 
     fixture = get_task(task.name).fixture
-    return content.data_identity(task.source, DATA_DIR / fixture if fixture else None)
+    return content.data_identity(task.source, DATA_DIR / fixture if fixture else None, revision=task.revision)
 
 
 def _changed(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -115,7 +115,7 @@ def task_proxies(recipe: Recipe, task) -> tuple[list, list]:
 
     demo_pool, questions = task_questions(
         task.name, task.source, recipe.seed, demo_split=task.demo_split, scored_split=task.scored_split,
-        max_questions=task.max_questions, config=task.config, **task.options)
+        max_questions=task.max_questions, config=task.config, revision=task.revision, **task.options)
     tr = recipe.identification_examples
     if len(questions) <= tr:
         raise ValueError(f"task {task.name!r}: {len(questions)} scored questions, need more than identification_examples={tr}")
@@ -140,7 +140,7 @@ def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
                                    layers_per_pass=a.layers_per_pass, answer_format=recipe.answer_format)
         ds = score_proxies(model, id_proxies, config, out / "scores" / f"{task.name}-{target}.zarr",
                            layers=a.layers, provenance={"task": task.name, "seed": recipe.seed, "recipe": recipe.name,
-                                       "data_source": task.source or "packaged fixture"},
+                                       "data_source": (task.source or "packaged fixture") + (f"@{task.revision}" if task.revision else "")},
                            progress=progress)
         es[target] = example_scores(ds).load()
         activations = ds["activation"].load() if activations is None else activations

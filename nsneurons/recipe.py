@@ -24,6 +24,7 @@ class TaskSource:
     name: str  # a task adapter: sentiment, ner, chunking, commonsense, generic (see nsneurons.tasks)
     source: Optional[str] = None  # None: the packaged fixture file; or a local .jsonl/.json/.csv path; or a hub dataset id
     config: Optional[str] = None  # hub dataset config name (e.g. "supervised" for Few-NERD)
+    revision: Optional[str] = None  # hub dataset revision (a commit or tag) to pin; recorded either way
     scored_split: Optional[str] = None  # split scored and evaluated (default: the task's test split)
     demo_split: Optional[str] = None  # split the one-shot demonstration comes from (default: train)
     max_questions: Optional[int] = None  # cap on scored questions read (None: all)
@@ -239,6 +240,8 @@ def _check_values(recipe: Recipe) -> None:
     need(recipe.model.strip() != "", "model", "expected a hub id, a folder, a .gguf file or 'demo', got ''")
     need(recipe.output.strip() != "", "output", "expected a folder, got ''")
     not_blank(recipe.revision, "revision")
+    for i, task in enumerate(recipe.tasks):
+        not_blank(task.revision, f"tasks[{i}].revision")
     not_blank(recipe.ndif_host, "ndif_host")
     need(recipe.seed >= 0, "seed", f"expected an int >= 0, got {recipe.seed}")  # numpy's generators refuse negative seeds
     check_tasks(recipe.tasks, recipe.experiment, recipe.identification_examples)

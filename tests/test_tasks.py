@@ -353,3 +353,33 @@ def test_error_nonexistent_unreadable_or_unsupported_file(tmp_path, hf_cache):
         load_task("sentiment", split="validation", seed=0, cache_dir=hf_cache)
     with pytest.raises(TaskDataError, match=r"nonsense: not an existing file or folder"):
         load_task("sentiment", "nonsense", split="test", seed=0)
+
+
+def test_a_hub_dataset_revision_is_passed_to_the_hub_and_recorded(monkeypatch):
+    # No hub here: datasets.load_dataset is replaced by the packaged rows of the asked split, and the
+    # revision it was called with is recorded.
+    import json
+    from pathlib import Path
+
+    import datasets
+
+    import nsneurons
+    from nsneurons.tasks import task_questions
+
+    rows = [json.loads(line) for line in (Path(nsneurons.__file__).parent / "tasks" / "data" / "sentiment.jsonl").read_text().splitlines()]
+    calls = []
+
+    def fake_load_dataset(source, config=None, *, split, cache_dir=None, revision=None, **kw):
+        calls.append((source, split, revision))
+        return [r for r in rows if r["split"] == split]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    demos, questions = task_questions("sentiment", "someone/sst", 0, revision="abc123")
+    assert questions and demos
+    assert {c[2] for c in calls} == {"abc123"} and {c[0] for c in calls} == {"someone/sst"}
+    from nsneurons.recipe import RecipeError, recipe_from_dict
+
+    recipe = recipe_from_dict({"name": "x", "model": "m", "tasks": [{"name": "sentiment", "source": "someone/sst", "revision": "abc123"}]})
+    assert recipe.tasks[0].revision == "abc123"
+    with pytest.raises(RecipeError, match=r"tasks\[0\].revision"):
+        recipe_from_dict({"name": "x", "model": "m", "tasks": [{"name": "sentiment", "revision": ""}]})

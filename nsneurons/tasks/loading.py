@@ -90,14 +90,17 @@ def _read_files(data_files: str | dict[str, str], builder: str, split: str, labe
         raise TaskDataError(f"{label}: could not read it as {builder}: {cause}") from error
 
 
-def _read_hub(source: str, config: str | None, split: str, cache_dir: str | None):
+def _read_hub(source: str, config: str | None, split: str, cache_dir: str | None, revision: str | None = None):
     datasets = _datasets()
     try:
         try:
-            return datasets.load_dataset(source, config, split=split, cache_dir=cache_dir)
+            return datasets.load_dataset(source, config, split=split, cache_dir=cache_dir, revision=revision)
         except Exception as error:
             if "scripts are no longer supported" not in str(error):
                 raise
+            if revision is not None:  # the parquet conversion is its own branch: a pinned commit cannot be honoured
+                raise TaskDataError(f"{source}: a script-based dataset is read from the hub's parquet conversion, "
+                                    f"which has no commit {revision!r}; drop the revision") from None
             # A script-based hub dataset (datasets >= 4 refuses scripts): the hub's automatic
             # parquet conversion holds the same rows, one folder per config.
             return datasets.load_dataset(
@@ -116,6 +119,7 @@ def load_rows(
     split: str,
     config: str | None = None,
     cache_dir: str | None = None,
+    revision: str | None = None,
 ) -> tuple[list[dict], str, bool]:
     """(rows, source label, split_marked): the raw rows of one split.
 
@@ -152,7 +156,7 @@ def load_rows(
         return rows, label, True
     if not path.is_dir() and "/" not in str(source):
         raise TaskDataError(f"{source}: not an existing file or folder, nor a hub id of the form owner/name")
-    table = _read_hub(str(source), config if config is not None else adapter.hub_config, split, cache_dir)
+    table = _read_hub(str(source), config if config is not None else adapter.hub_config, split, cache_dir, revision)
     return [dict(r) for r in table], f"{source}[{split}]", True
 
 
@@ -184,11 +188,12 @@ def load_task(
     config: str | None = None,
     max_questions: int | None = None,
     cache_dir: str | None = None,
+    revision: str | None = None,
     **options: Any,
 ) -> list[Question]:
     """The questions of one split. `options` go to the adapter (e.g. max_tokens=, question_column=)."""
     adapter = get_task(name)
-    rows, label, _ = load_rows(name, source, split=split, config=config, cache_dir=cache_dir)
+    rows, label, _ = load_rows(name, source, split=split, config=config, cache_dir=cache_dir, revision=revision)
     questions = _convert(adapter, rows, seed=seed, split=split, label=label, options=options)
     return _sample(questions, max_questions, f"{seed}:{adapter.name}:{split}:questions")
 
@@ -204,6 +209,7 @@ def task_questions(
     max_questions: int | None = None,
     config: str | None = None,
     cache_dir: str | None = None,
+    revision: str | None = None,
     **options: Any,
 ) -> tuple[list[Question], list[Question]]:
     """(demo_pool, questions): demonstration candidates and the scored questions, never overlapping.
@@ -217,10 +223,12 @@ def task_questions(
     scored_split = scored_split or adapter.scored_split
     if demo_split == scored_split:
         raise TaskDataError(f"demo_split and scored_split are both {demo_split!r}; demonstrations must never be scored")
-    scored_rows, label, split_marked = load_rows(name, source, split=scored_split, config=config, cache_dir=cache_dir)
+    scored_rows, label, split_marked = load_rows(name, source, split=scored_split, config=config, cache_dir=cache_dir,
+                                                 revision=revision)
     pool_key = f"{seed}:{adapter.name}:demo-pool"
     if split_marked:
-        demo_rows, demo_label, _ = load_rows(name, source, split=demo_split, config=config, cache_dir=cache_dir)
+        demo_rows, demo_label, _ = load_rows(name, source, split=demo_split, config=config, cache_dir=cache_dir,
+                                             revision=revision)
         demo_rows = _sample(demo_rows, demo_pool_size, pool_key)
     else:
         held_out = set(_sample(list(range(len(scored_rows))), demo_pool_size or DEFAULT_DEMO_POOL_SIZE, pool_key))
