@@ -21,7 +21,8 @@ def neuron_table(run_dir):
     from .zarrio import open_checked
 
     neurons = open_checked(Path(run_dir) / "neurons.zarr").load()
-    frame = neurons[["layer", "neuron", "score"]].to_dataframe().reset_index()
+    # Only the indexed dims become columns (a run written before 2026-11-30 also carries stray scalar coords).
+    frame = neurons[["layer", "neuron", "score"]].reset_coords(drop=True).to_dataframe().reset_index()
     frame = frame[frame["layer"] >= 0].reset_index(drop=True)
     for key in ("task", "selector", "role"):
         frame[key] = frame[key].astype(str)

@@ -272,8 +272,10 @@ def _task_dataset(parts: dict) -> xr.Dataset:
     return xr.Dataset(
         {**{n: parts[n] for n in names}, "baseline": parts["baseline"].rename(metric="baseline_metric"),
          "layer": parts["neurons"].layer, "neuron": parts["neurons"].neuron, "score": parts["neurons"].score,
-         "example_prob": parts["example"].prob},
-        coords={"example_correct_letter": parts["example"].correct_letter, "example_prompt": parts["example"].prompt,
+         # Without its scalar prompt / letter coords, which would leak into every combined output.
+         "example_prob": parts["example"].prob.reset_coords(drop=True)},
+        coords={"example_correct_letter": str(parts["example"].correct_letter.values),
+                "example_prompt": str(parts["example"].prompt.values),
                 "evaluation_example": ("eval_index", parts["evaluation_examples"]),
                 "evaluation_understood": ("eval_index", parts["evaluation_understood"])})
 

@@ -50,6 +50,8 @@ def test_run_writes_every_output(tmp_path, tiny_model_dir):
     assert "RAC" in (out / "report.md").read_text()
     scores = xr.open_zarr(out / "scores" / "sentiment-ace.zarr", consolidated=False)
     assert scores.sizes["example"] == 2 and bool(scores.done.all())
+    for name in ("results", "neurons", "baseline"):  # no scalar coord of one task leaks into the combined outputs
+        assert [c for c in ds[name].coords if c not in ds[name].dims] == [], name
     assert scores.attrs["data_source"] == "packaged fixture"  # where the rows came from (their content: prompts_sha256)
     # A second run finds everything done and recomputes nothing.
     assert cli.main(["run", str(_recipe_file(tmp_path, tiny_model_dir))]) == 0
