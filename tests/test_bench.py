@@ -146,9 +146,11 @@ def test_gpu_check_shrink_numbers_hold(shrink_run):
     assert precision["(b) nsneurons, float32"]["top100_good_overlap"] == 1.0
     assert "(b) nsneurons, bfloat16" in ig["precision"]["all_layers_vs_float32_b"]
     rec = result["stages"]["recipe"]["result"]
-    # The paper's methods and ratios: 4 methods with bad neurons x (11 ratios x 2 directions + 2 groups x 2)
-    # + 4 good-only methods x (1 ratio x 2 + 1 group x 2) + the baseline.
-    assert rec["extrapolation"]["eval_conditions_measured"] == 4 * (11 * 2 + 2 * 2) + 4 * (2 + 2) + 1 == 121
+    # The paper's methods and ratios, each distinct intervention once (nsneurons.conditions): neuronllm,
+    # tn_enabled, qrnca_enabled x 11 ratios x 2 directions (good-only / bad-only = ratio 1 / 0); tn, qrnca,
+    # kn, act x 2, less tn and qrnca (= the enabled variants' ratio 1: the same K good neurons); RANDOM
+    # 5 draws x 2; the baseline.
+    assert rec["extrapolation"]["eval_conditions_measured"] == 3 * 11 * 2 + (4 - 2) * 2 + 5 * 2 + 1 == 81
     ig_calls = [c for c in rec["calls"] if c["kind"] == "ig"]
     assert sorted(c["target"] for c in ig_calls) == ["ace", "qrnca", "tn"]
     assert all(c["n_proxies"] == 2 * 3 for c in ig_calls)  # 2 identification examples x 3 proxies
