@@ -97,13 +97,7 @@ def plot_common_layers(layers: xr.Dataset, path=None, *, fig=None):
         ax.bar(common["layer"].values, common.sel(selector=m, role=role).values)
         ax.set_title(f"{m}: common {role} neurons", fontsize=9)
         figures.integer_axes(ax, x=True, y=True)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    for ax in axes[::ncols]:
-        ax.set_ylabel("neurons")
-    for ax in axes[max(0, len(panels) - ncols):len(panels)]:
-        ax.set_xlabel("layer")
-        ax.xaxis.set_tick_params(labelbottom=True)
+    figures.label_layer_grid(axes, len(panels), ncols)
     fig.suptitle(f"Layers of the common neurons\n{figures.describe(layers.attrs)}", fontsize=10)
     return figures.finish(fig, path)
 

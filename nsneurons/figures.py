@@ -94,6 +94,18 @@ def integer_axes(ax, x: bool = True, y: bool = False) -> None:
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
 
 
+def label_layer_grid(axes, n_panels: int, ncols: int) -> None:
+    """A grid of per-layer panels: unused axes hidden, "neurons" on the left column, "layer" (with tick
+    labels) under the last panel of each column."""
+    for ax in axes[n_panels:]:
+        ax.set_visible(False)
+    for ax in axes[::ncols]:
+        ax.set_ylabel("neurons")
+    for ax in axes[max(0, n_panels - ncols):n_panels]:
+        ax.set_xlabel("layer")
+        ax.xaxis.set_tick_params(labelbottom=True)
+
+
 def legend_outside(fig, axes) -> None:
     """One legend for the figure, below the panels (clear of the title and the data), from the axes'
     labelled artists (deduplicated)."""
@@ -139,13 +151,7 @@ def plot_layer_distribution(neurons: xr.Dataset, n_layers: int, path=None, *, fi
         ax.plot(x, c.mean("task").values, "k--", label="average over tasks")
         ax.set_title(f"{m}: {role} neurons", fontsize=9)
         integer_axes(ax, x=True, y=True)
-    for ax in axes[len(panels):]:
-        ax.set_visible(False)
-    for ax in axes[::ncols]:
-        ax.set_ylabel("neurons")
-    for ax in axes[max(0, len(panels) - ncols):len(panels)]:
-        ax.set_xlabel("layer")
-        ax.xaxis.set_tick_params(labelbottom=True)
+    label_layer_grid(axes, len(panels), ncols)
     legend_outside(fig, axes)
     n = neurons.attrs.get("identification_examples")
     fig.suptitle(title or "Layer distribution of selected neurons\n" +

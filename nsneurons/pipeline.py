@@ -20,7 +20,6 @@ import xarray as xr
 
 from . import cells, conditions, content, preflight, selection
 from .evaluation_set import evaluation_set, reference_screens, screen
-from .answers import check_answer_tokens
 from .attribution import AttributionConfig
 from .faults import checkpoint
 from .intervention import BASELINE, correct_table, option_probs
@@ -161,7 +160,7 @@ def run_task(recipe: Recipe, model, task, out: Path, *, understood: dict[str, bo
              progress: bool = True) -> dict:
     """One task end to end; returns its arrays (see nsneurons.conditions), neurons, baseline, example."""
     id_proxies, candidate_proxies = task_proxies(recipe, task)
-    check_answer_tokens(model.tokenizer, id_proxies + candidate_proxies, recipe.answer_format)
+    # Answer tokens and prompt lengths were checked for every task before any work (preflight.check_prompts).
     if understood is None:  # screened by this model (the default); else by a reference model or a saved set
         understood = screen(recipe, model, candidate_proxies, progress=progress)
     sample = evaluation_set(recipe, task, id_proxies, candidate_proxies, understood)
@@ -258,7 +257,7 @@ def _run_recipe(recipe: Recipe, out: Path, prompts, *, model, progress: bool) ->
         parts = run_task(recipe, model, task, out, understood=screens.get(task.name), progress=progress)
         ds = _task_dataset(parts)
         ds.attrs = {"fingerprint": stamp, "task": task.name, "settings": json.dumps(inputs, sort_keys=True, default=str)}
-        _write_atomically(ds, path)
+        write_atomically(path, ds)
         per_task[task.name] = ds
     _combine_and_report(recipe, model, out, per_task)
     checkpoint("run.reported")
@@ -291,10 +290,6 @@ def _run_naica(recipe: Recipe, model, out: Path, *, progress: bool) -> Path:
               remove_common=n.remove_common, path=recipe.attribution.path)
     print(f"report: {out / 'report.md'}")
     return out
-
-
-def _write_atomically(ds: xr.Dataset, path: Path) -> None:
-    write_atomically(path, ds)
 
 
 def open_outputs(out) -> dict[str, xr.Dataset]:
@@ -343,7 +338,7 @@ def _combine(recipe: Recipe, model, per_task: dict[str, xr.Dataset]) -> dict[str
 def _combine_and_report(recipe: Recipe, model, out: Path, per_task: dict[str, xr.Dataset]) -> Path:
     outputs = _combine(recipe, model, per_task)
     for name, ds in outputs.items():
-        _write_atomically(ds, out / f"{name}.zarr")
+        write_atomically(out / f"{name}.zarr", ds)
     from . import report
 
     path = report.write_report(out, **outputs, title=f"nsneurons report: {recipe.name}",

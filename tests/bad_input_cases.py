@@ -64,13 +64,9 @@ def generic_rows(n_test: int = 4, long_words: int = 0) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from fixtures_models import llama_style_tokenizer, tiny_hf_model
+    from fixtures_models import save_tiny_llama
 
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tok = llama_style_tokenizer()
-    tiny_hf_model("llama", layers=2, vocab_size=len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def broken_model(kind: str, model_dir: Path, tmp: Path) -> tuple[str, str]:

@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 import yaml
 
-from fixtures_models import llama_style_tokenizer, tiny_hf_model
+from fixtures_models import save_tiny_llama
 from nsneurons import cli
 from nsneurons.recipe import RecipeError, load_recipe, recipe_from_dict
 
@@ -15,11 +15,7 @@ RECIPE = Path(__file__).parent.parent / "recipes" / "tiny-ci.yaml"
 
 @pytest.fixture(scope="module")
 def tiny_model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-llama")
-    tok = llama_style_tokenizer()
-    tiny_hf_model("llama", layers=2, vocab_size=len(tok)).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _recipe_file(tmp_path, model_dir, **overrides):
