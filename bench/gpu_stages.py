@@ -71,7 +71,7 @@ def env_info() -> dict:
 def timed_stages(calls: list, tokenizer):
     """Time the pipeline's units of work as run_recipe calls them: IG (score_proxies), option
     probabilities (the screen: 1 condition; the evaluation: every condition), selection, report."""
-    import nsneurons.pipeline as pipeline
+    import nsneurons.runners.neuronllm as pipeline
     import nsneurons.report as report
     import nsneurons.selection as selection
 
@@ -169,7 +169,7 @@ def recipe_stage(args) -> dict:
     from fixtures_models import llama_style_tokenizer
     from ig_bench import LLAMA2_7B, LLAMA2_SHRUNK, random_llama
     from nsneurons.models import wrap
-    from nsneurons.pipeline import run_recipe
+    from nsneurons.runners.neuronllm import run_recipe
     from nsneurons.recipe import load_recipe
 
     device = "cpu" if args.shrink else "cuda"

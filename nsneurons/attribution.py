@@ -33,6 +33,7 @@ from . import trace_ops as _trace_ops
 from .answers import answer_token_ids
 from .architectures import get_path
 from .tasks.base import AnswerFormat, Proxy
+from .trace_ops import shared_prefix_queries
 
 Quadrature = Literal["right", "midpoint"]
 Path_ = Literal["staircase", "prefix", "full"]
@@ -93,16 +94,6 @@ def _auto_layers_per_pass(model, n_layers: int, steps: int, prompt_len: int) -> 
         budget = 4 << 30
     rows = max(1, budget // bytes_per_row)
     return int(max(1, min(n_layers, rows // (steps + 2))))
-
-
-def shared_prefix_queries(ids: torch.Tensor, n: int, dtype, device):
-    """n copies of the last token as query tokens after the cached prompt prefix: input ids,
-    position ids (all at the last token's position) and a 4-D mask letting each see the prefix
-    and itself only. Passing the mask also keeps nnsight from adding its default one (docs/design.md)."""
-    prompt_len = ids.shape[1] - 1
-    query = ids[:, prompt_len:].expand(1, n).to(device)
-    positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
-    return query, positions, _trace_ops.query_mask(prompt_len, n, dtype, device)
 
 
 def _ship_trace_code(model) -> None:

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .runfolder import RunFolder
 from .zarrio import problems
-
-_COMBINED = ("results", "neurons", "baseline", "examples")
 
 
 def _stores(folder: Path) -> list[Path]:
@@ -39,13 +38,10 @@ def _expected(folder: Path) -> list[Path]:
     import yaml
 
     try:
-        recipe = yaml.safe_load((folder / "recipe.yaml").read_text()) or {}
+        recipe = yaml.safe_load(RunFolder(folder).recipe.read_text()) or {}
     except (OSError, yaml.YAMLError):
         return []
-    if recipe.get("experiment") == "naica":
-        return [folder / "naica.zarr", folder / "report.md"]
-    tasks = [t["name"] if isinstance(t, dict) else str(t) for t in recipe.get("tasks") or ()]
-    return [folder / "tasks" / f"{t}.zarr" for t in tasks] + [folder / f"{n}.zarr" for n in _COMBINED] + [folder / "report.md"]
+    return RunFolder(folder).expected(recipe)
 
 
 def check_run(folder) -> tuple[list[str], int]:
@@ -55,8 +51,8 @@ def check_run(folder) -> tuple[list[str], int]:
         return [f"{folder}: no such folder"], 0
     found: list[str] = []
     if folder.suffix != ".zarr":
-        if not (folder / "recipe.yaml").is_file():
-            found.append(f"{folder / 'recipe.yaml'}: missing (not a run folder of `nsneurons run`?)")
+        if not RunFolder(folder).recipe.is_file():
+            found.append(f"{RunFolder(folder).recipe}: missing (not a run folder of `nsneurons run`?)")
         found += [f"{p}: missing; the run has not finished (rerun the same command to resume)" for p in _expected(folder) if not p.exists()]
     stores = _stores(folder)
     for store in stores:

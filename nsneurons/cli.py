@@ -71,16 +71,9 @@ def _add_task_args(p):
 
 
 def _model(args):
-    from .models import load_model
+    from .runfolder import load_run_model
 
-    where = {}
-    if args.remote:
-        from .remote import connect
-
-        where = connect()
-    model = load_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision, remote=args.remote)
-    model.provenance.update(where)
-    return model
+    return load_run_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision, remote=args.remote)
 
 
 def _proxies(args):
@@ -186,8 +179,9 @@ def cmd_run(args):
     from .recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.set)  # before the heavy imports: a bad recipe is refused in a fraction of a second
-    from .pipeline import run_recipe
+    from .runners import naica, neuronllm
 
+    run_recipe = {"neuronllm": neuronllm.run_recipe, "naica": naica.run_recipe}[recipe.experiment]
     if args.remote:
         recipe = dataclasses.replace(recipe, backend="remote")
     if args.output:
@@ -199,7 +193,8 @@ def cmd_run(args):
 def cmd_crosstask(args):
     import dataclasses
 
-    from .crosstask import load_crosstask_recipe, run_crosstask
+    from .crosstask import load_crosstask_recipe
+    from .runners.crosstask import run_crosstask
 
     recipe, _ = load_crosstask_recipe(args.recipe, args.set)  # checks the `crosstask:` section; run_crosstask reads it
     if args.remote:

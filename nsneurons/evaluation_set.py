@@ -14,6 +14,7 @@ from . import metrics, preflight
 from .answers import check_answer_tokens
 from .intervention import BASELINE, correct_table, option_probs
 from .recipe import Recipe, RecipeError
+from .runfolder import RunFolder
 from .zarrio import open_checked
 
 
@@ -27,7 +28,8 @@ def screen(recipe: Recipe, model, proxies, *, progress: bool = True) -> dict[str
 def read_evaluation_set(path, task: str) -> dict[str, bool]:
     """{example id: understood by the screening model} of `task` saved by an earlier run."""
     path = Path(path)
-    store = path / "examples.zarr" if (path / "examples.zarr").exists() else path
+    saved = RunFolder(path).combined("examples")
+    store = saved if saved.exists() else path
     if not store.exists():
         raise RecipeError(f"evaluation.examples_from: {path} is neither a run folder nor an examples.zarr")
     ds = open_checked(store)

@@ -17,10 +17,11 @@ _PROVENANCE = ("model", "recipe", "k", "n_layers", "n_neurons")
 
 def neuron_table(run_dir):
     """The run's selected neurons as a pandas DataFrame (see the module doc)."""
+    from .runfolder import RunFolder
     from .version import package_version
     from .zarrio import open_checked
 
-    neurons = open_checked(Path(run_dir) / "neurons.zarr").load()
+    neurons = open_checked(RunFolder(run_dir).combined("neurons")).load()
     # Only the indexed dims become columns (a run written before 2026-11-30 also carries stray scalar coords).
     frame = neurons[["layer", "neuron", "score"]].reset_coords(drop=True).to_dataframe().reset_index()
     frame = frame[frame["layer"] >= 0].reset_index(drop=True)

@@ -153,7 +153,7 @@ def _shared_prefix_probs(model, prompt: str, tables: torch.Tensor, answer_ids: t
     """Option probabilities [C, 4] of one prompt under C conditions applied at its last token."""
     from transformers import DynamicCache
 
-    from .attribution import shared_prefix_queries
+    from .trace_ops import shared_prefix_queries
 
     lm = model.lm
     ids = model.tokenizer(prompt, return_tensors="pt")["input_ids"]

@@ -54,7 +54,7 @@ def check_prompt_lengths(model, proxies: Sequence[Proxy]) -> None:
 
 def task_inputs(recipe) -> dict[str, tuple[list[Proxy], list[Proxy]]]:
     """Each task's (identification, evaluation-candidate) proxies, loaded before the model; errors name the task."""
-    from .pipeline import task_proxies
+    from .splits import task_proxies
 
     inputs = {}
     for i, task in enumerate(recipe.tasks):

@@ -23,6 +23,7 @@ import xarray as xr
 from nsneurons import cells as scoring_rules
 from nsneurons import figures
 from nsneurons.figures import layer_counts, plot_layer_distribution  # noqa: F401  (re-exported)
+from nsneurons.runfolder import RunFolder, write_text_atomically
 from nsneurons.metrics import DIRECTIONS, METRIC_NAMES, Cell, ConditionResult, RelativeChange, format_cell
 from nsneurons.selection import ENABLED_VARIANTS
 from nsneurons.tables import (  # noqa: F401  (re-exported: the report's tables live in nsneurons.tables)
@@ -80,7 +81,8 @@ def average_cells(cells: Sequence[dict[str, Cell] | None]) -> tuple[dict[str, Ce
     return out, left_out
 
 
-def _fmt(cells: dict[str, Cell] | None, left_out: bool = False) -> str:
+def format_cells(cells: dict[str, Cell] | None, left_out: bool = False) -> str:
+    """One table cell: RAC/RCC of `best_cells` (- when none; a dagger when a task was left out of an average)."""
     return "-" if cells is None else format_cell(cells["rac"], cells["rcc"]) + (DAGGER if left_out else "")
 
 
@@ -243,8 +245,8 @@ def _summary(summary: Mapping) -> str:
 def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, baseline: xr.Dataset,
                  examples: xr.Dataset | None, title: str, summary: dict) -> Path:
     """Write out_dir/report.md and out_dir/figures/*.png; returns the report path."""
-    out_dir = Path(out_dir)
-    figure_dir = out_dir / "figures"
+    folder = RunFolder(out_dir)
+    out_dir, figure_dir = folder.root, folder.figures
     n_layers = int(neurons.attrs.get("n_layers") or int(np.nanmax(neurons["layer"].values)) + 1)
     layers_png = figures.save(plot_layer_distribution(neurons, n_layers), figure_dir / "layer_distribution.png")
     sweep_png = figures.save(plot_ratio_sweep(results), figure_dir / "ratio_sweep.png")
@@ -288,6 +290,6 @@ def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, bas
                   "chosen (most probable) option is bold, followed by SUCCESS or FAIL for an intervention "
                   "(enhance succeeds when the correct option wins, degrade when a wrong one wins).",
                   option_prob_table(examples)]
-    report = out_dir / "report.md"
-    report.write_text("\n\n".join(p for p in parts if p) + "\n")
+    report = folder.report
+    write_text_atomically(report, "\n\n".join(p for p in parts if p) + "\n")
     return report

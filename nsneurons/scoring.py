@@ -58,8 +58,9 @@ def attribute_group_with_retries(model, proxies, config, layers=None):
 
 
 def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, path, *, layers: Sequence[int] | None = None,
-                  provenance: dict | None = None, progress: bool = True):
-    """Compute IG for every proxy and write the store at `path`; resumes where a previous run stopped."""
+                  provenance: dict | None = None, progress: bool = True, item: str = "example"):
+    """Compute IG for every proxy and write the store at `path`; resumes where a previous run stopped.
+    item: the store's first dim, "example" (NeuronLLM) or "query" (NA-ICA: a query's prompts are its proxies)."""
     from tqdm.auto import tqdm
 
     groups = group_by_example(proxies)
@@ -69,7 +70,7 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
     store = ScoreStore.open_or_create(
         Path(path), example_ids=list(groups), layers=layers, n_neurons=model.n_neurons,
         correct_letters=[[p.correct_letter for p in group] for group in groups.values()],
-        provenance=score_provenance(model, config, {**(provenance or {}), "prompts_sha256": prompts_sha256(proxies)}),
+        provenance=score_provenance(model, config, {**(provenance or {}), "prompts_sha256": prompts_sha256(proxies)}), item=item,
     )
     done = store.done()
     with tqdm(total=len(groups) * N_PROXIES, initial=int(done.sum()) * N_PROXIES, unit="proxy",

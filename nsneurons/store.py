@@ -4,7 +4,8 @@ Layout (see docs/design.md): `ig` and `activation` over (example, proxy, layer, 
 `option_prob` over (example, proxy, option), `target_value` over (example, proxy),
 `completeness_gap` over (example, proxy, layer), `correct_letter` coordinate over (example, proxy),
 and `done` over (example,): set only after an example's arrays are written, so an interrupted
-write never looks complete. Provenance lives in `attrs`; appending with different provenance is refused.
+write never looks complete. NA-ICA's store has (query, prompt) where NeuronLLM's has (example,
+proxy) (`ITEM_DIMS`); everything else is the same. Provenance lives in `attrs`; appending with different provenance is refused.
 The store is created whole (under a temporary name, then renamed) and every chunk carries a
 checksum (nsneurons.zarrio): a missing or damaged chunk of a done example is an error naming it.
 """
@@ -35,6 +36,11 @@ _CONTENT_KEYS = {"weights_sha256": "the model's files changed", "prompts_sha256"
                  "commit": "the hub model resolved to another commit"}
 
 
+# The item dim (one write, one `done` flag each) and its prompts' dim: NeuronLLM's examples and
+# proxies, NA-ICA's queries and prompts.
+ITEM_DIMS = {"example": "proxy", "query": "prompt"}
+
+
 class StoreError(ValueError):
     pass
 
@@ -52,25 +58,25 @@ def _jsonable(value):
 
 
 def _template(example_ids: Sequence[str], correct_letters: Sequence[Sequence[str]], layers: Sequence[int],
-              n_neurons: int, provenance: dict) -> xr.Dataset:
-    n_ex, n_l = len(example_ids), len(layers)
+              n_neurons: int, provenance: dict, item: str = "example") -> xr.Dataset:
+    n_ex, n_l, sub = len(example_ids), len(layers), ITEM_DIMS[item]
     shape4 = (n_ex, N_PROXIES, n_l, n_neurons)
     ds = xr.Dataset(
         {
-            "ig": (("example", "proxy", "layer", "neuron"), np.zeros(shape4, np.float32)),
-            "activation": (("example", "proxy", "layer", "neuron"), np.zeros(shape4, np.float32)),
-            "option_prob": (("example", "proxy", "option"), np.zeros((n_ex, N_PROXIES, 4), np.float32)),
-            "target_value": (("example", "proxy"), np.zeros((n_ex, N_PROXIES), np.float32)),
-            "completeness_gap": (("example", "proxy", "layer"), np.zeros((n_ex, N_PROXIES, n_l), np.float32)),
-            "done": (("example",), np.zeros(n_ex, bool)),
+            "ig": ((item, sub, "layer", "neuron"), np.zeros(shape4, np.float32)),
+            "activation": ((item, sub, "layer", "neuron"), np.zeros(shape4, np.float32)),
+            "option_prob": ((item, sub, "option"), np.zeros((n_ex, N_PROXIES, 4), np.float32)),
+            "target_value": ((item, sub), np.zeros((n_ex, N_PROXIES), np.float32)),
+            "completeness_gap": ((item, sub, "layer"), np.zeros((n_ex, N_PROXIES, n_l), np.float32)),
+            "done": ((item,), np.zeros(n_ex, bool)),
         },
         coords={
-            "example": np.asarray(list(example_ids), dtype=str),
-            "proxy": np.arange(N_PROXIES),
+            item: np.asarray(list(example_ids), dtype=str),
+            sub: np.arange(N_PROXIES),
             "layer": np.asarray(list(layers), dtype=np.int64),
             "neuron": np.arange(n_neurons),
             "option": list(LETTERS),
-            "correct_letter": (("example", "proxy"), np.asarray(correct_letters, dtype=str)),
+            "correct_letter": ((item, sub), np.asarray(correct_letters, dtype=str)),
         },
         attrs=_jsonable(provenance),
     )
@@ -84,24 +90,27 @@ def _template(example_ids: Sequence[str], correct_letters: Sequence[Sequence[str
 def _chunks(ds: xr.Dataset) -> dict:
     # One chunk per example for the big arrays, so each example is written as one region.
     enc = {name: {"chunks": (1,) + ds[name].shape[1:]} for name in ("ig", "activation", "option_prob", "target_value", "completeness_gap")}
-    enc["done"] = {"chunks": (max(1, ds.sizes["example"]),)}
+    enc["done"] = {"chunks": (max(1, ds["done"].size),)}
     return enc
 
 
 class ScoreStore:
     """Writer for one scores store. Use `ScoreStore.open_or_create(...)`."""
 
-    def __init__(self, path: Path, example_ids: list[str]):
+    def __init__(self, path: Path, example_ids: list[str], item: str = "example"):
         self.path = Path(path)
         self.example_ids = example_ids
+        self.item = item  # "example" or "query" (ITEM_DIMS)
 
     @classmethod
     def open_or_create(cls, path, *, example_ids: Sequence[str], correct_letters: Sequence[Sequence[str]],
-                       layers: Sequence[int], n_neurons: int, provenance: dict) -> "ScoreStore":
+                       layers: Sequence[int], n_neurons: int, provenance: dict, item: str = "example") -> "ScoreStore":
         path = Path(path)
+        if item not in ITEM_DIMS:
+            raise ValueError(f"item: expected one of {', '.join(ITEM_DIMS)}, got {item!r}")
         provenance = dict(provenance)
         provenance.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-        template = _template(example_ids, correct_letters, layers, n_neurons, provenance)
+        template = _template(example_ids, correct_letters, layers, n_neurons, provenance, item)
         if path.exists():
             try:
                 existing = xr.open_zarr(path, consolidated=False)
@@ -109,10 +118,10 @@ class ScoreStore:
                 raise StoreError(f"{path} exists but is not a readable scores store ({err}); remove it or choose another output") from None
             raise_problems(problems(path))  # finished examples are kept: they must be whole
             _check_compatible(path, existing, template)
-            return cls(path, list(example_ids))
+            return cls(path, list(example_ids), item)
         # Whole or not at all: an interrupt while the template is written leaves no store here.
         write_atomically(path, template, extra=_chunks(template))
-        return cls(path, list(example_ids))
+        return cls(path, list(example_ids), item)
 
     def done(self) -> np.ndarray:
         try:
@@ -123,14 +132,15 @@ class ScoreStore:
 
     def write_example(self, index: int, *, ig, activation, option_prob, target_value, completeness_gap) -> None:
         """Write one example's arrays (3 proxies), then mark it done (a separate, last write)."""
-        region = {"example": slice(index, index + 1)}
+        item, sub = self.item, ITEM_DIMS[self.item]
+        region = {item: slice(index, index + 1)}
         part = xr.Dataset(
             {
-                "ig": (("example", "proxy", "layer", "neuron"), np.asarray(ig, np.float32)[None]),
-                "activation": (("example", "proxy", "layer", "neuron"), np.asarray(activation, np.float32)[None]),
-                "option_prob": (("example", "proxy", "option"), np.asarray(option_prob, np.float32)[None]),
-                "target_value": (("example", "proxy"), np.asarray(target_value, np.float32)[None]),
-                "completeness_gap": (("example", "proxy", "layer"), np.asarray(completeness_gap, np.float32)[None]),
+                "ig": ((item, sub, "layer", "neuron"), np.asarray(ig, np.float32)[None]),
+                "activation": ((item, sub, "layer", "neuron"), np.asarray(activation, np.float32)[None]),
+                "option_prob": ((item, sub, "option"), np.asarray(option_prob, np.float32)[None]),
+                "target_value": ((item, sub), np.asarray(target_value, np.float32)[None]),
+                "completeness_gap": ((item, sub, "layer"), np.asarray(completeness_gap, np.float32)[None]),
             }
         )
         # Every chunk written, even all-zero ones: a missing chunk then always means damage.
@@ -138,7 +148,7 @@ class ScoreStore:
         checkpoint(f"store.example-written:{self.path.name}")
         done = self.done()
         done[index] = True
-        write_region(xr.Dataset({"done": (("example",), done)}), self.path, {"example": slice(0, len(done))})
+        write_region(xr.Dataset({"done": ((item,), done)}), self.path, {item: slice(0, len(done))})
         checkpoint(f"store.example-done:{self.path.name}")
 
 
@@ -152,7 +162,9 @@ def _check_compatible(path: Path, existing: xr.Dataset, template: xr.Dataset) ->
         shown = "; ".join(f"{k}: store has {old.get(k)!r}, this run has {new.get(k)!r}"
                           + (f" ({_CONTENT_KEYS[k]})" if k in _CONTENT_KEYS else "") for k in differing)
         raise ProvenanceMismatchError(f"{path} was made with different settings, refusing to append ({shown}). Use another output path.")
-    for coord in ("example", "layer", "neuron", "correct_letter"):
+    for coord in (template["done"].dims[0], "layer", "neuron", "correct_letter"):
+        if coord not in existing.coords:
+            raise ProvenanceMismatchError(f"{path}: has no coordinate {coord!r} (another kind of store); refusing to append. Use another output path.")
         if not np.array_equal(existing[coord].values, template[coord].values):
             raise ProvenanceMismatchError(f"{path}: coordinate {coord!r} differs from this run's; refusing to append. Use another output path.")
 
@@ -165,10 +177,10 @@ def open_scores(path, *, allow_incomplete: bool = False) -> xr.Dataset:
     ds = xr.open_zarr(path, consolidated=False)
     # A deleted or damaged chunk would read as NaN or fail deep in zarr: refuse it here, named.
     raise_problems(problems(path))
-    done = ds["done"].values
+    done, item = ds["done"].values, ds["done"].dims[0]
     if not done.all():
-        message = (f"scores store {path} is incomplete: {int(done.sum())} of {done.size} examples written "
-                   f"(missing: {', '.join(ds.example.values[~done][:5])}{'...' if (~done).sum() > 5 else ''}); "
+        message = (f"scores store {path} is incomplete: {int(done.sum())} of {done.size} {item}s written "
+                   f"(missing: {', '.join(ds[item].values[~done][:5])}{'...' if (~done).sum() > 5 else ''}); "
                    "rerun the same command to resume")
         if not allow_incomplete:
             raise IncompleteStoreError(message)

@@ -23,6 +23,17 @@ def query_mask(prompt_len: int, n: int, dtype, device) -> torch.Tensor:
     return mask
 
 
+def shared_prefix_queries(ids: torch.Tensor, n: int, dtype, device):
+    """n copies of the last token as query tokens after the cached prompt prefix: input ids,
+    position ids (all at the last token's position) and a 4-D mask letting each see the prefix
+    and itself only. Passing the mask also keeps nnsight from adding its default one (docs/design.md).
+    Used by attribution (the IG rows) and intervention (the conditions' rows)."""
+    prompt_len = ids.shape[1] - 1
+    query = ids[:, prompt_len:].expand(1, n).to(device)
+    positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
+    return query, positions, query_mask(prompt_len, n, dtype, device)
+
+
 def extension_mask(cached: int, n: int, dtype, device) -> torch.Tensor:
     """4-D additive causal mask for n new tokens after `cached` cached ones (each sees the cache,
     the new tokens before it and itself). Passed explicitly: nnsight's default mask is wrong with

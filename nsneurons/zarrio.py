@@ -171,8 +171,8 @@ def _done_mask(root, path: Path, found: list[str]) -> np.ndarray | None:
 def _array_problems(path: Path, arr, done: np.ndarray | None) -> list[str]:
     found = []
     dims = getattr(arr.metadata, "dimension_names", None) or ()
-    # Per-example chunks of examples not yet done are rewritten on resume: only done ones must be whole.
-    per_example = done is not None and arr.path != "done" and dims[:1] == ("example",) and arr.chunks[0] == 1
+    # Per-example (NA-ICA: per-query) chunks not yet done are rewritten on resume: only done ones must be whole.
+    per_example = done is not None and arr.path != "done" and dims[:1] in (("example",), ("query",)) and arr.chunks[0] == 1
     for coords in np.ndindex(*arr.cdata_shape):
         if per_example and not done[coords[0]]:
             continue

@@ -171,7 +171,8 @@ def main(argv=None) -> int:
     import nsneurons.check  # noqa: F401
     import nsneurons.cli  # noqa: F401
     import nsneurons.models  # noqa: F401
-    import nsneurons.pipeline  # noqa: F401
+    import nsneurons.runners.naica  # noqa: F401
+    import nsneurons.runners.neuronllm  # noqa: F401
     import nsneurons.report  # noqa: F401
     import nsneurons.scoring  # noqa: F401
     import nsneurons.tasks.loading  # noqa: F401

@@ -8,7 +8,9 @@ import pytest
 import xarray as xr
 
 from nsneurons import crosstask_budgets as t8, selection
-from nsneurons.crosstask import common_neurons, load_crosstask_recipe, matrix_table, pairs_of, run_crosstask, task_specific
+from nsneurons.crosstask import common_neurons, load_crosstask_recipe, pairs_of, task_specific
+from nsneurons.crosstask_report import matrix_table
+from nsneurons.runners.crosstask import run_crosstask
 from nsneurons.metrics import METRIC_NAMES, ConditionResult
 
 
@@ -255,7 +257,7 @@ def tiny_crosstask_run(tmp_path_factory):
     """A finished `nsneurons run` plus `run_crosstask` of TINY, once per session (also used by test_notebooks)."""
     if "out" not in _RUNS:
         from fixtures_models import llama_style_tokenizer, tiny_hf_model
-        from nsneurons.pipeline import run_recipe
+        from nsneurons.runners.neuronllm import run_recipe
         from nsneurons.recipe import recipe_from_dict
 
         root = tmp_path_factory.mktemp("crosstask")
@@ -285,8 +287,8 @@ def test_needs_a_finished_run(tmp_path):
 
 @pytest.mark.slow
 def test_end_to_end_outputs(finished):
-    from nsneurons.crosstask import open_crosstask
-    from nsneurons.pipeline import open_outputs
+    from nsneurons.runfolder import open_crosstask
+    from nsneurons.runfolder import open_outputs
 
     out, recipe = finished
     ds = {name: d.load() for name, d in open_crosstask(out).items()}
@@ -323,11 +325,11 @@ def test_end_to_end_outputs(finished):
 
 @pytest.mark.slow
 def test_end_to_end_table8(finished):
-    from nsneurons.crosstask import open_crosstask
+    from nsneurons.runfolder import open_crosstask
     from nsneurons.intervention import BASELINE, correct_table, enhancer, option_probs
     from nsneurons.metrics import evaluate_condition
     from nsneurons.models import load_model
-    from nsneurons.pipeline import evaluation_proxies, open_outputs
+    from nsneurons.runfolder import evaluation_proxies, open_outputs
 
     out, recipe = finished
     ds = {name: d.load() for name, d in open_crosstask(out).items()}

@@ -119,7 +119,8 @@ def test_a_tiny_recipe_on_the_device_matches_the_cpu(weights, tmp_path_factory):
     """tiny-ci on the device (float32 and bfloat16) and on the CPU (float32): in float32 the same
     baseline, neurons and sweep; in bfloat16 most of the same neurons (its screen may rank a
     near-tied option differently, so its evaluation set and baseline are not compared)."""
-    from nsneurons.pipeline import open_outputs, run_recipe
+    from nsneurons.runfolder import open_outputs
+    from nsneurons.runners.neuronllm import run_recipe
     from nsneurons.recipe import recipe_from_dict
 
     folder = tmp_path_factory.mktemp("tiny-weights")

@@ -8,7 +8,9 @@ import torch
 import xarray as xr
 
 from nsneurons.naica import common_threshold, key_neurons, kept_mask, naica_scores, query_clusters, top_neurons
-from nsneurons.naica_apps import domain_key_neurons, load_datasets, localized_regions, run_naica, split_queries
+from nsneurons.naica_analyses import domain_key_neurons, localized_regions, split_queries
+from nsneurons.runfolder import load_naica as load_datasets
+from nsneurons.runners.naica import run_naica
 from nsneurons.tasks.base import Question, TaskDataError
 from nsneurons.tasks.domain_qa import TEMPLATES, domain_proxies, load_domain_qa, make_domain_proxies
 

@@ -9,7 +9,7 @@ import pytest
 import xarray as xr
 
 from nsneurons import crosstask, zarrio
-from nsneurons.pipeline import open_outputs
+from nsneurons.runfolder import open_outputs
 from test_crosstask import tiny_crosstask_run
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ def _recipe_file(tmp_path, model_dir, **overrides):
 
 
 def _outputs(out):
-    from nsneurons.pipeline import open_outputs
+    from nsneurons.runfolder import open_outputs
 
     return {name: ds.load() for name, ds in open_outputs(out).items()}
 
@@ -197,7 +197,7 @@ def test_a_reference_model_screens_the_evaluation_candidates(tmp_path, tiny_mode
     # Appendix A.1: one model (LLaMA 2-7B) screens the examples that every model is evaluated on.
     from nsneurons.models import load_model
     from nsneurons.evaluation_set import reference_screens, screen
-    from nsneurons.pipeline import task_proxies
+    from nsneurons.splits import task_proxies
 
     recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, evaluation={
         "candidates": 6, "screen_model": str(tiny_model_dir)}))

@@ -78,7 +78,7 @@ def models(ndif_server):
 @pytest.fixture(scope="module")
 def proxies(ndif_server):
     """(identification proxies of 3 examples, 6 evaluation-candidate examples' proxies) of the sentiment fixture."""
-    from nsneurons.pipeline import task_proxies
+    from nsneurons.splits import task_proxies
     from nsneurons.recipe import recipe_from_dict
 
     recipe = recipe_from_dict(_recipe_dict(ndif_server.model_path, Path("unused"), identification_examples=3))
@@ -153,7 +153,7 @@ def test_generate_remote_equals_local(models, proxies):
 
 
 def _open_all(out: Path) -> dict[str, xr.Dataset]:
-    from nsneurons.pipeline import open_outputs
+    from nsneurons.runfolder import open_outputs
 
     found = {name: ds.load() for name, ds in open_outputs(out).items()}
     for path in sorted((out / "tasks").glob("*.zarr")) + sorted((out / "scores").glob("*.zarr")):
@@ -184,7 +184,7 @@ def _assert_same(local: dict[str, xr.Dataset], remote: dict[str, xr.Dataset]) ->
 
 
 def test_recipe_remote_equals_local(ndif_server, tmp_path):
-    from nsneurons.pipeline import run_recipe
+    from nsneurons.runners.neuronllm import run_recipe
     from nsneurons.recipe import recipe_from_dict
 
     local_out = run_recipe(recipe_from_dict(_recipe_dict(ndif_server.model_path, tmp_path / "local")), progress=False)
@@ -198,8 +198,8 @@ def test_recipe_remote_equals_local(ndif_server, tmp_path):
 
 
 def test_naica_recipe_remote_equals_local(ndif_server, tmp_path):
-    from nsneurons.naica_apps import load_datasets
-    from nsneurons.pipeline import run_recipe
+    from nsneurons.runfolder import load_naica as load_datasets
+    from nsneurons.runners.naica import run_recipe
     from nsneurons.recipe import recipe_from_dict
 
     data = yaml.safe_load((REPO / "recipes" / "na-ica.yaml").read_text())
@@ -220,7 +220,7 @@ def _files_under(root: Path):
 
 
 def test_no_secret_in_anything_a_remote_run_writes(ndif_server, tmp_path, monkeypatch, capfd, caplog):
-    from nsneurons.pipeline import run_recipe
+    from nsneurons.runners.neuronllm import run_recipe
     from nsneurons.recipe import recipe_from_dict
     from nsneurons.remote import RemoteConfig
 
