@@ -234,6 +234,31 @@ def _logging(verbosity: int):
     return undo
 
 
+def _add_run_commands(sub) -> None:
+    """The commands on recipes and run folders: run, crosstask, check, export."""
+    p = sub.add_parser("run", help="run a recipe end to end")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
+    p.add_argument("--output", default=None, help="output root (default: the recipe's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, validated like the YAML (repeatable), e.g. --set selection.k=50")
+    p.set_defaults(func=cmd_run)
+    p = sub.add_parser("crosstask", help="cross-task analyses (common/task-specific neurons, cross-task matrix, layers, budget K) after `nsneurons run`")
+    p.add_argument("recipe", type=Path)
+    p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
+    p.add_argument("--output", default=None, help="output root (default: the recipe's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    p.set_defaults(func=cmd_crosstask)
+    p = sub.add_parser("check", help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(func=cmd_check)
+    p = sub.add_parser("export", help="the good and bad neurons of every method and task, with provenance, as one CSV/JSON/Parquet file")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--format", default="csv", choices=["csv", "json", "parquet"])
+    p.add_argument("--out", type=Path, default=None, help="output file (default: RUN_DIR/neurons.FORMAT)")
+    p.set_defaults(func=cmd_export)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nsneurons", description="Good and bad neurons of a language model for a whole task.",
                      epilog=failures.EPILOG, formatter_class=_Help)
@@ -272,27 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers-per-pass", type=_count(), default=None, help="layers attributed per pass (default: from the memory available)")
     p.add_argument("--out", type=Path, required=True, help="output .zarr path")
     p.set_defaults(func=_locked_score)
-    p = sub.add_parser("run", help="run a recipe end to end")
-    p.add_argument("recipe", type=Path)
-    p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
-    p.add_argument("--output", default=None, help="output root (default: the recipe's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field, validated like the YAML (repeatable), e.g. --set selection.k=50")
-    p.set_defaults(func=cmd_run)
-    p = sub.add_parser("crosstask", help="cross-task analyses (common/task-specific neurons, cross-task matrix, layers, budget K) after `nsneurons run`")
-    p.add_argument("recipe", type=Path)
-    p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
-    p.add_argument("--output", default=None, help="output root (default: the recipe's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
-    p.set_defaults(func=cmd_crosstask)
-    p = sub.add_parser("check", help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there")
-    p.add_argument("run_dir", type=Path)
-    p.set_defaults(func=cmd_check)
-    p = sub.add_parser("export", help="the good and bad neurons of every method and task, with provenance, as one CSV/JSON/Parquet file")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("--format", default="csv", choices=["csv", "json", "parquet"])
-    p.add_argument("--out", type=Path, default=None, help="output file (default: RUN_DIR/neurons.FORMAT)")
-    p.set_defaults(func=cmd_export)
+    _add_run_commands(sub)
     for p in sub.choices.values():  # `nsneurons run x.yaml --debug` too; SUPPRESS keeps the top level's value otherwise
         p.formatter_class = _Help
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error")

@@ -1,4 +1,4 @@
-"""A run's output folder: where every output lies, the fingerprint, the model, the start of a run, reading outputs back.
+"""A run's output folder: where every output lies, the fingerprint, the model, the start of a run, reading back.
 
 The three experiments (nsneurons.runners: neuronllm, crosstask, naica) write into and read from a
 folder laid out as `RunFolder` says; nothing else builds these paths by hand:

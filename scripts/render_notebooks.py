@@ -40,8 +40,11 @@ def execute(path: Path, run_dir: Path, timeout: int = 600):
 def main(argv: list[str]) -> int:
     import nbformat
 
+    sys.path.insert(0, str(ROOT))
+    from nsneurons.runfolder import RunFolder
+
     run_dir = Path(argv[0] if argv else ROOT / "store" / "demo").resolve()
-    if not (run_dir / "results.zarr").exists():
+    if not RunFolder(run_dir).combined("results").exists():
         print(f"error: no finished run in {run_dir}; run `nsneurons run recipes/demo.yaml` first", file=sys.stderr)
         return 2
     RENDERED.mkdir(parents=True, exist_ok=True)

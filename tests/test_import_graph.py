@@ -104,7 +104,8 @@ def test_the_checker_sees_relative_lazy_and_private_imports():
     mods = {"nsneurons": ast.parse(""), "nsneurons.a": ast.parse("def f():\n    from . import b\n    return b._x\n"),
             "nsneurons.b": ast.parse("from .a import _y\n"), "nsneurons.c": ast.parse("from nsneurons.b import z\n")}
     graph, private = imports(mods)
-    assert graph == {"nsneurons": set(), "nsneurons.a": {"nsneurons.b"}, "nsneurons.b": {"nsneurons.a"}, "nsneurons.c": {"nsneurons.b"}}
+    assert graph == {"nsneurons": set(), "nsneurons.a": {"nsneurons.b"}, "nsneurons.b": {"nsneurons.a"},
+                     "nsneurons.c": {"nsneurons.b"}}
     assert sorted(private) == ["nsneurons.a: nsneurons.b._x", "nsneurons.b: from nsneurons.a import _y"]
     assert cycles(graph) == [["nsneurons.a", "nsneurons.b"]]
 

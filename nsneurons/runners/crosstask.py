@@ -57,7 +57,7 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
     stamp = fingerprint(recipe, model.provenance)
     for task in recipe.tasks:
         if open_store(folder.task(task.name)).attrs.get("fingerprint") != stamp:
-            raise RecipeError(f"{out}/tasks/{task.name}.zarr was made with other settings or another model; rerun `nsneurons run`")
+            raise RecipeError(f"{folder.task(task.name)} was made with other settings or another model; rerun `nsneurons run`")
     plan, sets, specific_ds, budgets = _plan(recipe, out, model, neurons, s, methods, budget_methods)
     effects, n_examples = _measure(recipe, model, out, plan, progress)
     attrs = {"k": plan.k, "recipe": recipe.name, "model": str(model.provenance.get("model")), "n_layers": model.n_layers,
@@ -65,14 +65,21 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
     kmax = min(r.sizes["rank"] for r in plan.rankings.values())
     common_ds = plan.common_ds.assign(effect=effects["common"]).assign_attrs(attrs)
     datasets = {"common": common_ds, "specific": specific_ds.assign_attrs(attrs),
-                "matrix": xr.Dataset({"effect": effects["matrix"], "n_examples": ("eval_task", n_examples)}, attrs={**attrs, "ratio": s.ratio}),
+                "matrix": xr.Dataset({"effect": effects["matrix"], "n_examples": ("eval_task", n_examples)},
+                                     attrs={**attrs, "ratio": s.ratio}),
                 "layers": layer_statistics(sets, specific_ds, common_ds, model.n_layers).assign_attrs(attrs),
                 "budget": xr.Dataset({"sweep": effects["budget"], "n_examples": ("task", n_examples)},
                                      attrs={**attrs, "k_values": [int(v) for v in s.k_values], "k_max": kmax}),
-                "table8": xr.Dataset(attrs={**attrs, "skipped": crosstask_budgets.skip_reason(plan.tasks)}) if plan.chosen is None else
-                plan.chosen.merge(budgets).assign(effect=effects["table8"]).assign_attrs({**attrs, **budgets.attrs})}
+                "table8": _table8(plan, budgets, effects["table8"], attrs)}
     write_atomically(folder.crosstask, datasets)
     return write_crosstask_report(out, datasets)
+
+
+def _table8(plan: _Plan, budgets: xr.Dataset | None, effect, attrs: dict) -> xr.Dataset:
+    """Table 8's Dataset: the chosen sets, budgets and effects, or only why it was skipped."""
+    if plan.chosen is None:
+        return xr.Dataset(attrs={**attrs, "skipped": crosstask_budgets.skip_reason(plan.tasks)})
+    return plan.chosen.merge(budgets).assign(effect=effect).assign_attrs({**attrs, **budgets.attrs})
 
 
 def _require_run(recipe: Recipe, folder: RunFolder) -> None:

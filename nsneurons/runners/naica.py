@@ -18,7 +18,8 @@ import xarray as xr
 
 from ..attribution import AttributionConfig
 from ..naica import T_DEFAULT, U_DEFAULT, V_DEFAULT, key_neurons, key_pairs
-from ..naica_analyses import EDIT_CONDITIONS, domain_key_neurons, localized_regions, predict_domains, random_control, split_queries
+from ..naica_analyses import (EDIT_CONDITIONS, domain_key_neurons, localized_regions, predict_domains, random_control,
+                              split_queries)
 from ..naica_report import plot_regions, write_report
 from ..recipe import Recipe, RecipeError
 from ..runfolder import RunFolder, run_in_folder
@@ -62,10 +63,11 @@ def attribute_queries(model, proxies_by_query: Mapping[str, Sequence[Proxy]], st
         raise ValueError(f"every query needs the same number of prompts, got {sorted(n_prompts)}")
     # A query's prompts (its shuffled-option variants) share their beginning: one session each.
     proxies = [p for ps in proxies_by_query.values() for p in ps]
-    ds = score_proxies(model, proxies, config, store, provenance={**(provenance or {}), "task": "naica", "prompt_template": TEMPLATE_VERSION},
-                       progress=progress, item="query").load()
+    provenance = {**(provenance or {}), "task": "naica", "prompt_template": TEMPLATE_VERSION}
+    ds = score_proxies(model, proxies, config, store, provenance=provenance, progress=progress, item="query").load()
     # Plain (fixed-width) strings, as the arrays were before they went through the store.
-    ds = ds.assign_coords({n: (c.dims, np.asarray(c.values.tolist(), dtype=str)) for n, c in ds.coords.items() if c.dtype.kind not in "biuf"})
+    strings = {n: c for n, c in ds.coords.items() if c.dtype.kind not in "biuf"}
+    ds = ds.assign_coords({n: (c.dims, np.asarray(c.values.tolist(), dtype=str)) for n, c in strings.items()})
     arrays = xr.Dataset({name: ds[name] for name in ("ig", "activation", "option_prob", "target_value")}).drop_attrs()
     return arrays.assign_attrs(target="qrnca", steps=int(steps), answer_format=answer_format, path=path)
 
@@ -101,7 +103,8 @@ def edit_key_neurons(model, proxies_by_query: Mapping[str, Sequence[Proxy]], key
     return ds
 
 
-def _key_results(attribution: xr.Dataset, domains: dict, n_layers: int, *, t, v, u, remove_common, seed, held_out_fraction) -> dict:
+def _key_results(attribution: xr.Dataset, domains: dict, n_layers: int, *, t, v, u, remove_common, seed,
+                 held_out_fraction) -> dict:
     """Key and common neurons, domain key neurons, regions and (with held-out queries) prediction."""
     found = key_neurons(attribution["ig"], t=t, v=v, u=u, remove_common=remove_common)
     domain_keys = domain_key_neurons(found.key, domains)
@@ -116,8 +119,8 @@ def _key_results(attribution: xr.Dataset, domains: dict, n_layers: int, *, t, v,
     return results
 
 
-def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: int = V_DEFAULT, u: float = U_DEFAULT, steps: int = 20,
-              seed: int = 0, answer_format: str = "letters", held_out_fraction: float = 0.3, progress: bool = False,
+def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: int = V_DEFAULT, u: float = U_DEFAULT,
+              steps: int = 20, seed: int = 0, answer_format: str = "letters", held_out_fraction: float = 0.3, progress: bool = False,
               remove_common: bool = True, path: str = "staircase", provenance: Mapping | None = None) -> dict[str, xr.Dataset]:
     """Scoring (resumable, scores/naica-qrnca.zarr), key and common neurons, regions, prediction and editing;
     writes naica.zarr, 2 PNGs and report.md. provenance: recorded in the scores store (recipe, data source)."""
@@ -134,9 +137,10 @@ def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: i
     attribution = attribution.assign_coords(domain=("query", [domains[q] for q in attribution["query"].values]))
     results = _key_results(attribution, domains, model.n_layers, t=t, v=v, u=u, remove_common=remove_common, seed=seed,
                            held_out_fraction=held_out_fraction)
-    figure_paths = plot_regions(results["regions"], folder.root, subtitle=f"{model.provenance.get('model', '?')}, t = {t}, v = {v}, "
-                                f"u = {u}, n = {attribution.sizes['query']} queries")
-    results["editing"] = edit_key_neurons(model, proxies, results["key"], seed=seed, answer_format=answer_format, progress=progress)
+    subtitle = f"{model.provenance.get('model', '?')}, t = {t}, v = {v}, u = {u}, n = {attribution.sizes['query']} queries"
+    figure_paths = plot_regions(results["regions"], folder.root, subtitle=subtitle)
+    results["editing"] = edit_key_neurons(model, proxies, results["key"], seed=seed, answer_format=answer_format,
+                                          progress=progress)
     params = dict(t=t, v=v, u=u, steps=steps, seed=seed, answer_format=answer_format, held_out_fraction=held_out_fraction,
                   remove_common=remove_common, model=model.provenance.get("model", "?"))
     for ds in results.values():
