@@ -10,15 +10,15 @@ unbatched runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 import xarray as xr
 
 from .answers import answer_token_ids
 from .tasks.base import LETTERS, AnswerFormat, Proxy
+from .vocab import Position
 
-Position = Literal["answer", "all"]
 SILENCE, EXCITE = 0.0, 2.0
 
 

@@ -14,9 +14,8 @@ from typing import Literal, Optional
 
 from .recipe_checks import (RecipeError, check_crosstask, check_naica, check_name, check_neuronllm, check_tasks, need,
                             not_blank, unique_key_loader)
-
-Backend = Literal["local", "remote"]
-MethodName = Literal["neuronllm", "tn", "qrnca", "tn_enabled", "qrnca_enabled", "kn", "act", "random"]
+# The choices are the library's own (one spelling each, shared with the configs and registries).
+from .vocab import AnswerFormat, Backend, BestBy, Device, DType, Experiment, IGPath, MethodName, Position, Quadrature
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,10 @@ class TaskSource:
 @dataclass(frozen=True)
 class Attribution:
     steps: int = 16  # m in Eq. 1
-    quadrature: Literal["right", "midpoint"] = "right"  # alpha_k = k/m (the paper) or (k - 1/2)/m
+    quadrature: Quadrature = "right"  # alpha_k = k/m (the paper) or (k - 1/2)/m
     # "staircase": shared prefix, each layer's rows join at that layer (fastest); "prefix": shared
     # prefix, every row from the embedding on; "full": per-layer full prompts (the reference).
-    path: Literal["staircase", "prefix", "full"] = "staircase"
+    path: IGPath = "staircase"
     layers_per_pass: Optional[int] = None  # None: chosen from the memory available
     layers: Optional[tuple[int, ...]] = None  # layers to attribute (None: all)
 
@@ -57,12 +56,12 @@ class Evaluation:
     not_understood: int = 50  # and examples it does not understand
     candidates: Optional[int] = None  # how many scored-split examples to screen for the evaluation set (None: all)
     ratios: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # good:bad ratios swept under budget K
-    position: Literal["answer", "all"] = "answer"  # switch neurons at the answer position or at every position
+    position: Position = "answer"  # switch neurons at the answer position or at every position
     ablation: bool = True  # also run good-only and bad-only interventions (Table 3)
     batch_size: int = 16  # prompts per forward pass
     # The one ratio a (task, method, direction) cell is reported at: "mean" of directed RAC and RCC,
     # "rac", "rcc", or "per_metric" (each metric's own best ratio: one cell may mix two ratios).
-    best_by: Literal["mean", "rac", "rcc", "per_metric"] = "mean"
+    best_by: BestBy = "mean"
     bootstrap: int = 1000  # resamples of evaluation examples for the 95% intervals (at least 1000)
     confidence: float = 0.95  # level of the bootstrap intervals
     # Reuse the evaluation examples of an earlier run (its folder or its examples.zarr) so several
@@ -125,16 +124,16 @@ class Recipe:
     name: str  # outputs go to <output>/<name>/
     model: str  # hub id, save_pretrained folder, .gguf file, or "demo" (SmolLM2-135M-Instruct)
     tasks: tuple[TaskSource, ...] = ()  # the tasks to run (experiment "neuronllm")
-    experiment: Literal["neuronllm", "naica"] = "neuronllm"  # NeuronLLM and its baselines, or NA-ICA / QRNCA
+    experiment: Experiment = "neuronllm"  # NeuronLLM and its baselines, or NA-ICA / QRNCA
     naica: Naica = Naica()  # settings of experiment "naica"
     crosstask: CrossTask = CrossTask()  # settings of `nsneurons crosstask` (after `nsneurons run`)
     revision: Optional[str] = None  # hub revision of the model
     trust_remote_code: bool = False  # allow the model's own code from the hub (Baichuan 2 needs it)
     backend: Backend = "local"  # "local" (this machine) or "remote" (NDIF)
     ndif_host: Optional[str] = None  # NDIF host for backend "remote" (else NDIF_HOST or nnsight's config); never the API key
-    device: Literal["cpu", "cuda", "auto"] = "auto"  # where a local model runs
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # model weights and compute dtype
-    answer_format: Literal["letters", "words"] = "letters"  # answer tokens: option letters (the paper) or option words
+    device: Device = "auto"  # where a local model runs
+    dtype: DType = "float32"  # model weights and compute dtype
+    answer_format: AnswerFormat = "letters"  # answer tokens: option letters (the paper) or option words
     seed: int = 0  # every sampling and shuffle derives from it
     identification_examples: int = 5  # tr: examples per task used to identify neurons
     attribution: Attribution = Attribution()

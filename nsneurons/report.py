@@ -24,7 +24,7 @@ from nsneurons import cells as scoring_rules
 from nsneurons import figures
 from nsneurons.figures import layer_counts, plot_layer_distribution  # noqa: F401  (re-exported)
 from nsneurons.metrics import DIRECTIONS, METRIC_NAMES, Cell, ConditionResult, RelativeChange, format_cell
-from nsneurons.selection import ENABLED_VARIANTS
+from nsneurons.selection import BASELINE_METHODS, ENABLED_VARIANTS
 from nsneurons.tables import (  # noqa: F401  (re-exported: the report's tables live in nsneurons.tables)
     AVERAGING_RULE, CELL_NOTE, DAGGER, DIR_LABEL, draws_table, markdown, signed_change_table, table1, table2, table3, table6,
 )
@@ -257,8 +257,8 @@ def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, bas
         "## Baseline (Table 4)", f"The unmodified model on the evaluation set ({results.attrs.get('evaluation_set', '')}).",
         baseline_table(baseline),
         "## RAC/RCC (Table 1)",
-        "Deg = degrader, Enh = enhancer. Methods without bad neurons (TN, QRNCA, KN, ACT, RANDOM) switch "
-        "their K good neurons only (r = 1); RANDOM is the mean over its draws. " + note,
+        f"Deg = degrader, Enh = enhancer. Methods without bad neurons ({', '.join(m.upper() for m in BASELINE_METHODS)}) "
+        "switch their K good neurons only (r = 1); RANDOM is the mean over its draws. " + note,
         table1(results, _table1_methods(results)), AVERAGING_RULE,
         "The last row is NeuronLLM minus the best baseline of each column (RAC/RCC, paired bootstrap "
         "interval; * = the interval excludes 0, i.e. the difference is distinguishable from resampling noise).",

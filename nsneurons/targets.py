@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .vocab import TargetName  # noqa: F401  (re-exported: the type of a TARGETS key)
+
 
 def ace(logits: torch.Tensor, answer_ids: torch.Tensor, correct: int) -> torch.Tensor:
     """Eq. 3: exp(-crossentropy) = softmax over the four answer tokens' logits, probability of the correct one."""
@@ -31,6 +33,11 @@ TARGETS = {"ace": ace, "qrnca": qrnca, "tn": tn}
 # Targets that read only the four answer tokens' logits: attribution then computes just those
 # four columns of the output layer (no whole-vocabulary projection).
 ANSWER_LOGITS_ONLY = frozenset({"ace"})
+
+
+def target_names() -> tuple[str, ...]:
+    """Every registered target, in registry order (the CLI's choices)."""
+    return tuple(TARGETS)
 
 
 def get_target(name: str):
