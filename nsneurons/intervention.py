@@ -17,19 +17,21 @@ import xarray as xr
 
 from .answers import answer_token_ids
 from .tasks.base import LETTERS, AnswerFormat, Proxy
-from .vocab import Position
+from .vocab import ConditionKey, Position
 
 SILENCE, EXCITE = 0.0, 2.0
 
 
 @dataclass(frozen=True)
 class Condition:
-    """A named set of neuron switches: `silence` and `excite` are (layer, neuron) pairs."""
+    """A named set of neuron switches: `silence` and `excite` are (layer, neuron) pairs; `key`, where
+    the condition was planned from one (nsneurons.conditions), is what its name was built from."""
 
     name: str
     silence: tuple[tuple[int, int], ...] = ()
     excite: tuple[tuple[int, int], ...] = ()
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    key: ConditionKey | None = field(default=None, compare=False)
 
     def multipliers(self, n_layers: int, n_neurons: int) -> torch.Tensor:
         """[n_layers, n_neurons] of 1, 0 (silenced) and 2 (excited)."""
@@ -45,14 +47,14 @@ class Condition:
 BASELINE = Condition("none")
 
 
-def enhancer(good: Sequence, bad: Sequence, name: str = "enhancer") -> Condition:
+def enhancer(good: Sequence, bad: Sequence, name: str = "enhancer", *, key: ConditionKey | None = None) -> Condition:
     """Excite good neurons and silence bad ones."""
-    return Condition(name, silence=tuple(map(tuple, bad)), excite=tuple(map(tuple, good)))
+    return Condition(name, silence=tuple(map(tuple, bad)), excite=tuple(map(tuple, good)), key=key)
 
 
-def degrader(good: Sequence, bad: Sequence, name: str = "degrader") -> Condition:
+def degrader(good: Sequence, bad: Sequence, name: str = "degrader", *, key: ConditionKey | None = None) -> Condition:
     """Silence good neurons and excite bad ones."""
-    return Condition(name, silence=tuple(map(tuple, good)), excite=tuple(map(tuple, bad)))
+    return Condition(name, silence=tuple(map(tuple, good)), excite=tuple(map(tuple, bad)), key=key)
 
 
 def _left_padded(tokenizer, prompts: Sequence[str]):

@@ -28,6 +28,7 @@ from nsneurons.selection import BASELINE_METHODS, ENABLED_VARIANTS
 from nsneurons.tables import (  # noqa: F401  (re-exported: the report's tables live in nsneurons.tables)
     AVERAGING_RULE, CELL_NOTE, DAGGER, DIR_LABEL, draws_table, markdown, signed_change_table, table1, table2, table3, table6,
 )
+from nsneurons.vocab import parse_condition_name
 
 GROUPS = ("good", "bad")
 LETTERS = ("A", "B", "C", "D")
@@ -122,13 +123,10 @@ def _prob(p: float) -> str:
 
 
 def condition_direction(condition: str) -> str | None:
-    """'degrade' / 'enhance' from a condition name like 'tn/degrader' or 'neuronllm/silence_good'."""
-    name = condition.lower()
-    if any(w in name for w in ("degrad", "silence")):
-        return "degrade"
-    if any(w in name for w in ("enhanc", "excite")):
-        return "enhance"
-    return None
+    """'degrade' / 'enhance': the direction field of a stored condition name ('neuronllm/degrade/0.5',
+    'tn/enhancer'), read by the one parser of condition names; None for 'none' or another shape."""
+    key = parse_condition_name(condition)
+    return None if key is None else key.direction
 
 
 def option_prob_table(examples: xr.Dataset, task=None) -> str:
