@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 import xarray as xr
 
-from .answers import answer_token_ids
+from .answers import check_answer_format, proxy_answer_ids
 from .tasks.base import LETTERS, AnswerFormat, Proxy
 from .vocab import ConditionKey, Position
 
@@ -71,9 +71,11 @@ def _left_padded(tokenizer, prompts: Sequence[str]):
 
 
 def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition] = (BASELINE,), *,
-                 answer_format: AnswerFormat = "letters", position: Position = "answer", batch_size: int = 16,
+                 answer_format: AnswerFormat | None = None, position: Position = "answer", batch_size: int = 16,
                  progress: bool = False) -> xr.DataArray:
     """Softmax over the four answer tokens for every (condition, proxy): DataArray (condition, item, option).
+
+    The answer tokens follow each proxy's own `answer_format`; `answer_format=`, if given, must agree with it.
 
     `item` is indexed by (example, proxy) coordinates; unstack with `.set_index(item=["example", "proxy"]).unstack("item")`.
     """
@@ -81,7 +83,8 @@ def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition
 
     if position not in ("answer", "all"):
         raise ValueError(f"position must be 'answer' or 'all', got {position!r}")
-    answer_ids = torch.tensor([answer_token_ids(model.tokenizer, p.prompt, p.options, answer_format) for p in proxies])
+    check_answer_format(proxies, answer_format)
+    answer_ids = torch.tensor([proxy_answer_ids(model.tokenizer, p) for p in proxies])
     tables = torch.stack([c.multipliers(model.n_layers, model.n_neurons) for c in conditions])  # [C, L, N]
     touched = sorted({layer for c in conditions for layer, _ in (*c.silence, *c.excite)})
     rows = [(c, i) for c in range(len(conditions)) for i in range(len(proxies))]

@@ -57,6 +57,7 @@ class Proxy:
     options: tuple[str, str, str, str]  # option texts in A..D order
     correct: int  # index of the correct option in `options`
     task: str
+    answer_format: AnswerFormat = "letters"  # what the prompt asks for; the answer tokens follow it (nsneurons.answers)
 
     @property
     def correct_letter(self) -> str:
