@@ -136,9 +136,9 @@ class Recipe:
     answer_format: AnswerFormat = "letters"  # answer tokens: option letters (the paper) or option words
     seed: int = 0  # every sampling and shuffle derives from it
     identification_examples: int = 5  # tr: examples per task used to identify neurons
-    attribution: Attribution = Attribution()
-    selection: Selection = Selection()
-    evaluation: Evaluation = Evaluation()
+    attribution: Attribution = Attribution()  # how neurons are scored: integrated gradients (Eq. 1)
+    selection: Selection = Selection()  # which neuron sets are picked from the scores
+    evaluation: Evaluation = Evaluation()  # how the interventions are evaluated and scored
     output: str = "store"  # output root folder
     description: str = ""  # free text for the report
 
@@ -149,14 +149,15 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def _type_name(tp) -> str:
+def type_name(tp) -> str:
+    """How a field's type reads in an error or the reference ('one of ...', 'a list of an int')."""
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        return f"a list of {type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return {int: "an int", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", type(None): "null"}.get(tp, str(tp))
@@ -176,14 +177,14 @@ def _convert(value, tp, where: str):
                 errors.append(err)
         if len(errors) == 1:  # Optional[X]: X's own error names the inner key (e.g. budgets[0].bad)
             raise errors[0]
-        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise RecipeError(f"{where}: expected {type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise RecipeError(f"{where}: expected {type_name(tp)}, got {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise RecipeError(f"{where}: expected {type_name(tp)}, got {value!r}")
         item = typing.get_args(tp)[0]
         return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):
