@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from typing import Callable, Sequence
 
+from ..vocab import ANSWER_FORMATS
 from .base import (
     N_OPTIONS,
     N_PROXIES,
@@ -33,7 +34,6 @@ from .base import (
 )
 
 ANSWER_CUE = "Answer:"
-ANSWER_FORMATS = ("letters", "words")
 
 
 def _check_answer_format(spec: TaskSpec, answer_format: str) -> None:
