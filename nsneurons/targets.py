@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from .vocab import TargetName  # noqa: F401  (re-exported: the type of a TARGETS key)
-
 
 def ace(logits: torch.Tensor, answer_ids: torch.Tensor, correct: int) -> torch.Tensor:
     """Eq. 3: exp(-crossentropy) = softmax over the four answer tokens' logits, probability of the correct one."""
@@ -29,6 +27,8 @@ def tn(logits: torch.Tensor, answer_ids: torch.Tensor, correct: int) -> torch.Te
     return probs[..., correct] - probs[..., wrong].mean(dim=-1)
 
 
+# Its names are typed as nsneurons.vocab.TargetName (a test keeps the two equal); this module imports
+# nothing of the package, since NDIF receives it by value.
 TARGETS = {"ace": ace, "qrnca": qrnca, "tn": tn}
 # Targets that read only the four answer tokens' logits: attribution then computes just those
 # four columns of the output layer (no whole-vocabulary projection).
