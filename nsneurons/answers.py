@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from .tasks.base import LETTERS, AnswerFormat
+from .tasks.base import LETTERS, AnswerFormat, Proxy
 
 
 class AnswerTokenError(ValueError):
@@ -53,10 +53,27 @@ def answer_token_ids(tokenizer, prompt: str, options: Sequence[str], answer_form
     return tuple(int(i) for i in ids)
 
 
-def check_answer_tokens(tokenizer, proxies, answer_format: AnswerFormat) -> None:
+def check_answer_format(proxies: Sequence[Proxy], answer_format: AnswerFormat | None) -> None:
+    """Callers may still pass the format the proxies were built with; a different one is a mistake."""
+    if answer_format is None:
+        return
+    for proxy in proxies:
+        if proxy.answer_format != answer_format:
+            raise ValueError(f"answer_format={answer_format!r} disagrees with the proxies: task {proxy.task!r}, example "
+                             f"{proxy.example_id!r} was rendered for {proxy.answer_format!r} (the format travels with the "
+                             "proxies; leave answer_format out)")
+
+
+def proxy_answer_ids(tokenizer, proxy: Proxy) -> tuple[int, int, int, int]:
+    """The four answer token ids of a proxy, in the answer format it was rendered for."""
+    return answer_token_ids(tokenizer, proxy.prompt, proxy.options, proxy.answer_format)
+
+
+def check_answer_tokens(tokenizer, proxies: Sequence[Proxy], answer_format: AnswerFormat | None = None) -> None:
     """Resolve every proxy's answer tokens up front, so a collision stops a run before hours of work."""
+    check_answer_format(proxies, answer_format)
     for proxy in proxies:
         try:
-            answer_token_ids(tokenizer, proxy.prompt, proxy.options, answer_format)
+            proxy_answer_ids(tokenizer, proxy)
         except AnswerTokenError as err:
             raise AnswerTokenError(f"task {proxy.task!r}, example {proxy.example_id!r}: {err}") from None

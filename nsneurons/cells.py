@@ -23,17 +23,14 @@ Scoring rules (docs/scoring.md quotes the paper for each):
 """
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
 import xarray as xr
 
 from .metrics import DIRECTIONS
 from .selection import BASELINE_METHODS
 from .uncertainty import bootstrap_indices, percentile_interval, resampled_means
+from .vocab import BEST_BY, BestBy  # noqa: F401  (re-exported: the scoring rule's choices)
 
-BestBy = Literal["mean", "rac", "rcc", "per_metric"]
-BEST_BY: tuple[str, ...] = ("mean", "rac", "rcc", "per_metric")
 QUANTITIES = ("rac", "rcc", "acc_change", "com_change")
 HALVES = ("rac", "rcc")
 CI = ("estimate", "lo", "hi")

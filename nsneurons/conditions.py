@@ -17,7 +17,7 @@ method without bad neurons is evaluated at ratio 1.0 only (its K good neurons), 
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import numpy as np
 import xarray as xr
@@ -25,16 +25,10 @@ import xarray as xr
 from . import metrics, selection
 from .cells import QUANTITIES, quantities
 from .intervention import Condition, degrader, enhancer
+from .vocab import ConditionKey, condition_name
 
 MEASURES = ("acc", "com")
-
-
-class Key(NamedTuple):
-    kind: str  # "sweep" or "ablation"
-    method: str
-    direction: str  # "degrade" or "enhance"
-    where: float | str  # the good:bad ratio (sweep) or the group "good" / "bad" (ablation)
-    draw: int = 0  # which draw of a method drawn several times (RANDOM)
+Key = ConditionKey  # (kind, method, direction, where, draw); its stored name is vocab.condition_name(key)
 
 
 def method_ratios(method: str, ratios: Sequence[float]) -> tuple[float, ...]:
@@ -42,8 +36,8 @@ def method_ratios(method: str, ratios: Sequence[float]) -> tuple[float, ...]:
     return tuple(ratios) if selection.METHODS[method].with_bad else (1.0,)
 
 
-def _switch(good, bad, direction: str, name: str) -> Condition:
-    return (degrader if direction == "degrade" else enhancer)(good, bad, name)
+def _switch(good, bad, key: Key) -> Condition:
+    return (degrader if key.direction == "degrade" else enhancer)(good, bad, condition_name(key), key=key)
 
 
 def plan(neuron_sets: dict[str, list[xr.Dataset]], k: int, ratios: Sequence[float],
@@ -53,9 +47,7 @@ def plan(neuron_sets: dict[str, list[xr.Dataset]], k: int, ratios: Sequence[floa
     answers: dict[Key, str] = {}
 
     def add(key: Key, good, bad):
-        tag = key.method if key.draw == 0 else f"{key.method}#{key.draw}"
-        where = f"{key.where:g}" if key.kind == "sweep" else key.where
-        condition = _switch(good, bad, key.direction, f"{tag}/{key.direction}/{where}")
+        condition = _switch(good, bad, key)
         switches = (frozenset(condition.silence), frozenset(condition.excite))
         answers[key] = conditions.setdefault(switches, condition).name
 

@@ -10,26 +10,28 @@ unbatched runs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 import xarray as xr
 
-from .answers import answer_token_ids
+from .answers import check_answer_format, proxy_answer_ids
 from .tasks.base import LETTERS, AnswerFormat, Proxy
+from .vocab import ConditionKey, Position
 
-Position = Literal["answer", "all"]
 SILENCE, EXCITE = 0.0, 2.0
 
 
 @dataclass(frozen=True)
 class Condition:
-    """A named set of neuron switches: `silence` and `excite` are (layer, neuron) pairs."""
+    """A named set of neuron switches: `silence` and `excite` are (layer, neuron) pairs; `key`, where
+    the condition was planned from one (nsneurons.conditions), is what its name was built from."""
 
     name: str
     silence: tuple[tuple[int, int], ...] = ()
     excite: tuple[tuple[int, int], ...] = ()
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    key: ConditionKey | None = field(default=None, compare=False)
 
     def multipliers(self, n_layers: int, n_neurons: int) -> torch.Tensor:
         """[n_layers, n_neurons] of 1, 0 (silenced) and 2 (excited)."""
@@ -45,14 +47,14 @@ class Condition:
 BASELINE = Condition("none")
 
 
-def enhancer(good: Sequence, bad: Sequence, name: str = "enhancer") -> Condition:
+def enhancer(good: Sequence, bad: Sequence, name: str = "enhancer", *, key: ConditionKey | None = None) -> Condition:
     """Excite good neurons and silence bad ones."""
-    return Condition(name, silence=tuple(map(tuple, bad)), excite=tuple(map(tuple, good)))
+    return Condition(name, silence=tuple(map(tuple, bad)), excite=tuple(map(tuple, good)), key=key)
 
 
-def degrader(good: Sequence, bad: Sequence, name: str = "degrader") -> Condition:
+def degrader(good: Sequence, bad: Sequence, name: str = "degrader", *, key: ConditionKey | None = None) -> Condition:
     """Silence good neurons and excite bad ones."""
-    return Condition(name, silence=tuple(map(tuple, good)), excite=tuple(map(tuple, bad)))
+    return Condition(name, silence=tuple(map(tuple, good)), excite=tuple(map(tuple, bad)), key=key)
 
 
 def _left_padded(tokenizer, prompts: Sequence[str]):
@@ -69,9 +71,11 @@ def _left_padded(tokenizer, prompts: Sequence[str]):
 
 
 def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition] = (BASELINE,), *,
-                 answer_format: AnswerFormat = "letters", position: Position = "answer", batch_size: int = 16,
+                 answer_format: AnswerFormat | None = None, position: Position = "answer", batch_size: int = 16,
                  progress: bool = False) -> xr.DataArray:
     """Softmax over the four answer tokens for every (condition, proxy): DataArray (condition, item, option).
+
+    The answer tokens follow each proxy's own `answer_format`; `answer_format=`, if given, must agree with it.
 
     `item` is indexed by (example, proxy) coordinates; unstack with `.set_index(item=["example", "proxy"]).unstack("item")`.
     """
@@ -79,7 +83,8 @@ def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition
 
     if position not in ("answer", "all"):
         raise ValueError(f"position must be 'answer' or 'all', got {position!r}")
-    answer_ids = torch.tensor([answer_token_ids(model.tokenizer, p.prompt, p.options, answer_format) for p in proxies])
+    check_answer_format(proxies, answer_format)
+    answer_ids = torch.tensor([proxy_answer_ids(model.tokenizer, p) for p in proxies])
     tables = torch.stack([c.multipliers(model.n_layers, model.n_neurons) for c in conditions])  # [C, L, N]
     touched = sorted({layer for c in conditions for layer, _ in (*c.silence, *c.excite)})
     rows = [(c, i) for c in range(len(conditions)) for i in range(len(proxies))]

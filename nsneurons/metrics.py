@@ -20,13 +20,13 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Literal, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
-Direction = Literal["degrade", "enhance"]
-DIRECTIONS = ("degrade", "enhance")
+from .vocab import DIRECTIONS, Direction
+
 METRIC_NAMES = (
     "acc_original", "acc_intervened", "com_original", "com_intervened",
     "rac", "rcc", "acc_change", "com_change", "rac_fail", "rcc_fail",

@@ -4,15 +4,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
-
 import torch
 
 from . import content
 from .architectures import NeuronSite, get_path, neurons_per_layer, site_for, sliding_window
+from .vocab import Device, DType  # noqa: F401  (re-exported; the recipe reads the same choices)
 
-Device = Literal["cpu", "cuda", "auto"]
-DType = Literal["float32", "bfloat16", "float16"]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEMO_ALIASES = ("demo", "smollm2-135m-instruct")
 

@@ -14,9 +14,8 @@ from typing import Literal, Optional
 
 from .recipe_checks import (RecipeError, check_crosstask, check_naica, check_name, check_neuronllm, check_tasks, need,
                             not_blank, unique_key_loader)
-
-Backend = Literal["local", "remote"]
-MethodName = Literal["neuronllm", "tn", "qrnca", "tn_enabled", "qrnca_enabled", "kn", "act", "random"]
+# The choices are the library's own (one spelling each, shared with the configs and registries).
+from .vocab import AnswerFormat, Backend, BestBy, Device, DType, Experiment, IGPath, MethodName, Position, Quadrature
 
 
 @dataclass(frozen=True)
@@ -34,10 +33,10 @@ class TaskSource:
 @dataclass(frozen=True)
 class Attribution:
     steps: int = 16  # m in Eq. 1
-    quadrature: Literal["right", "midpoint"] = "right"  # alpha_k = k/m (the paper) or (k - 1/2)/m
+    quadrature: Quadrature = "right"  # alpha_k = k/m (the paper) or (k - 1/2)/m
     # "staircase": shared prefix, each layer's rows join at that layer (fastest); "prefix": shared
     # prefix, every row from the embedding on; "full": per-layer full prompts (the reference).
-    path: Literal["staircase", "prefix", "full"] = "staircase"
+    path: IGPath = "staircase"
     layers_per_pass: Optional[int] = None  # None: chosen from the memory available
     layers: Optional[tuple[int, ...]] = None  # layers to attribute (None: all)
 
@@ -57,12 +56,12 @@ class Evaluation:
     not_understood: int = 50  # and examples it does not understand
     candidates: Optional[int] = None  # how many scored-split examples to screen for the evaluation set (None: all)
     ratios: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # good:bad ratios swept under budget K
-    position: Literal["answer", "all"] = "answer"  # switch neurons at the answer position or at every position
+    position: Position = "answer"  # switch neurons at the answer position or at every position
     ablation: bool = True  # also run good-only and bad-only interventions (Table 3)
     batch_size: int = 16  # prompts per forward pass
     # The one ratio a (task, method, direction) cell is reported at: "mean" of directed RAC and RCC,
     # "rac", "rcc", or "per_metric" (each metric's own best ratio: one cell may mix two ratios).
-    best_by: Literal["mean", "rac", "rcc", "per_metric"] = "mean"
+    best_by: BestBy = "mean"
     bootstrap: int = 1000  # resamples of evaluation examples for the 95% intervals (at least 1000)
     confidence: float = 0.95  # level of the bootstrap intervals
     # Reuse the evaluation examples of an earlier run (its folder or its examples.zarr) so several
@@ -125,21 +124,21 @@ class Recipe:
     name: str  # outputs go to <output>/<name>/
     model: str  # hub id, save_pretrained folder, .gguf file, or "demo" (SmolLM2-135M-Instruct)
     tasks: tuple[TaskSource, ...] = ()  # the tasks to run (experiment "neuronllm")
-    experiment: Literal["neuronllm", "naica"] = "neuronllm"  # NeuronLLM and its baselines, or NA-ICA / QRNCA
+    experiment: Experiment = "neuronllm"  # NeuronLLM and its baselines, or NA-ICA / QRNCA
     naica: Naica = Naica()  # settings of experiment "naica"
     crosstask: CrossTask = CrossTask()  # settings of `nsneurons crosstask` (after `nsneurons run`)
     revision: Optional[str] = None  # hub revision of the model
     trust_remote_code: bool = False  # allow the model's own code from the hub (Baichuan 2 needs it)
     backend: Backend = "local"  # "local" (this machine) or "remote" (NDIF)
     ndif_host: Optional[str] = None  # NDIF host for backend "remote" (else NDIF_HOST or nnsight's config); never the API key
-    device: Literal["cpu", "cuda", "auto"] = "auto"  # where a local model runs
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # model weights and compute dtype
-    answer_format: Literal["letters", "words"] = "letters"  # answer tokens: option letters (the paper) or option words
+    device: Device = "auto"  # where a local model runs
+    dtype: DType = "float32"  # model weights and compute dtype
+    answer_format: AnswerFormat = "letters"  # answer tokens: option letters (the paper) or option words
     seed: int = 0  # every sampling and shuffle derives from it
     identification_examples: int = 5  # tr: examples per task used to identify neurons
-    attribution: Attribution = Attribution()
-    selection: Selection = Selection()
-    evaluation: Evaluation = Evaluation()
+    attribution: Attribution = Attribution()  # how neurons are scored: integrated gradients (Eq. 1)
+    selection: Selection = Selection()  # which neuron sets are picked from the scores
+    evaluation: Evaluation = Evaluation()  # how the interventions are evaluated and scored
     output: str = "store"  # output root folder
     description: str = ""  # free text for the report
 
@@ -150,14 +149,15 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def _type_name(tp) -> str:
+def type_name(tp) -> str:
+    """How a field's type reads in an error or the reference ('one of ...', 'a list of an int')."""
     origin = typing.get_origin(tp)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+        return " or ".join(type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
-        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+        return f"a list of {type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return {int: "an int", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", type(None): "null"}.get(tp, str(tp))
@@ -177,14 +177,14 @@ def _convert(value, tp, where: str):
                 errors.append(err)
         if len(errors) == 1:  # Optional[X]: X's own error names the inner key (e.g. budgets[0].bad)
             raise errors[0]
-        raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise RecipeError(f"{where}: expected {type_name(tp)}, got {value!r}")
     if origin is Literal:
         if value not in typing.get_args(tp):
-            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise RecipeError(f"{where}: expected {type_name(tp)}, got {value!r}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+            raise RecipeError(f"{where}: expected {type_name(tp)}, got {value!r}")
         item = typing.get_args(tp)[0]
         return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
     if dataclasses.is_dataclass(tp):

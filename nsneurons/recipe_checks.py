@@ -56,6 +56,8 @@ def check_tasks(tasks, experiment: str, tr: int) -> None:
             adapter = get_task(task.name)
         except ValueError as err:
             raise RecipeError(f"{key}.name: {err}") from None
+        need(adapter.experiment == "neuronllm", f"{key}.name", f"{task.name!r} is NA-ICA's data, not a NeuronLLM task; "
+             "run it with experiment: naica (naica.source)")
         lowered = task.name.lower()
         need(lowered not in seen, f"{key}.name", f"task {task.name!r} is listed twice (also tasks[{seen.get(lowered)}]); "
               "its outputs would overwrite each other")

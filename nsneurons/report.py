@@ -25,10 +25,11 @@ from nsneurons import figures
 from nsneurons.figures import layer_counts, plot_layer_distribution  # noqa: F401  (re-exported)
 from nsneurons.runfolder import RunFolder, write_text_atomically
 from nsneurons.metrics import DIRECTIONS, METRIC_NAMES, Cell, ConditionResult, RelativeChange, format_cell
-from nsneurons.selection import ENABLED_VARIANTS
+from nsneurons.selection import BASELINE_METHODS, ENABLED_VARIANTS
 from nsneurons.tables import (  # noqa: F401  (re-exported: the report's tables live in nsneurons.tables)
     AVERAGING_RULE, CELL_NOTE, DAGGER, DIR_LABEL, draws_table, markdown, signed_change_table, table1, table2, table3, table6,
 )
+from nsneurons.vocab import parse_condition_name
 
 GROUPS = ("good", "bad")
 LETTERS = ("A", "B", "C", "D")
@@ -124,13 +125,10 @@ def _prob(p: float) -> str:
 
 
 def condition_direction(condition: str) -> str | None:
-    """'degrade' / 'enhance' from a condition name like 'tn/degrader' or 'neuronllm/silence_good'."""
-    name = condition.lower()
-    if any(w in name for w in ("degrad", "silence")):
-        return "degrade"
-    if any(w in name for w in ("enhanc", "excite")):
-        return "enhance"
-    return None
+    """'degrade' / 'enhance': the direction field of a stored condition name ('neuronllm/degrade/0.5',
+    'tn/enhancer'), read by the one parser of condition names; None for 'none' or another shape."""
+    key = parse_condition_name(condition)
+    return None if key is None else key.direction
 
 
 def option_prob_table(examples: xr.Dataset, task=None) -> str:
@@ -259,8 +257,8 @@ def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, bas
         "## Baseline (Table 4)", f"The unmodified model on the evaluation set ({results.attrs.get('evaluation_set', '')}).",
         baseline_table(baseline),
         "## RAC/RCC (Table 1)",
-        "Deg = degrader, Enh = enhancer. Methods without bad neurons (TN, QRNCA, KN, ACT, RANDOM) switch "
-        "their K good neurons only (r = 1); RANDOM is the mean over its draws. " + note,
+        f"Deg = degrader, Enh = enhancer. Methods without bad neurons ({', '.join(m.upper() for m in BASELINE_METHODS)}) "
+        "switch their K good neurons only (r = 1); RANDOM is the mean over its draws. " + note,
         table1(results, _table1_methods(results)), AVERAGING_RULE,
         "The last row is NeuronLLM minus the best baseline of each column (RAC/RCC, paired bootstrap "
         "interval; * = the interval excludes 0, i.e. the difference is distinguishable from resampling noise).",

@@ -30,9 +30,8 @@ from typing import Callable, Mapping
 import numpy as np
 import xarray as xr
 
-ROLES = ("good", "bad")
-# The baselines of Table 1 (section 4.1): a NeuronLLM row is compared with the best of these.
-BASELINE_METHODS = ("tn", "qrnca", "kn", "act", "random")
+from .vocab import ROLES, MethodName  # noqa: F401  (MethodName re-exported: the type of a METHODS key)
+
 # Table 2: each "enabled" variant (NeuronLLM's good and bad neurons on another target) and its original.
 ENABLED_VARIANTS = {"tn_enabled": "tn", "qrnca_enabled": "qrnca"}
 
@@ -161,6 +160,15 @@ METHODS: dict[str, Method] = {
     "act": Method("activation", False, _rank_activation, "highest mean activation, good only"),
     "random": Method(None, False, _rank_random, "uniform over all FFN neurons, good only (drawn several times)"),
 }
+
+
+# The baselines of Table 1 (section 4.1): a NeuronLLM row is compared with the best of these.
+BASELINE_METHODS = tuple(m for m in METHODS if m != "neuronllm" and m not in ENABLED_VARIANTS)
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method, in registry order (the CLI's and the recipe's choices)."""
+    return tuple(METHODS)
 
 
 def method_needs(method: str) -> str | None:

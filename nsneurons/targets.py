@@ -27,10 +27,17 @@ def tn(logits: torch.Tensor, answer_ids: torch.Tensor, correct: int) -> torch.Te
     return probs[..., correct] - probs[..., wrong].mean(dim=-1)
 
 
+# Its names are typed as nsneurons.vocab.TargetName (a test keeps the two equal); this module imports
+# nothing of the package, since NDIF receives it by value.
 TARGETS = {"ace": ace, "qrnca": qrnca, "tn": tn}
 # Targets that read only the four answer tokens' logits: attribution then computes just those
 # four columns of the output layer (no whole-vocabulary projection).
 ANSWER_LOGITS_ONLY = frozenset({"ace"})
+
+
+def target_names() -> tuple[str, ...]:
+    """Every registered target, in registry order (the CLI's choices)."""
+    return tuple(TARGETS)
 
 
 def get_target(name: str):

@@ -67,6 +67,7 @@ RECIPE_CASES = [
     ({"tasks": "sentiment"}, r"tasks: expected a list of a mapping, got 'sentiment'"),
     ({"tasks": [{"source": "x.jsonl"}]}, r"missing required key tasks\[0\].name"),
     ({"tasks": ["sentiment", "nonsense"]}, r"tasks\[1\].name: unknown task 'nonsense'; known tasks: ner, chunking, sentiment"),
+    ({"tasks": ["sentiment", "domain_qa"]}, r"tasks\[1\].name: 'domain_qa' is NA-ICA's data, not a NeuronLLM task"),
     ({"tasks": ["sentiment", "ner", "Sentiment"]}, r"tasks\[2\].name: task 'Sentiment' is listed twice \(also tasks\[0\]\)"),
     ({"tasks": [{"name": "chunking", "options": {"max_tokns": 5}}]},
      r"tasks\[0\].options.max_tokns: unknown option for task 'chunking' \(its options: max_tokens\)"),

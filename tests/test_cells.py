@@ -154,3 +154,12 @@ def test_ties_and_all_fail_choose_the_lowest_or_least_bad_ratio():
     worse = _q("enhance", (0.4, 0.25), (0.3, 0.0))
     assert choose_ratio([0.0, 1.0], worse, "mean") == {"rac": 0.0, "rcc": 0.0}
     assert worse["rac"][0] == pytest.approx(-20.0) and worse["rcc"][0] == pytest.approx(-50.0)
+
+
+def test_planned_conditions_carry_the_key_their_name_was_built_from():
+    ns = select("random", k=2, n_layers=2, n_neurons=8, seed=0)
+    planned, answers = conditions.plan({"random": [ns]}, k=2, ratios=[1.0], ablation=True)
+    # One good-only draw at ratio 1: degrade and enhance, the ablations being the same switches.
+    assert [c.name for c in planned] == ["random/degrade/1", "random/enhance/1"]
+    assert [c.key for c in planned] == [conditions.Key("sweep", "random", d, 1.0) for d in ("degrade", "enhance")]
+    assert all(answers[c.key] == c.name for c in planned)

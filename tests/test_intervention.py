@@ -68,3 +68,14 @@ def test_generate_applies_switches_at_every_step(tiny_llama):
             handle.remove()
     assert text == m.tokenizer.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)
     assert text != generate(m, prompt, BASELINE, max_new_tokens=4)
+
+
+def test_answer_format_travels_with_the_proxies():
+    from nsneurons.answers import check_answer_tokens
+
+    proxies = _proxies(2)  # built without a format: letters
+    # A format passed alongside must agree with the proxies' own; the check runs before the model is touched.
+    with pytest.raises(ValueError, match=r"answer_format='words' disagrees with the proxies: task 's', example 'e0'"):
+        option_probs(None, proxies, answer_format="words")
+    with pytest.raises(ValueError, match="disagrees"):
+        check_answer_tokens(None, proxies, "words")

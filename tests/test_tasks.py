@@ -383,3 +383,27 @@ def test_a_hub_dataset_revision_is_passed_to_the_hub_and_recorded(monkeypatch):
     assert recipe.tasks[0].revision == "abc123"
     with pytest.raises(RecipeError, match=r"tasks\[0\].revision"):
         recipe_from_dict({"name": "x", "model": "m", "tasks": [{"name": "sentiment", "revision": ""}]})
+
+
+def test_domain_qa_is_a_registered_adapter_read_like_every_task():
+    from nsneurons.tasks import domain_qa
+
+    assert get_task("domain_qa") is domain_qa.ADAPTER and task_names("naica") == ["domain_qa"]
+    # The shared loader and the NA-ICA loader give the same questions, in file order.
+    by_domain = domain_qa.load_domain_qa(seed=0)
+    assert [q.example_id for q in load_task("domain_qa", split="test", seed=0)] == \
+        [q.example_id for qs in by_domain.values() for q in qs]
+    # Its proxies come from the shared renderer with its own option orders (salted) and templates.
+    question = by_domain["maths"][0]
+    proxies = domain_qa.make_domain_proxies(question, seed=0, answer_format="words")
+    assert [[p.options.index(o) for o in question.options] for p in proxies] == \
+        [[order.index(i) for i in range(4)] for order in domain_qa.proxy_orders(question, seed=0)]
+    assert all(p.answer_format == "words" for p in proxies)
+    assert "answer with the text of the single correct option" in proxies[0].prompt
+
+
+def test_proxies_carry_their_answer_format():
+    demo_pool, questions = task_questions("sentiment", seed=0)
+    for fmt in ("letters", "words"):
+        proxies = build_task_proxies(questions[:2], demo_pool, task_spec("sentiment"), 0, fmt)
+        assert {p.answer_format for p in proxies} == {fmt} and len(proxies) == 6

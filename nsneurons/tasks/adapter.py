@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
+from ..vocab import Experiment
 from .base import N_OPTIONS, Question, TaskDataError, TaskSpec
 
 Row = Mapping[str, Any]
@@ -43,6 +44,8 @@ class TaskAdapter:
     demo_split: str = "train"  # rows the one-shot demonstration is drawn from (never scored)
     scored_split: str = "test"  # rows that become scored questions
     aliases: tuple[str, ...] = field(default=())
+    # "neuronllm": a task of a recipe's `tasks:` (one-shot QATT proxies); "naica": NA-ICA's domain QA data.
+    experiment: Experiment = "neuronllm"
 
 
 def row_field(row: Row, name: str, where: str, expected: str = "") -> Any:

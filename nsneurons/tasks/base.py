@@ -8,14 +8,14 @@ NeuronLLM paper describes (role and rules, question stem, options A-D, demonstra
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Sequence
+from typing import Sequence
+
+from ..vocab import AnswerFormat
 
 LETTERS = ("A", "B", "C", "D")
 N_OPTIONS = 4
 N_PROXIES = 3
 PROMPT_TEMPLATE_VERSION = "qatt-v1"
-
-AnswerFormat = Literal["letters", "words"]
 
 
 class TaskDataError(ValueError):
@@ -57,6 +57,7 @@ class Proxy:
     options: tuple[str, str, str, str]  # option texts in A..D order
     correct: int  # index of the correct option in `options`
     task: str
+    answer_format: AnswerFormat = "letters"  # what the prompt asks for; the answer tokens follow it (nsneurons.answers)
 
     @property
     def correct_letter(self) -> str:

@@ -1,11 +1,13 @@
 """Multiple-choice domain QA for NA-ICA / QRNCA (seed 002): domains are the clusters.
 
+A registered task adapter (`get_task("domain_qa")`, experiment "naica"): its rows are read like
+every task's (nsneurons.tasks.reading) and its proxies rendered by the shared
+`proxies.render_proxies`; only its row schema and its prompt templates are its own.
+
 Rows: {"id", "domain", "question", "choices": [>= 4 texts], "answer": text | letter | 0-based index}
 (column names are arguments). More than four choices: wrong ones are dropped at random (seeded).
-Sources, all read through `datasets.load_dataset` (one code path):
-- None: the packaged fixture nsneurons/tasks/data/domain_qa.jsonl (6 domains x 7 questions);
-- a local .jsonl/.json/.csv file: `load_dataset("json"|"csv", data_files=...)`;
-- a folder or a hub id: `load_dataset(source, config, split=split)`.
+Sources: None (the packaged fixture nsneurons/tasks/data/domain_qa.jsonl, 6 domains x 7
+questions), a local .jsonl/.json/.csv file, a folder or a hub id (its "test" split by default).
 
 Each question becomes 3 proxies, zero-shot like the seed's data: proxy i uses instruction
 template i (three different wordings) and its own option order, with the correct option on three
@@ -16,16 +18,20 @@ from __future__ import annotations
 
 import random
 import string
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
-from .base import LETTERS, N_OPTIONS, N_PROXIES, AnswerFormat, Proxy, Question, TaskDataError, render_block, rules_text
+from .adapter import Conversion, Row, TaskAdapter, convert_each
+from .base import LETTERS, N_OPTIONS, AnswerFormat, Proxy, Question, TaskDataError, TaskSpec, rules_text
+from .proxies import ANSWER_CUE, render_proxies
+from .proxies import proxy_orders as shared_proxy_orders
+from .reading import DATA_DIR, read_rows
 
 TASK = "domain_qa"
-DATA_FILE = Path(__file__).parent / "data" / "domain_qa.jsonl"
+DATA_FILE = DATA_DIR / "domain_qa.jsonl"
 TEMPLATE_VERSION = "domain-qa-v1"
-ANSWER_CUE = "Answer:"
-_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv"}
+ORDER_SALT = ":domain-qa"  # its option orders are its own, apart from the QATT proxies of the same ids
+# Only the stem label and word_answers are read: the templates below replace role, rules and demonstration.
+SPEC = TaskSpec(name=TASK, role="You are an expert.", instruction="Answer the following multiple-choice question.")
 
 # Three instruction templates (proxy i uses template i); {rules} is rules_text(answer_format).
 TEMPLATES = (
@@ -33,30 +39,6 @@ TEMPLATES = (
     "Below is a multiple-choice question. Only one of the options is correct; pick it.\n{rules}\n\n{block}\n" + ANSWER_CUE,
     "Here is a quiz question with four options. Give the correct option and nothing else.\n{rules}\n\n{block}\n" + ANSWER_CUE,
 )
-
-
-def _read_rows(source, *, split: str | None, config: str | None, cache_dir: str | None) -> tuple[list[dict], str]:
-    import datasets  # deferred: importing this module does no I/O
-
-    if source is None:
-        source = DATA_FILE
-    path = Path(source).expanduser()
-    try:
-        if path.suffix.lower() in _FILE_BUILDERS:
-            if not path.is_file():
-                raise TaskDataError(f"{path}: file not found")
-            table = datasets.load_dataset(_FILE_BUILDERS[path.suffix.lower()], data_files=str(path), split="train", cache_dir=cache_dir)
-            label = str(path)
-        else:
-            if not path.is_dir() and "/" not in str(source):
-                raise TaskDataError(f"{source}: not an existing file or folder, nor a hub id of the form owner/name")
-            table = datasets.load_dataset(str(source), config, split=split or "test", cache_dir=cache_dir)
-            label = f"{source}[{split or 'test'}]"
-    except TaskDataError:
-        raise
-    except Exception as error:  # datasets wraps errors in its own types; name the source instead
-        raise TaskDataError(f"{source}: could not load domain QA rows: {error}") from error
-    return [dict(r) for r in table], label
 
 
 def _answer_index(value: Any, choices: list[str], where: str) -> int:
@@ -91,6 +73,19 @@ def row_to_question(row: dict, index: int, *, seed: int, label: str, question_co
                     {"domain": domain, "source": label, "row": index})
 
 
+def questions_from_rows(rows: Iterable[Row], *, seed: int = 0, split: str = "test", source: str = "<rows>",
+                        question_column: str = "question", choices_column: str = "choices", answer_column: str = "answer",
+                        domain_column: str = "domain", id_column: str = "id") -> Conversion:
+    """The adapter's converter: one question per row (`split` is unused: ids are the rows' own)."""
+    columns = dict(question_column=question_column, choices_column=choices_column, answer_column=answer_column,
+                   domain_column=domain_column, id_column=id_column)
+
+    def convert(row: Row, index: int, key: str, where: str) -> list[Question]:
+        return [row_to_question(row, index, seed=seed, label=source, **columns)]
+
+    return convert_each(rows, convert, source=source)
+
+
 def load_domain_qa(source=None, *, seed: int = 0, domains: Sequence[str] | None = None, max_per_domain: int | None = None,
                    split: str | None = None, config: str | None = None, cache_dir: str | None = None,
                    **columns: str) -> dict[str, list[Question]]:
@@ -99,10 +94,9 @@ def load_domain_qa(source=None, *, seed: int = 0, domains: Sequence[str] | None 
     `domains` keeps only those (in that order); `max_per_domain` keeps a seeded sample of each
     (in file order). `columns`: question_column=, choices_column=, answer_column=, domain_column=, id_column=.
     """
-    rows, label = _read_rows(source, split=split, config=config, cache_dir=cache_dir)
+    rows, label, _ = read_rows(ADAPTER, source, split=split or ADAPTER.scored_split, config=config, cache_dir=cache_dir)
     by_domain: dict[str, list[Question]] = {}
-    for index, row in enumerate(rows):
-        question = row_to_question(row, index, seed=seed, label=label, **columns)
+    for question in questions_from_rows(rows, seed=seed, source=label, **columns).questions:
         by_domain.setdefault(question.meta["domain"], []).append(question)
     ids = [q.example_id for qs in by_domain.values() for q in qs]
     if len(set(ids)) != len(ids):
@@ -122,27 +116,14 @@ def load_domain_qa(source=None, *, seed: int = 0, domains: Sequence[str] | None 
 
 def proxy_orders(question: Question, seed: int) -> list[list[int]]:
     """Option order of each proxy: the correct option on 3 distinct letters, distractors shuffled."""
-    rng = random.Random(f"{seed}:{question.example_id}:domain-qa")
-    positions = rng.sample(range(N_OPTIONS), N_PROXIES)
-    orders = []
-    for position in positions:
-        distractors = [i for i in range(N_OPTIONS) if i != question.answer]
-        rng.shuffle(distractors)
-        orders.append(distractors[:position] + [question.answer] + distractors[position:])
-    return orders
+    return shared_proxy_orders(question, seed, ORDER_SALT)
 
 
 def make_domain_proxies(question: Question, *, seed: int = 0, answer_format: AnswerFormat = "letters") -> list[Proxy]:
     """The 3 proxies of one question: template i for proxy i, shuffled options, distinct correct letters."""
-    if answer_format not in ("letters", "words"):
-        raise TaskDataError(f"answer_format {answer_format!r}: expected 'letters' or 'words'")
-    proxies = []
-    for number, order in enumerate(proxy_orders(question, seed)):
-        options = tuple(question.options[i] for i in order)
-        block = render_block(question.stem, options, "Question")
-        prompt = TEMPLATES[number].format(rules=rules_text(answer_format), block=block)
-        proxies.append(Proxy(question.example_id, number, prompt, options, order.index(question.answer), question.task))
-    return proxies
+    rules = rules_text(answer_format)
+    return render_proxies(question, SPEC, lambda number, block: TEMPLATES[number].format(rules=rules, block=block),
+                          seed=seed, answer_format=answer_format, salt=ORDER_SALT)
 
 
 def domain_proxies(questions_by_domain: dict[str, Sequence[Question]], *, seed: int = 0,
@@ -157,5 +138,14 @@ def domain_of(questions_by_domain: dict[str, Sequence[Question]]) -> dict[str, s
     return {q.example_id: domain for domain, qs in questions_by_domain.items() for q in qs}
 
 
-__all__ = ["LETTERS", "TASK", "TEMPLATES", "TEMPLATE_VERSION", "domain_of", "domain_proxies", "load_domain_qa",
-           "make_domain_proxies", "proxy_orders", "row_to_question"]
+ADAPTER = TaskAdapter(
+    name=TASK,
+    spec=SPEC,
+    convert=questions_from_rows,
+    fixture=DATA_FILE.name,
+    scored_split="test",
+    experiment="naica",
+)
+
+__all__ = ["ADAPTER", "LETTERS", "SPEC", "TASK", "TEMPLATES", "TEMPLATE_VERSION", "domain_of", "domain_proxies",
+           "load_domain_qa", "make_domain_proxies", "proxy_orders", "questions_from_rows", "row_to_question"]

@@ -17,8 +17,9 @@ the answer format, so all proxies of a task share it (attribution can cache it):
 from __future__ import annotations
 
 import random
-from typing import Sequence
+from typing import Callable, Sequence
 
+from ..vocab import ANSWER_FORMATS
 from .base import (
     N_OPTIONS,
     N_PROXIES,
@@ -33,7 +34,6 @@ from .base import (
 )
 
 ANSWER_CUE = "Answer:"
-ANSWER_FORMATS = ("letters", "words")
 
 
 def _check_answer_format(spec: TaskSpec, answer_format: str) -> None:
@@ -52,13 +52,13 @@ def _order_with_correct_at(answer: int, position: int, rng: random.Random) -> li
     return distractors[:position] + [answer] + distractors[position:]
 
 
-def proxy_orders(question: Question, seed: int) -> list[list[int]]:
+def proxy_orders(question: Question, seed: int, salt: str = "") -> list[list[int]]:
     """The option order of each proxy; the correct option lands on 3 different letters.
 
     Seeded by (seed, example_id) alone, so a question's proxies do not depend on which other
-    questions are loaded or in what order.
+    questions are loaded or in what order; `salt` gives another family of prompts its own orders.
     """
-    rng = random.Random(f"{seed}:{question.example_id}")
+    rng = random.Random(f"{seed}:{question.example_id}{salt}")
     positions = rng.sample(range(N_OPTIONS), N_PROXIES)
     return [_order_with_correct_at(question.answer, position, rng) for position in positions]
 
@@ -93,20 +93,21 @@ def make_proxies(
     if demo.example_id == question.example_id:
         raise TaskDataError(f"example {question.example_id!r} is its own demonstration; draw demonstrations from another split")
     prefix = prompt_prefix(demo, spec, seed=seed, answer_format=answer_format)
+    return render_proxies(question, spec, lambda number, block: f"{prefix}{block}\n{ANSWER_CUE}",
+                          seed=seed, answer_format=answer_format)
+
+
+def render_proxies(question: Question, spec: TaskSpec, prompt: Callable[[int, str], str], *, seed: int,
+                   answer_format: AnswerFormat, salt: str = "") -> list[Proxy]:
+    """The 3 proxies of one question: proxy i shows the options in `proxy_orders`' order i, and its
+    prompt is `prompt(i, question block)`; every prompt family (one-shot QATT, NA-ICA's templates) uses it."""
+    _check_answer_format(spec, answer_format)
     proxies = []
-    for number, order in enumerate(proxy_orders(question, seed)):
+    for number, order in enumerate(proxy_orders(question, seed, salt)):
         options = tuple(question.options[i] for i in order)
         block = render_block(question.stem, options, spec.stem_label)
-        proxies.append(
-            Proxy(
-                example_id=question.example_id,
-                proxy=number,
-                prompt=f"{prefix}{block}\n{ANSWER_CUE}",
-                options=options,
-                correct=order.index(question.answer),
-                task=question.task,
-            )
-        )
+        proxies.append(Proxy(example_id=question.example_id, proxy=number, prompt=prompt(number, block), options=options,
+                             correct=order.index(question.answer), task=question.task, answer_format=answer_format))
     return proxies
 
 
@@ -145,4 +146,5 @@ __all__ = [
     "pick_demonstration",
     "prompt_prefix",
     "proxy_orders",
+    "render_proxies",
 ]
