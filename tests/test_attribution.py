@@ -6,7 +6,8 @@ import torch
 from nsneurons import targets
 from nsneurons.architectures import SITES
 from nsneurons.answers import answer_token_ids
-from nsneurons.attribution import AttributionConfig, alphas_for, attribute_proxy
+from nsneurons.attribution import AttributionConfig, attribute_proxy
+from nsneurons.quadrature import alphas_for
 from nsneurons.tasks.base import Proxy
 from reference import reference_ig
 
@@ -69,7 +70,7 @@ def test_a_subset_of_layers_equals_those_rows_of_all_layers(tiny_llama, path):
 
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2", "tiny_neox"])
 def test_ace_computes_only_the_four_answer_logits(request, fixture):
-    from nsneurons.attribution import _answer_head
+    from nsneurons.ig_paths import answer_head as _answer_head
 
     model = request.getfixturevalue(fixture)
     head = _answer_head(model, "ace")
@@ -226,7 +227,7 @@ def _three_proxies():
 
 
 def test_common_prefix_length_by_hand():
-    from nsneurons.attribution import _common_prefix_len
+    from nsneurons.ig_paths import common_prefix_len as _common_prefix_len
 
     t = torch.tensor
     assert _common_prefix_len([t([5, 6, 7, 8]), t([5, 6, 9]), t([5, 6, 7])]) == 2
@@ -237,7 +238,8 @@ def test_common_prefix_length_by_hand():
 
 @pytest.mark.parametrize("path", ["staircase", "prefix", "full"])
 def test_proxies_sharing_a_prefix_equal_one_at_a_time(tiny_llama, path):
-    from nsneurons.attribution import _common_prefix_len, attribute_proxies
+    from nsneurons.attribution import attribute_proxies
+    from nsneurons.ig_paths import common_prefix_len as _common_prefix_len
 
     proxies = _three_proxies()
     ids = [tiny_llama.tokenizer(p.prompt, return_tensors="pt").input_ids[0, :-1] for p in proxies]
