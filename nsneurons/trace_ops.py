@@ -46,11 +46,13 @@ class PassResult(NamedTuple):
 def integrated_gradient(original: torch.Tensor, grads: torch.Tensor, steps: int, weights: torch.Tensor | None) -> torch.Tensor:
     """Eq. 1 for one layer: IG_i = a_i * sum_k w_k dF/da_i(alpha_k a), from the gradients of a layer
     group's rows (rows 1..m are the quadrature points: row 0 is alpha = 0 and a trailing alpha = 1 row
-    is no point). `weights` None: every w_k is 1/m, computed as sum / m (as always: bit-identical)."""
-    points = grads[1 : steps + 1].float()
+    is no point). `weights` None: every w_k is 1/m, computed as sum / m (as always: bit-identical).
+    At least float32 (a bfloat16 model's gradients are summed in float32; float64 stays float64)."""
+    dtype = torch.promote_types(grads.dtype, torch.float32)
+    points, original = grads[1 : steps + 1].to(dtype), original.to(dtype)
     if weights is None:
-        return original.float() * points.sum(0) / steps
-    return original.float() * (weights.to(points)[:, None] * points).sum(0)
+        return original * points.sum(0) / steps
+    return original * (weights.to(points)[:, None] * points).sum(0)
 
 
 def shared_prefix_queries(ids: torch.Tensor, n: int, dtype, device):

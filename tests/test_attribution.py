@@ -43,6 +43,23 @@ def test_ig_equals_plain_pytorch_reference(model, target, path):
         assert float(ref.abs().max()) > 1e-6  # the comparison is not between two zero arrays
 
 
+@pytest.mark.parametrize("target", ["ace", "qrnca"])
+@pytest.mark.parametrize("path", ["staircase", "prefix", "full"])
+def test_gausslegendre_ig_equals_plain_pytorch_reference(model, target, path):
+    """Gauss-Legendre nodes and weights on every path, against the reference's own (numpy) rule."""
+    proxy = _proxy()
+    result = attribute_proxy(model, proxy, AttributionConfig(target=target, path=path, quadrature="gausslegendre", steps=8))
+    ids = model.tokenizer(PROMPT, return_tensors="pt").input_ids
+    answer_ids = torch.tensor(answer_token_ids(model.tokenizer, PROMPT, OPTIONS, "letters"))
+    for layer in range(model.n_layers):
+        ref = reference_ig(model.hf_model, model.down_proj(layer, model.hf_model), ids, targets.TARGETS[target], answer_ids,
+                           proxy.correct, steps=8, quadrature="gausslegendre")
+        assert _max_rel(result.ig[layer], ref) <= 1e-5, (target, path, layer)
+        assert float(ref.abs().max()) > 1e-6
+    np.testing.assert_allclose(result.ig_sum, result.ig.sum(1), rtol=1e-5)
+    np.testing.assert_allclose(result.completeness_gap, result.ig_sum - result.ig_delta, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("path", ["staircase", "prefix"])
 @pytest.mark.parametrize("target", ["ace", "qrnca"])
 def test_prefix_multi_layer_pass_equals_one_layer_passes_and_full_prompt(tiny_llama, path, target):
