@@ -8,8 +8,10 @@ body as `ast.unparse` of its statements, keeping only the first statement's line
 finds each nested `with lm.trace(...)` by its line number in that regenerated text. So, in a session
 body, everything up to its last nested `with` must already be laid out as `ast.unparse` writes it:
 one statement per line, no comment or blank line, no statement over several lines (a long `with`
-stays on one line). Otherwise a later trace's block is misplaced and fails (e.g. `TypeError:
-'NoneType' object does not support the context manager protocol`). Trace bodies call only
+stays on one line). Otherwise a later trace's block is misplaced and fails: one comment line after
+`per_prompt = []` below gave `WithBlockNotFoundError` under `remote="local"` (nnsight 0.8.1; before a
+nested `.backward()` the notes saw `TypeError: 'NoneType' object does not support the context manager
+protocol`). `tests/test_attribution.py` runs every path under `remote="local"`. Trace bodies call only
 `trace_ops` (shipped to NDIF by value) and `targets`. A formatter would break the rule, so the
 session bodies are fenced with `# fmt: off` / `# fmt: on`.
 """
