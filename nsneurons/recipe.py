@@ -33,12 +33,13 @@ class TaskSource:
 @dataclass(frozen=True)
 class Attribution:
     steps: int = 16  # m in Eq. 1
-    quadrature: Quadrature = "right"  # alpha_k = k/m (the paper) or (k - 1/2)/m
+    quadrature: Quadrature = "right"  # alpha_k = k/m (the paper), (k - 1/2)/m, or Gauss-Legendre nodes (docs/ig.md)
     # "staircase": shared prefix, each layer's rows join at that layer (fastest); "prefix": shared
     # prefix, every row from the embedding on; "full": per-layer full prompts (the reference).
     path: IGPath = "staircase"
     layers_per_pass: Optional[int] = None  # None: chosen from the memory available
     layers: Optional[tuple[int, ...]] = None  # layers to attribute (None: all)
+    gap_threshold: float = 0.1  # report flags layers whose median |sum IG - (F(x) - F(zeroed))| / |F(x) - F(zeroed)| exceeds it
 
 
 @dataclass(frozen=True)

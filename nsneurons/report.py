@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from nsneurons import cells as scoring_rules
+from nsneurons import completeness
 from nsneurons import figures
 from nsneurons.figures import layer_counts, plot_layer_distribution  # noqa: F401  (re-exported)
 from nsneurons.runfolder import RunFolder, write_text_atomically
@@ -275,6 +276,7 @@ def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, bas
         "## Ablation per task (Table 6)", table6(results),
         *(["## RANDOM's draws", "Directed RAC/RCC of each draw (below 0 = the wrong way): mean ± sd "
            "[min, max]. Table 1 shows the mean; no draw is picked as best.", draws] if draws else []),
+        *completeness.report_section(out_dir),  # layers whose IG fails its completeness check, if any
         "## Layer distribution (Figure 5)",
         f"![layer distribution]({layers_png.relative_to(out_dir).as_posix()})",
         "## Ratio sweep",

@@ -87,5 +87,6 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
                 option_prob=np.stack([r.option_prob for r in results]),
                 target_value=np.array([r.target_value for r in results]),
                 completeness_gap=np.stack([r.completeness_gap for r in results]),
+                ig_sum=np.stack([r.ig_sum for r in results]), ig_delta=np.stack([r.ig_delta for r in results]),
             )
     return open_scores(path)

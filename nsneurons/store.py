@@ -2,7 +2,8 @@
 
 Layout (see docs/design.md): `ig` and `activation` over (example, proxy, layer, neuron),
 `option_prob` over (example, proxy, option), `target_value` over (example, proxy),
-`completeness_gap` over (example, proxy, layer), `correct_letter` coordinate over (example, proxy),
+`completeness_gap`, `ig_sum` and `ig_delta` over (example, proxy, layer) (the completeness check:
+`completeness_gap` = `ig_sum` - `ig_delta`), `correct_letter` coordinate over (example, proxy),
 and `done` over (example,): set only after an example's arrays are written, so an interrupted
 write never looks complete. NA-ICA's store has (query, prompt) where NeuronLLM's has (example,
 proxy) (`ITEM_DIMS`); everything else is the same. Provenance lives in `attrs`; appending with different provenance is refused.
@@ -40,6 +41,14 @@ _CONTENT_KEYS = {"weights_sha256": "the model's files changed", "prompts_sha256"
 # proxies, NA-ICA's queries and prompts.
 ITEM_DIMS = {"example": "proxy", "query": "prompt"}
 
+# The completeness check's two sides per (example, proxy, layer); stores made before they existed lack
+# them (still resumable, without them). name -> (long_name, description).
+COMPLETENESS = {
+    "ig_sum": ("sum of the layer's IG", "sum over the layer's neurons of their IG (Eq. 1) for the store's target"),
+    "ig_delta": ("F(x) - F(layer zeroed)", "F(x) minus F with every FFN neuron of the layer zeroed at the answer "
+                 "position (the IG baseline); IG is complete when the layer's IG sums to it"),
+}
+
 
 class StoreError(ValueError):
     pass
@@ -68,6 +77,7 @@ def _template(example_ids: Sequence[str], correct_letters: Sequence[Sequence[str
             "option_prob": ((item, sub, "option"), np.zeros((n_ex, N_PROXIES, 4), np.float32)),
             "target_value": ((item, sub), np.zeros((n_ex, N_PROXIES), np.float32)),
             "completeness_gap": ((item, sub, "layer"), np.zeros((n_ex, N_PROXIES, n_l), np.float32)),
+            **{name: ((item, sub, "layer"), np.zeros((n_ex, N_PROXIES, n_l), np.float32)) for name in COMPLETENESS},
             "done": ((item,), np.zeros(n_ex, bool)),
         },
         coords={
@@ -84,12 +94,15 @@ def _template(example_ids: Sequence[str], correct_letters: Sequence[Sequence[str
     ds["activation"].attrs["description"] = "unscaled activation (input of the MLP down projection) at the answer position"
     ds["option_prob"].attrs["description"] = "softmax over the four answer tokens, unmodified model"
     ds["completeness_gap"].attrs["description"] = "sum of the layer's IG minus (F(x) - F(layer zeroed at the answer position))"
+    for name, (long_name, description) in COMPLETENESS.items():
+        ds[name].attrs.update(long_name=long_name, units="target units", description=description)
     return ds
 
 
 def _chunks(ds: xr.Dataset) -> dict:
     # One chunk per example for the big arrays, so each example is written as one region.
-    enc = {name: {"chunks": (1,) + ds[name].shape[1:]} for name in ("ig", "activation", "option_prob", "target_value", "completeness_gap")}
+    per_example = ("ig", "activation", "option_prob", "target_value", "completeness_gap", *COMPLETENESS)
+    enc = {name: {"chunks": (1,) + ds[name].shape[1:]} for name in per_example if name in ds}
     enc["done"] = {"chunks": (max(1, ds["done"].size),)}
     return enc
 
@@ -97,10 +110,11 @@ def _chunks(ds: xr.Dataset) -> dict:
 class ScoreStore:
     """Writer for one scores store. Use `ScoreStore.open_or_create(...)`."""
 
-    def __init__(self, path: Path, example_ids: list[str], item: str = "example"):
+    def __init__(self, path: Path, example_ids: list[str], item: str = "example", completeness: bool = True):
         self.path = Path(path)
         self.example_ids = example_ids
         self.item = item  # "example" or "query" (ITEM_DIMS)
+        self.completeness = completeness  # whether the store has the COMPLETENESS variables
 
     @classmethod
     def open_or_create(cls, path, *, example_ids: Sequence[str], correct_letters: Sequence[Sequence[str]],
@@ -118,7 +132,7 @@ class ScoreStore:
                 raise StoreError(f"{path} exists but is not a readable scores store ({err}); remove it or choose another output") from None
             raise_problems(problems(path))  # finished examples are kept: they must be whole
             _check_compatible(path, existing, template)
-            return cls(path, list(example_ids), item)
+            return cls(path, list(example_ids), item, completeness=all(name in existing for name in COMPLETENESS))
         # Whole or not at all: an interrupt while the template is written leaves no store here.
         write_atomically(path, template, extra=_chunks(template))
         return cls(path, list(example_ids), item)
@@ -130,8 +144,10 @@ class ScoreStore:
             raise StoreDamagedError(f"damaged store: {self.path}: variable 'done': unreadable ({err}); "
                                     "remove it to recompute it") from None
 
-    def write_example(self, index: int, *, ig, activation, option_prob, target_value, completeness_gap) -> None:
-        """Write one example's arrays (3 proxies), then mark it done (a separate, last write)."""
+    def write_example(self, index: int, *, ig, activation, option_prob, target_value, completeness_gap,
+                      ig_sum=None, ig_delta=None) -> None:
+        """Write one example's arrays (3 proxies), then mark it done (a separate, last write). `ig_sum` and
+        `ig_delta` [proxy, layer] are written where given and the store has them."""
         item, sub = self.item, ITEM_DIMS[self.item]
         region = {item: slice(index, index + 1)}
         part = xr.Dataset(
@@ -143,6 +159,10 @@ class ScoreStore:
                 "completeness_gap": ((item, sub, "layer"), np.asarray(completeness_gap, np.float32)[None]),
             }
         )
+        given = {"ig_sum": ig_sum, "ig_delta": ig_delta}
+        for name, values in given.items():
+            if values is not None and self.completeness:
+                part[name] = ((item, sub, "layer"), np.asarray(values, np.float32)[None])
         # Every chunk written, even all-zero ones: a missing chunk then always means damage.
         write_region(part, self.path, region)
         checkpoint(f"store.example-written:{self.path.name}")

@@ -21,7 +21,7 @@ Direction = Literal["degrade", "enhance"]  # degrader: silence good, excite bad;
 Role = Literal["good", "bad"]  # the two halves of a neuron set
 AnswerFormat = Literal["letters", "words"]  # answer tokens: option letters (the paper) or option words
 Position = Literal["answer", "all"]  # where neurons are switched: the answer position or every position
-Quadrature = Literal["right", "midpoint"]  # IG nodes alpha_k = k/m (the paper) or (k - 1/2)/m
+Quadrature = Literal["right", "midpoint", "gausslegendre"]  # IG nodes: alpha_k = k/m (the paper), (k - 1/2)/m, or Gauss-Legendre
 IGPath = Literal["staircase", "prefix", "full"]  # how IG rows are laid out (nsneurons.attribution)
 BestBy = Literal["mean", "rac", "rcc", "per_metric"]  # the rule choosing a table cell's ratio (nsneurons.cells)
 Device = Literal["cpu", "cuda", "auto"]  # where a local model runs

@@ -1,13 +1,19 @@
 """Independent plain-PyTorch references (forward pre-hooks, full prompt, one layer at a time)."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
 def reference_ig(hf_model, down_proj_module, input_ids, target_fn, answer_ids, correct, steps=16, quadrature="right"):
-    """IG of one layer's neurons at the last position, full prompt, batch of m scaled copies."""
+    """IG of one layer's neurons at the last position, full prompt, batch of m scaled copies.
+    Gauss-Legendre: numpy's nodes and weights on [-1, 1] mapped to [0, 1] here, independently of nsneurons."""
     k = torch.arange(1, steps + 1, dtype=torch.float32)
     alphas = k / steps if quadrature == "right" else (k - 0.5) / steps
+    weights = None
+    if quadrature == "gausslegendre":
+        nodes, w = np.polynomial.legendre.leggauss(steps)
+        alphas, weights = torch.tensor((nodes + 1) / 2, dtype=torch.float32), torch.tensor(w / 2, dtype=torch.float32)
     captured = {}
 
     def scale_last_position(module, args):
@@ -25,6 +31,8 @@ def reference_ig(hf_model, down_proj_module, input_ids, target_fn, answer_ids, c
         handle.remove()
     values = target_fn(logits, answer_ids, correct)
     (grads,) = torch.autograd.grad(values.sum(), [captured["scaled"]])
+    if weights is not None:
+        return captured["original"] * (weights[:, None] * grads).sum(0)
     return captured["original"] * grads.sum(0) / steps
 
 

@@ -6,7 +6,8 @@ import torch
 from nsneurons import targets
 from nsneurons.architectures import SITES
 from nsneurons.answers import answer_token_ids
-from nsneurons.attribution import AttributionConfig, alphas_for, attribute_proxy
+from nsneurons.attribution import AttributionConfig, attribute_proxy
+from nsneurons.quadrature import alphas_for
 from nsneurons.tasks.base import Proxy
 from reference import reference_ig
 
@@ -42,6 +43,23 @@ def test_ig_equals_plain_pytorch_reference(model, target, path):
         assert float(ref.abs().max()) > 1e-6  # the comparison is not between two zero arrays
 
 
+@pytest.mark.parametrize("target", ["ace", "qrnca"])
+@pytest.mark.parametrize("path", ["staircase", "prefix", "full"])
+def test_gausslegendre_ig_equals_plain_pytorch_reference(model, target, path):
+    """Gauss-Legendre nodes and weights on every path, against the reference's own (numpy) rule."""
+    proxy = _proxy()
+    result = attribute_proxy(model, proxy, AttributionConfig(target=target, path=path, quadrature="gausslegendre", steps=8))
+    ids = model.tokenizer(PROMPT, return_tensors="pt").input_ids
+    answer_ids = torch.tensor(answer_token_ids(model.tokenizer, PROMPT, OPTIONS, "letters"))
+    for layer in range(model.n_layers):
+        ref = reference_ig(model.hf_model, model.down_proj(layer, model.hf_model), ids, targets.TARGETS[target], answer_ids,
+                           proxy.correct, steps=8, quadrature="gausslegendre")
+        assert _max_rel(result.ig[layer], ref) <= 1e-5, (target, path, layer)
+        assert float(ref.abs().max()) > 1e-6
+    np.testing.assert_allclose(result.ig_sum, result.ig.sum(1), rtol=1e-5)
+    np.testing.assert_allclose(result.completeness_gap, result.ig_sum - result.ig_delta, rtol=1e-5, atol=1e-7)
+
+
 @pytest.mark.parametrize("path", ["staircase", "prefix"])
 @pytest.mark.parametrize("target", ["ace", "qrnca"])
 def test_prefix_multi_layer_pass_equals_one_layer_passes_and_full_prompt(tiny_llama, path, target):
@@ -69,7 +87,7 @@ def test_a_subset_of_layers_equals_those_rows_of_all_layers(tiny_llama, path):
 
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2", "tiny_neox"])
 def test_ace_computes_only_the_four_answer_logits(request, fixture):
-    from nsneurons.attribution import _answer_head
+    from nsneurons.ig_paths import answer_head as _answer_head
 
     model = request.getfixturevalue(fixture)
     head = _answer_head(model, "ace")
@@ -226,7 +244,7 @@ def _three_proxies():
 
 
 def test_common_prefix_length_by_hand():
-    from nsneurons.attribution import _common_prefix_len
+    from nsneurons.ig_paths import common_prefix_len as _common_prefix_len
 
     t = torch.tensor
     assert _common_prefix_len([t([5, 6, 7, 8]), t([5, 6, 9]), t([5, 6, 7])]) == 2
@@ -237,7 +255,8 @@ def test_common_prefix_length_by_hand():
 
 @pytest.mark.parametrize("path", ["staircase", "prefix", "full"])
 def test_proxies_sharing_a_prefix_equal_one_at_a_time(tiny_llama, path):
-    from nsneurons.attribution import _common_prefix_len, attribute_proxies
+    from nsneurons.attribution import attribute_proxies
+    from nsneurons.ig_paths import common_prefix_len as _common_prefix_len
 
     proxies = _three_proxies()
     ids = [tiny_llama.tokenizer(p.prompt, return_tensors="pt").input_ids[0, :-1] for p in proxies]
