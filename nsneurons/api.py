@@ -94,11 +94,12 @@ def evaluate(model, proxies: Sequence[Proxy], *conditions: Condition, batch_size
     measured = {"acc": metrics.accuracy, "com": metrics.comprehension}
     values = {m: [f(correct.isel(condition=i)) for i in range(len(everything))] for m, f in measured.items()}
     out = xr.Dataset(coords={"condition": [c.name for c in everything]})
+    for m in ("acc", "com"):
+        out[m] = ("condition", 100 * np.array(values[m]), {"long_name": f"{m.capitalize()} (%)"})
     for m, half in (("acc", "rac"), ("com", "rcc")):
-        v = values[m]
-        out[m] = ("condition", 100 * np.array(v), {"long_name": f"{m.capitalize()} (%)"})
-        changes = [metrics.relative_change(v[0], x).percent for x in v]
+        changes = [metrics.relative_change(values[m][0], x).percent for x in values[m]]
         out[half] = ("condition", np.array([np.nan if c is None else c for c in changes]), {"long_name": f"{half.upper()} (%)"})
-        out[f"{m}_change"] = ("condition", np.array([metrics.signed_change(v[0], x) for x in v]),
+    for m in ("acc", "com"):
+        out[f"{m}_change"] = ("condition", np.array([metrics.signed_change(values[m][0], x) for x in values[m]]),
                               {"long_name": f"{m.capitalize()} change (points)"})
     return out
