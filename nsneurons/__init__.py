@@ -5,6 +5,13 @@ The public API is imported lazily so that `import nsneurons` (and the CLI's star
 from importlib import import_module
 
 _EXPORTS = {
+    # the user loop (nsneurons/api.py): task -> proxies -> score -> select -> intervene -> evaluate
+    "proxies": "nsneurons.api",
+    "score": "nsneurons.api",
+    "select": "nsneurons.api",
+    "enhance": "nsneurons.api",
+    "degrade": "nsneurons.api",
+    "evaluate": "nsneurons.api",
     "load_model": "nsneurons.models",
     "wrap": "nsneurons.models",
     "NeuronModel": "nsneurons.models",
@@ -14,7 +21,7 @@ _EXPORTS = {
     "score_proxies": "nsneurons.scoring",
     "open_scores": "nsneurons.store",
     "example_scores": "nsneurons.store",
-    "select": "nsneurons.selection",
+    "METHODS": "nsneurons.selection",
     "TARGETS": "nsneurons.targets",
     "SITES": "nsneurons.architectures",
 }

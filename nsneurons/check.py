@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from .runfolder import RunFolder
 from .zarrio import problems
 
@@ -25,7 +27,7 @@ def _incomplete(path: Path) -> list[str]:
         root = zarr.open_group(path, mode="r")
         if "done" not in root.array_keys():
             return []
-        done = root["done"][...]
+        done = np.asarray(root["done"][:])  # an array, whatever zarr's union type says
     except Exception:  # noqa: BLE001 - already reported by `problems`
         return []
     if done.all():

@@ -30,7 +30,7 @@ _OOM_HINT = ("lower evaluation.batch_size or attribution.layers_per_pass in the 
              "attribute fewer layers, or use a smaller dtype")
 
 
-def _one_line(text: str) -> str:
+def _one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
@@ -62,9 +62,9 @@ def _unreachable(err: BaseException) -> bool:
     return any(isinstance(e, ConnectionError) for e in _chain(err)) or bool(modules & {"httpx", "httpcore", "websocket"})
 
 
-def _chain(err: BaseException):
+def _chain(err: BaseException | None):
     """The error and its causes, as a traceback shows them (`raise ... from None` hides the context)."""
-    seen = set()
+    seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         yield err

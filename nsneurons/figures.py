@@ -109,7 +109,7 @@ def label_layer_grid(axes, n_panels: int, ncols: int) -> None:
 def legend_outside(fig, axes) -> None:
     """One legend for the figure, below the panels (clear of the title and the data), from the axes'
     labelled artists (deduplicated)."""
-    handles = {}
+    handles: dict[str, object] = {}
     for ax in np.ravel(axes):
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)

@@ -170,8 +170,8 @@ def register_local_model_path(path: str | os.PathLike) -> str:
 
 # ----------------------------------------------------------------------------- errors and retries
 
-def _chain(err: BaseException):
-    seen = set()
+def _chain(err: BaseException | None):
+    seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
         yield err
@@ -195,29 +195,21 @@ def is_transient(err: BaseException) -> bool:
     exceptions when the socket drops. A job the server failed comes back as a ``RemoteError``
     with no cause: transient only when NDIF says to try again later.
     """
-    try:
-        import httpx
-    except ImportError:  # pragma: no cover - nnsight depends on httpx
-        httpx = None
-    try:
-        import websocket
-    except ImportError:  # pragma: no cover - nnsight depends on websocket-client
-        websocket = None
+    import httpx  # nnsight depends on httpx and websocket-client
+    import websocket
     for e in _chain(err):
         if isinstance(e, (ConnectionError, TimeoutError, socket.timeout)):
             return True
         if isinstance(e, OSError) and e.errno in _TRANSIENT_ERRNO:
             return True
-        if httpx is not None:
-            if isinstance(e, httpx.TransportError):
-                return True
-            if isinstance(e, httpx.HTTPStatusError):
-                return e.response.status_code in TRANSIENT_HTTP
-        if websocket is not None:
-            if isinstance(e, (websocket.WebSocketConnectionClosedException, websocket.WebSocketTimeoutException)):
-                return True
-            if isinstance(e, websocket.WebSocketBadStatusException):
-                return getattr(e, "status_code", None) in TRANSIENT_HTTP
+        if isinstance(e, httpx.TransportError):
+            return True
+        if isinstance(e, httpx.HTTPStatusError):
+            return e.response.status_code in TRANSIENT_HTTP
+        if isinstance(e, (websocket.WebSocketConnectionClosedException, websocket.WebSocketTimeoutException)):
+            return True
+        if isinstance(e, websocket.WebSocketBadStatusException):
+            return getattr(e, "status_code", None) in TRANSIENT_HTTP
         if _is_server_error(e) and e.__cause__ is None:
             text = str(e).lower()
             if any(p in text for p in _PERMANENT_SERVER_PHRASES):
