@@ -196,6 +196,13 @@ def cmd_run(args):
     print(f"outputs in {out}")
 
 
+def cmd_plan(args):
+    from .plan import plan_command
+
+    print(plan_command(args.recipe, args.set, remote=args.remote, measure=args.measure, crosstask=args.crosstask,
+                       as_json=args.json))
+
+
 def cmd_crosstask(args):
     import dataclasses
 
@@ -290,6 +297,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default=None, help="output root (default: the recipe's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     p.set_defaults(func=cmd_crosstask)
+    p = sub.add_parser("plan", help="before a run: passes, peak memory, NDIF download and time of every stage of a recipe")
+    p.add_argument("recipe", type=Path)
+    for flag, text in (("--measure", "load the model, time one IG proxy and one intervention call, and calibrate"),
+                       ("--crosstask", "also plan `nsneurons crosstask`"), ("--remote", "plan the run on NDIF"),
+                       ("--json", "one JSON object")):
+        p.add_argument(flag, action="store_true", help=text)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    p.set_defaults(func=cmd_plan)
     p = sub.add_parser("check", help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=cmd_check)

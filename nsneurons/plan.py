@@ -166,7 +166,7 @@ def make_plan(recipe, shape: ModelShape, rates: Rates | None = None, *, crosstas
     return Plan(recipe.name, shape, rates, tuple(stages), tuple(notes))
 
 
-def _targets(recipe) -> list[str]:
+def ig_targets(recipe) -> list[str]:
     """IG targets the methods need (pipeline: every target but activation and random; ace when none)."""
     from .selection import method_needs
 
@@ -181,7 +181,7 @@ def task_stages(recipe, shape: ModelShape, rates: Rates, task: str, identificati
     if not ev.examples_from:
         screen = plan_work.screen_stage(f"{task}: screen", recipe, shape, rates, lengths)
         stages.append(screen if not ev.screen_model else replace(screen, name=f"{task}: screen ({ev.screen_model})"))
-    for target in _targets(recipe):
+    for target in ig_targets(recipe):
         stages.append(plan_work.ig_stage(f"{task}: IG {target}", "ig", recipe, shape, rates, identification, target=target,
                                          steps=a.steps, layers=a.layers, layers_per_pass=a.layers_per_pass))
     counts = plan_work.condition_counts(recipe)
@@ -230,8 +230,8 @@ def crosstask_stages(recipe, shape: ModelShape, rates: Rates, eval_prompts: dict
         t = plan_work.Tally()
         for c in per_call:
             plan_work.shared_prefix_calls(t, shape, prompts, c, plan_work.DTYPE_BYTES[recipe.dtype])
-        stages.append(plan_work.forward_stage(f"{task}: crosstask", "crosstask", shape, rates, t,
-                                              f"<= {n} conditions in {len(per_call)} call(s) of <= {step} (+ none) x {len(prompts)} proxies"))
+        detail = f"<= {n} conditions in {len(per_call)} call(s) of <= {step} (+ none) x {len(prompts)} proxies"
+        stages.append(plan_work.forward_stage(f"{task}: crosstask", "crosstask", shape, rates, t, detail))
     return stages
 
 
@@ -279,14 +279,15 @@ def render(plan: Plan) -> str:
         rows.append([s.name, f"{s.passes:,} ({s.backward:,})", f"{s.rows:,}", f"{s.flops / 1e12:.3g}", _peak(s.peak_bytes),
                      *([f"{_size(s.download_bytes)} / {_size(s.upload_bytes)}"] if remote else []), _time(s.seconds)])
     t = plan.totals()
-    rows.append(["total (+ fixed " + _time(plan.rates.fixed_seconds(plan.shape)) + ")", f"{t['passes']:,} ({t['backward_passes']:,})",
+    fixed = _time(plan.rates.fixed_seconds(plan.shape))
+    rows.append([f"total (+ fixed {fixed})", f"{t['passes']:,} ({t['backward_passes']:,})",
                  f"{t['rows']:,}", f"{t['flops'] / 1e12:.3g}", _peak(t["peak_bytes"]),
                  *([f"{_size(t['download_bytes'])} / {_size(t['upload_bytes'])}"] if remote else []), _time(t["seconds"])])
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
     sh = plan.shape
-    out = [f"plan for recipe {plan.recipe!r}: {sh.source}: {sh.model_type}, {sh.n_layers} layers x {sh.n_neurons} neurons, "
-           f"hidden {sh.hidden}, vocab {sh.vocab}, {sh.n_params / 1e6:,.1f}M parameters",
+    out = [(f"plan for recipe {plan.recipe!r}: {sh.source}: {sh.model_type}, {sh.n_layers} layers x {sh.n_neurons} neurons, "
+            f"hidden {sh.hidden}, vocab {sh.vocab}, {sh.n_params / 1e6:,.1f}M parameters"),
            f"rates: {plan.rates.describe()}", "", line(head), line(["-" * w for w in widths])]
     out += [line(r) for r in rows]
     out += ["", *(f"detail: {s.name}: {s.detail}" for s in plan.stages if s.detail)]
@@ -294,11 +295,29 @@ def render(plan: Plan) -> str:
     return "\n".join(out)
 
 
+def plan_command(recipe_path, overrides=(), *, remote=False, measure=False, crosstask=False, as_json=False) -> str:
+    """What `nsneurons plan` prints: the table (or JSON) of a recipe file, calibrated with --measure."""
+    from .recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)  # a bad recipe is refused here, naming the key
+    if remote:
+        recipe = replace(recipe, backend="remote")
+    shape = read_model_shape(recipe.model, recipe.revision, recipe.trust_remote_code)
+    rates = default_rates(recipe)
+    if measure:
+        from .plan_measure import measure_rates
+
+        rates = measure_rates(recipe, shape, rates)
+    plan = make_plan(recipe, shape, rates, crosstask=crosstask)
+    return json.dumps(plan.to_json(), indent=1) if as_json else render(plan)
+
+
 def summary_line(recipe, model_shape: ModelShape) -> str:
     """One line for the start of `nsneurons run`: passes, peak memory, download and time (uncalibrated)."""
     plan = make_plan(recipe, model_shape)
     t = plan.totals()
     down = f", NDIF download {_size(t['download_bytes'])}" if recipe.backend == "remote" else ""
+    how = "calibrated" if plan.rates.calibrated else "uncalibrated"
     return (f"plan: {t['passes']:,} passes ({t['backward_passes']:,} with backward), peak {_peak(t['peak_bytes'])}{down}, "
-            f"about {_time(t['seconds'])} ({'calibrated' if plan.rates.calibrated else 'uncalibrated'}; `nsneurons plan` details)")
+            f"about {_time(t['seconds'])} ({how}; `nsneurons plan` details)")
 

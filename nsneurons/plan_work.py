@@ -8,9 +8,8 @@ states every assumption.
 """
 from __future__ import annotations
 
-import math
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from . import conditions, selection
 from .targets import ANSWER_LOGITS_ONLY
@@ -50,12 +49,14 @@ class Rates:
     device: str  # "cpu", "cuda" or "ndif": where the model runs
     dtype: str  # compute dtype
     ig_flops: float  # FLOP/s of IG passes (forward + backward), quiet machine
-    fwd_flops: float  # FLOP/s of forward-only passes (screen, interventions)
+    fwd_flops: float  # FLOP/s of shared-prefix forwards (interventions: a prefix, then one query row per condition)
     trace_seconds: float  # fixed cost per trace (nnsight set-up; on NDIF the round trip)
     base_bytes: int  # client process memory before the model (python, torch, transformers, nnsight, xarray)
+    batch_flops: float = 0.0  # FLOP/s of batches of full prompts (the screen); 0: fwd_flops
     transient_scale: float = 1.0  # measured / modelled activation memory of a pass (1: uncalibrated)
-    download_per_s: float = 25e6  # NDIF download bandwidth, bytes/s
+    download_per_s: float = 25e6  # NDIF bandwidth (down and up), bytes/s
     load_seconds_per_gb: float = 4.0  # loading weights (disk, conversion); NDIF: none
+    load_peak_factor: float = 2.0  # resident bytes while loading, in weights (file pages + tensors on CPU)
     other_seconds: float = 25.0  # imports, data, selection, bootstrap, zarr writes, report and figures
     calibrated: bool = False  # True when measured by --measure
     notes: tuple[str, ...] = field(default=())  # how the rates were had
@@ -65,7 +66,8 @@ class Rates:
 
     def describe(self) -> str:
         how = "calibrated by --measure" if self.calibrated else "UNCALIBRATED per-device defaults (run with --measure)"
-        return (f"{self.device} {self.dtype}: IG {self.ig_flops / 1e9:,.0f} GFLOP/s, forward {self.fwd_flops / 1e9:,.0f} GFLOP/s, "
+        return (f"{self.device} {self.dtype}: IG {self.ig_flops / 1e9:,.0f} GFLOP/s, interventions {self.fwd_flops / 1e9:,.0f} "
+                f"GFLOP/s, screen {(self.batch_flops or self.fwd_flops) / 1e9:,.0f} GFLOP/s, "
                 f"{self.trace_seconds * 1e3:.0f} ms per trace; {how}")
 
 
@@ -177,6 +179,7 @@ class Tally:
     down: int = 0
     up: int = 0
     traces: int = 0
+    requests: int = 0  # NDIF requests: a session (IG example, intervention proxy) or a lone trace (screen batch)
 
     def add(self, *, flops: float, rows: int = 0, backward: bool = False, transient: float = 0.0, down: int = 0,
             up: int = 0, passes: int = 1) -> None:
@@ -205,7 +208,9 @@ def ig_group(t: Tally, shape: ModelShape, group: Group, chunks, *, steps: int, m
                     mem = shape.n_layers * rows_per * length * row_bytes(shape, length, act) + tokens * shape.vocab * 12
                     t.add(flops=flops, rows=rows_per, backward=True, transient=mem, down=(2 * shape.n_neurons + rows_per + 5) * 4)
         t.down += session_down
+        t.requests += 1
         return
+    t.requests += 1
     if group.common:
         t.add(flops=prefix_flops(shape, group.common))
     for length in group.lengths:
@@ -238,18 +243,17 @@ def ig_stage(name: str, kind: str, recipe, shape: ModelShape, rates: Rates, grou
     detail = (f"{sum(len(g.lengths) for g in groups)} prompts in {len(groups)} sessions, {len(layers)} layers in "
               f"{len(chunks)} pass(es) of <= {per_pass} layers, m = {steps}, path {a.path}, "
               f"{'4 answer logits' if answer_only else 'full logits'}")
-    return priced(name, kind, t, shape, rates, detail, backward_pass=True)
+    return priced(name, kind, t, shape, rates, detail, rates.ig_flops)
 
 
 def forward_stage(name: str, kind: str, shape: ModelShape, rates: Rates, t: Tally, detail: str) -> Stage:
-    return priced(name, kind, t, shape, rates, detail, backward_pass=False)
+    return priced(name, kind, t, shape, rates, detail, rates.fwd_flops)
 
 
-def priced(name: str, kind: str, t: Tally, shape: ModelShape, rates: Rates, detail: str, backward_pass: bool) -> Stage:
-    rate = rates.ig_flops if backward_pass else rates.fwd_flops
+def priced(name: str, kind: str, t: Tally, shape: ModelShape, rates: Rates, detail: str, rate: float) -> Stage:
     seconds = t.flops / rate + t.traces * rates.trace_seconds
-    if rates.backend == "remote":
-        seconds += t.down / rates.download_per_s
+    if rates.backend == "remote":  # one round trip per request, not per trace
+        seconds += (t.requests - t.traces) * rates.trace_seconds + (t.down + t.up) / rates.download_per_s
     weights = shape.weight_bytes(rates.dtype)
     work = int(weights + t.transient * rates.transient_scale)
     peak = {"cpu": rates.base_bytes + work} if rates.device == "cpu" else {"cpu": rates.base_bytes, rates.device: work}
@@ -263,8 +267,10 @@ def load_stage(recipe, shape: ModelShape, rates: Rates) -> Stage:
     weights = shape.weight_bytes(rates.dtype)
     if rates.device == "ndif":
         return Stage("load model (skeleton; NDIF holds the weights)", "load", 0, 0, 0, 0.0, {"cpu": rates.base_bytes}, 0, 0, 2.0)
-    peak = {"cpu": rates.base_bytes + 2 * weights} if rates.device == "cpu" else {"cpu": rates.base_bytes + weights,
-                                                                               rates.device: weights}
+    if rates.device == "cpu":
+        peak = {"cpu": rates.base_bytes + int(rates.load_peak_factor * weights)}
+    else:
+        peak = {"cpu": rates.base_bytes + weights, rates.device: weights}
     return Stage("load model", "load", 0, 0, 0, 0.0, peak, 0, 0, 2.0 + rates.load_seconds_per_gb * weights / 1e9,
                  f"{weights / 1e9:.2f} GB of {rates.dtype} weights")
 
@@ -280,13 +286,16 @@ def screen_stage(name: str, recipe, shape: ModelShape, rates: Rates, prompts: li
         mem = rows * (3 * shape.n_neurons + 6 * shape.hidden) * act + len(part) * shape.n_heads * width * width * act
         t.add(flops=shape.n_layers * block_flops(shape, rows, width / 2) + 2 * shape.hidden * shape.vocab * len(part),
               rows=len(part), transient=mem + kv_bytes(shape, rows, act), down=len(part) * 16 + SESSION_BYTES)
-    return forward_stage(name, "screen", shape, rates, t, f"{len(prompts)} proxies in batches of {batch}")
+        t.requests += 1
+    return priced(name, "screen", t, shape, rates, f"{len(prompts)} proxies in batches of {batch}",
+                  rates.batch_flops or rates.fwd_flops)
 
 
 def shared_prefix_calls(t: Tally, shape: ModelShape, prompts: list[int], n_conditions: int, act: int) -> None:
     """intervention._shared_prefix_probs per proxy: the prompt minus its last token, then one query row per condition."""
     c = n_conditions
     for length in prompts:
+        t.requests += 1
         t.add(flops=prefix_flops(shape, length - 1))
         mem = (kv_bytes(shape, length, act) + c * (row_bytes(shape, length + c, act)) + c * shape.vocab * 4
                + c * shape.n_layers * shape.n_neurons * 4)
@@ -304,6 +313,7 @@ def batched_calls(t: Tally, shape: ModelShape, prompts: list[int], n_conditions:
         t.add(flops=shape.n_layers * block_flops(shape, tokens, part[-1] / 2) + 2 * shape.hidden * shape.vocab * len(part),
               rows=len(part), transient=mem, down=len(part) * 16 + SESSION_BYTES,
               up=len(part) * shape.n_layers * shape.n_neurons * 4)
+        t.requests += 1
 
 
 def condition_counts(recipe) -> dict[str, int]:
@@ -327,9 +337,11 @@ def condition_counts(recipe) -> dict[str, int]:
 def intervention_stage(name: str, recipe, shape: ModelShape, rates: Rates, prompts: list[int], counts: dict) -> Stage:
     n = 1 + sum(counts.values())  # + the unmodified model ("none")
     t, ev = Tally(), recipe.evaluation
-    if ev.position == "answer" and n > 1:
+    shared = ev.position == "answer" and n > 1
+    if shared:
         shared_prefix_calls(t, shape, prompts, n, DTYPE_BYTES[recipe.dtype])
     else:
         batched_calls(t, shape, prompts, n, ev.batch_size, DTYPE_BYTES[recipe.dtype])
     detail = f"{n} conditions x {len(prompts)} proxies: none 1, " + ", ".join(f"{m} {c}" for m, c in counts.items())
-    return forward_stage(name, "intervene", shape, rates, t, detail)
+    rate = rates.fwd_flops if shared else rates.batch_flops or rates.fwd_flops
+    return priced(name, "intervene", t, shape, rates, detail, rate)
