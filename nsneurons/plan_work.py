@@ -85,7 +85,7 @@ def default_rates(backend: str, device: str, dtype: str) -> Rates:
         gpu = 45e12 if dtype != "float32" else 20e12
         return Rates("local", "cuda", dtype, gpu, gpu, 0.02, int(0.6e9), load_seconds_per_gb=1.0)
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    per_thread = 30e9 if dtype == "float32" else 12e9  # effective, with nnsight's overheads (docs/plan.md)
+    per_thread = {"bfloat16": 75e9}.get(dtype, 50e9)  # effective, with nnsight's overheads (docs/plan.md)
     rate = per_thread * threads * 0.7
     return Rates("local", "cpu", dtype, rate, rate, 0.02, int(0.6e9),
                  notes=(f"CPU: {per_thread / 1e9:.0f} GFLOP/s per thread x {threads} threads x 0.7 parallel efficiency",))

@@ -145,3 +145,28 @@ def test_measure_calibrates_on_the_tiny_model(tmp_path, tiny_dir, capsys):
     assert any("load average" in n for n in rates["notes"])
     # Counting does not depend on the rates: the same passes as uncalibrated.
     assert out["totals"]["passes"] == 81 and out["totals"]["backward_passes"] == 18
+
+
+def test_crosstask_counts_by_hand(tmp_path, tiny_dir):
+    path = _recipe_file(tmp_path, tiny_dir, tasks=["sentiment", "ner"],
+                        selection={"methods": ["neuronllm", "tn"], "k": 5, "z": 20})
+    recipe = load_recipe(path)
+    stages = {s.name: s for s in plan.make_plan(recipe, plan.read_model_shape(recipe.model), crosstask=True).stages}
+    # Per evaluated task: common neurons of neuronllm at 3 ratios x 2 directions = 6; the matrix, 2 source tasks x 2 = 4;
+    # Table 7, K in {10, 25, 50, 100, 128 (500 and the rest clamped to 256 neurons / 2)}: neuronllm 5 x 3 ratios x 2 = 30,
+    # tn 5 x 2 = 10; no Table 8 (no commonsense task, no budgets) -> 50, one call with none: 51 query rows per proxy.
+    assert plan.crosstask_counts(recipe, plan.read_model_shape(recipe.model)) == 50
+    ct = stages["ner: crosstask"]
+    assert (ct.passes, ct.rows) == (18 * 2, 18 * 51)
+
+
+def test_naica_counts_by_hand(tmp_path, tiny_dir):
+    path = _recipe_file(tmp_path, tiny_dir, experiment="naica", tasks=[], naica={"max_per_domain": 1, "steps": 2})
+    recipe = load_recipe(path)
+    stages = {s.name: s for s in plan.make_plan(recipe, plan.read_model_shape(recipe.model)).stages}
+    # 6 domains x 1 query x 3 prompts; m = 2: rows 1 + 3 + 3 = 7 per pass (both layers in one pass).
+    ig = stages["NA-ICA: IG qrnca"]
+    assert (ig.backward, ig.rows) == (18, 18 * 7)
+    # Editing: per prompt a prefix and a query pass of 5 conditions.
+    edit = stages["NA-ICA: editing"]
+    assert (edit.passes, edit.rows) == (18 * 2, 18 * 5)
