@@ -200,7 +200,7 @@ def cmd_plan(args):
     from .plan import plan_command
 
     print(plan_command(args.recipe, args.set, remote=args.remote, measure=args.measure, crosstask=args.crosstask,
-                       as_json=args.json))
+                       as_json=args.json, prompt_tokens=args.prompt_tokens))
 
 
 def cmd_crosstask(args):
@@ -303,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("--crosstask", "also plan `nsneurons crosstask`"), ("--remote", "plan the run on NDIF"),
                        ("--json", "one JSON object")):
         p.add_argument(flag, action="store_true", help=text)
+    p.add_argument("--prompt-tokens", type=_count(2), default=None, help="do not read the data: assume prompts this long")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     p.set_defaults(func=cmd_plan)
     p = sub.add_parser("check", help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there")

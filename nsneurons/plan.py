@@ -143,27 +143,50 @@ def default_rates(recipe) -> Rates:
     return plan_work.default_rates(recipe.backend, recipe.device, recipe.dtype)
 
 
-def make_plan(recipe, shape: ModelShape, rates: Rates | None = None, *, crosstask: bool = False) -> Plan:
-    """Every stage of `nsneurons run RECIPE` (and `nsneurons crosstask` when asked), counted and priced."""
+def _inputs(recipe, tokenizer, prompt_tokens: int | None):
+    """{task: (identification groups, candidate groups)} from the data, or assumed with `prompt_tokens` (no data read)."""
     from .preflight import naica_inputs, task_inputs
+
+    if prompt_tokens is None:
+        if recipe.experiment == "naica":
+            return {"NA-ICA": ([], _groups(tokenizer, naica_inputs(recipe)))}
+        return {task: (_groups(tokenizer, ids), _groups(tokenizer, cands)) for task, (ids, cands) in task_inputs(recipe).items()}
+    # An example's 3 proxies differ in their options and answer cue (~16 tokens in the packaged tasks); NA-ICA's
+    # prompts differ in their instruction template, so share nothing.
+    assumed = lambda n, common: [plan_work.Group((prompt_tokens,) * 3, common)] * n
+    if recipe.experiment == "naica":
+        n = recipe.naica
+        if not (n.domains and n.max_per_domain):
+            raise ValueError("naica: planning without the data (--prompt-tokens) needs naica.domains and naica.max_per_domain")
+        return {"NA-ICA": ([], assumed(len(n.domains) * n.max_per_domain, 0))}
+    ev, common = recipe.evaluation, max(0, prompt_tokens - 17)
+    candidates = ev.candidates or 3 * (ev.understood + ev.not_understood)
+    return {t.name: (assumed(recipe.identification_examples, common), assumed(candidates, common)) for t in recipe.tasks}
+
+
+def make_plan(recipe, shape: ModelShape, rates: Rates | None = None, *, crosstask: bool = False,
+              prompt_tokens: int | None = None) -> Plan:
+    """Every stage of `nsneurons run RECIPE` (and `nsneurons crosstask` when asked), counted and priced.
+    `prompt_tokens`: plan without reading the data, every prompt this long (for hub data out of reach)."""
     from .recipe import check_against_model
 
     rates = rates or default_rates(recipe)
-    tokenizer = _tokenizer(recipe)
+    tokenizer = _tokenizer(recipe) if prompt_tokens is None else None
     notes = [] if tokenizer is not None else ["no tokenizer could be loaded: prompt tokens estimated as 1.35 per word"]
+    if prompt_tokens is not None:
+        notes = [(f"data not read: every prompt assumed {prompt_tokens} tokens; candidates as evaluation.candidates "
+                 "(or 3 x the evaluation set)")]
+    inputs = _inputs(recipe, tokenizer, prompt_tokens)
     if recipe.experiment == "naica":
-        stages = naica_stages(recipe, shape, rates, _groups(tokenizer, naica_inputs(recipe)))
-        return Plan(recipe.name, shape, rates, tuple(stages), tuple(notes))
+        return Plan(recipe.name, shape, rates, tuple(naica_stages(recipe, shape, rates, inputs["NA-ICA"][1])), tuple(notes))
     check_against_model(recipe, shape.n_layers, shape.n_neurons)
     stages, evaluated = [], {}
-    for task, (identification, candidates) in task_inputs(recipe).items():
-        groups = _groups(tokenizer, candidates)
-        stages += task_stages(recipe, shape, rates, task, _groups(tokenizer, identification), groups)
-        evaluated[task] = eval_prompts(recipe, groups)
+    for task, (identification, candidates) in inputs.items():
+        stages += task_stages(recipe, shape, rates, task, identification, candidates)
+        evaluated[task] = eval_prompts(recipe, candidates)
     if crosstask:
         stages += crosstask_stages(recipe, shape, rates, evaluated)
-    notes += recipe_notes(recipe)
-    return Plan(recipe.name, shape, rates, tuple(stages), tuple(notes))
+    return Plan(recipe.name, shape, rates, tuple(stages), tuple(notes + recipe_notes(recipe)))
 
 
 def ig_targets(recipe) -> list[str]:
@@ -295,7 +318,8 @@ def render(plan: Plan) -> str:
     return "\n".join(out)
 
 
-def plan_command(recipe_path, overrides=(), *, remote=False, measure=False, crosstask=False, as_json=False) -> str:
+def plan_command(recipe_path, overrides=(), *, remote=False, measure=False, crosstask=False, as_json=False,
+                 prompt_tokens=None) -> str:
     """What `nsneurons plan` prints: the table (or JSON) of a recipe file, calibrated with --measure."""
     from .recipe import load_recipe
 
@@ -308,7 +332,7 @@ def plan_command(recipe_path, overrides=(), *, remote=False, measure=False, cros
         from .plan_measure import measure_rates
 
         rates = measure_rates(recipe, shape, rates)
-    plan = make_plan(recipe, shape, rates, crosstask=crosstask)
+    plan = make_plan(recipe, shape, rates, crosstask=crosstask, prompt_tokens=prompt_tokens)
     return json.dumps(plan.to_json(), indent=1) if as_json else render(plan)
 
 

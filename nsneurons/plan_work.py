@@ -236,7 +236,7 @@ def ig_stage(name: str, kind: str, recipe, shape: ModelShape, rates: Rates, grou
     per_pass = layers_per_pass or auto_layers_per_pass(shape, len(layers), steps, longest, ig_budget(rates, shape))
     chunks = [layers[i:i + per_pass] for i in range(0, len(layers), per_pass)]
     t = Tally()
-    answer_only = target in ANSWER_LOGITS_ONLY and shape.model_type != "gpt2" and shape.vocab > 4
+    answer_only = target in ANSWER_LOGITS_ONLY  # the output layer computes the 4 answer columns (a plain linear head)
     for g in groups:
         ig_group(t, shape, g, chunks, steps=steps, midpoint=a.quadrature == "midpoint", path=a.path,
                  answer_only=answer_only, act=DTYPE_BYTES[recipe.dtype])

@@ -170,3 +170,14 @@ def test_naica_counts_by_hand(tmp_path, tiny_dir):
     # Editing: per prompt a prefix and a query pass of 5 conditions.
     edit = stages["NA-ICA: editing"]
     assert (edit.passes, edit.rows) == (18 * 2, 18 * 5)
+
+
+def test_plan_without_the_data(tmp_path, tiny_dir):
+    """--prompt-tokens: no data read (hub datasets out of reach); candidates from the recipe, prompts of that length."""
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_dir, tasks=[{"name": "sentiment", "source": "no/such-dataset"}]))
+    result = plan.make_plan(recipe, plan.read_model_shape(recipe.model), prompt_tokens=40)
+    stages = {s.name: s for s in result.stages}
+    # 12 candidates x 3 = 36 prompts in batches of 16; IG as from the data (common prefix 40 - 17, own tokens 16).
+    assert (stages["sentiment: screen"].passes, stages["sentiment: IG ace"].passes) == (3, 2 * (1 + 3 + 3))
+    assert stages["sentiment: interventions"].rows == 18 * 25
+    assert result.notes[0].startswith("data not read: every prompt assumed 40 tokens")
