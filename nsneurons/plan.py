@@ -139,7 +139,7 @@ class Plan:
 
 
 def default_rates(recipe) -> Rates:
-    """Per-device defaults (uncalibrated): see plan_work.DEFAULTS and docs/plan.md."""
+    """Per-device defaults (uncalibrated): plan_work.default_rates, docs/plan.md."""
     return plan_work.default_rates(recipe.backend, recipe.device, recipe.dtype)
 
 
@@ -244,12 +244,12 @@ def crosstask_counts(recipe, shape: ModelShape) -> int:
     return n + (len(methods) if has_t8 else 0) * (len(s.table8.budgets or PAPER_BUDGETS))
 
 
-def crosstask_stages(recipe, shape: ModelShape, rates: Rates, eval_prompts: dict) -> list[Stage]:
+def crosstask_stages(recipe, shape: ModelShape, rates: Rates, evaluated: dict) -> list[Stage]:
     """`nsneurons crosstask` after the run: the model again, then per task calls of <= 64 conditions (+ none once)."""
     stages = [replace(plan_work.load_stage(recipe, shape, rates), name="crosstask: load model")]
     n, step = crosstask_counts(recipe, shape), plan_work.CONDITIONS_PER_CALL
     per_call = [min(step, n - i) + (1 if i == 0 else 0) for i in range(0, n, step)]
-    for task, prompts in eval_prompts.items():
+    for task, prompts in evaluated.items():  # {task: its evaluation prompts' token counts}
         t = plan_work.Tally()
         for c in per_call:
             plan_work.shared_prefix_calls(t, shape, prompts, c, plan_work.DTYPE_BYTES[recipe.dtype])
