@@ -190,6 +190,13 @@ def cmd_run(args):
     print(f"outputs in {out}")
 
 
+def cmd_plan(args):
+    from .plan import plan_command
+
+    print(plan_command(args.recipe, args.set, remote=args.remote, measure=args.measure, crosstask=args.crosstask,
+                       as_json=args.json, prompt_tokens=args.prompt_tokens))
+
+
 def cmd_crosstask(args):
     import dataclasses
 
@@ -259,6 +266,18 @@ def _add_run_commands(sub) -> None:
     p.set_defaults(func=cmd_export)
 
 
+def _add_plan_command(sub) -> None:
+    p = sub.add_parser("plan", help="before a run: passes, peak memory, NDIF download and time of every stage of a recipe")
+    p.add_argument("recipe", type=Path)
+    for flag, text in (("--measure", "load the model, time one IG proxy and one intervention call, and calibrate"),
+                       ("--crosstask", "also plan `nsneurons crosstask`"), ("--remote", "plan the run on NDIF"),
+                       ("--json", "one JSON object")):
+        p.add_argument(flag, action="store_true", help=text)
+    p.add_argument("--prompt-tokens", type=_count(2), default=None, help="do not read the data: assume prompts this long")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
+    p.set_defaults(func=cmd_plan)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="nsneurons", description="Good and bad neurons of a language model for a whole task.",
                      epilog=failures.EPILOG, formatter_class=_Help)
@@ -298,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="output .zarr path")
     p.set_defaults(func=_locked_score)
     _add_run_commands(sub)
+    _add_plan_command(sub)
     for p in sub.choices.values():  # `nsneurons run x.yaml --debug` too; SUPPRESS keeps the top level's value otherwise
         p.formatter_class = _Help
         p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="print the traceback of an error")

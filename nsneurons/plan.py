@@ -1,0 +1,347 @@
+"""`nsneurons plan RECIPE`: what a run will do and cost, before it runs (docs/plan.md states the model).
+
+Counts follow the runner: the evaluation-set screen (batches of full prompts), IG per target
+(per identification example one session: the prompts' common prefix once, each prompt's own
+tokens, then one forward + backward pass per chunk of `layers_per_pass` layers, staircase rows
+m + 1 joining at their layer), every distinct intervention once (nsneurons.conditions) as query
+rows after one shared prefix per evaluation proxy, NA-ICA's IG and editing, and `crosstask` when
+asked. Work is counted in FLOPs from the model's config (no weights are loaded); seconds come
+from FLOP rates that are per-device defaults or measured by `--measure` (nsneurons.plan_measure).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from . import plan_work
+from .plan_work import ModelShape, Rates, Stage
+
+__all__ = ["ModelShape", "Plan", "Rates", "Stage", "default_rates", "make_plan", "read_model_shape", "render", "summary_line"]
+
+# SmolLM2-135M-Instruct's config (nsneurons.demo_model), used when the demo folder is not built yet.
+_DEMO_CONFIG = {"model_type": "llama", "num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536,
+                "vocab_size": 49152, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
+                "tie_word_embeddings": True}
+
+
+def _first(config: dict, *names, default=None):
+    return next((config[n] for n in names if config.get(n) is not None), default)
+
+
+def shape_from_config(config: dict, source: str) -> ModelShape:
+    """The sizes that set the cost, from a config.json mapping (LLaMA, GPT-2 and GPT-J spellings)."""
+    from .architectures import site_for
+
+    config = config.get("text_config") or config  # multimodal configs keep the language model's sizes inside
+    hidden = _first(config, "hidden_size", "n_embd", "d_model")
+    layers = _first(config, "num_hidden_layers", "n_layer", "num_layers")
+    heads = _first(config, "num_attention_heads", "n_head")
+    vocab = _first(config, "vocab_size")
+    if None in (hidden, layers, heads, vocab):
+        raise ValueError(f"model {source}: its config lacks hidden size, layers, heads or vocab size; cannot plan")
+    neurons = _first(config, "intermediate_size", "n_inner", "ffn_dim", default=4 * hidden)
+    kv = _first(config, "num_key_value_heads", default=heads)
+    head_dim = _first(config, "head_dim", default=hidden // heads)
+    gated = site_for(config["model_type"]).family.startswith("gated")
+    attention = hidden * heads * head_dim * 2 + 2 * hidden * kv * head_dim
+    per_block = attention + (3 if gated else 2) * hidden * neurons + 2 * hidden
+    tied = bool(config.get("tie_word_embeddings", True))
+    params = layers * per_block + vocab * hidden * (1 if tied else 2) + hidden
+    return ModelShape(config["model_type"], layers, neurons, hidden, vocab, heads, kv, head_dim, per_block, params, source)
+
+
+def read_model_shape(model: str, revision: str | None = None, trust_remote_code: bool = False) -> ModelShape:
+    """A model's shape from its config only: "demo", a save_pretrained folder, a .gguf file, or a hub id."""
+    from .content import cache_root
+    from .demo_model import HF_DIR_NAME
+    from .models import DEMO_ALIASES
+
+    if model.lower() in DEMO_ALIASES:
+        path = cache_root() / HF_DIR_NAME / "config.json"
+        if not path.is_file():
+            return shape_from_config(_DEMO_CONFIG, "demo (built-in config; `nsneurons demo-model` fetches the model)")
+        return shape_from_config(json.loads(path.read_text()), f"demo ({path})")
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"model {model!r}: folder has no config.json (expected a save_pretrained folder)")
+        return shape_from_config(json.loads((path / "config.json").read_text()), str(path / "config.json"))
+    from transformers import AutoConfig
+
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ValueError(f"model {model!r}: no such GGUF file")
+        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)  # reads the header, not the weights
+    else:
+        config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+    return shape_from_config(config.to_dict(), model)
+
+
+def _tokenizer(recipe):
+    """The model's tokenizer (small files), or None when it cannot be had (then prompts are counted by words)."""
+    from .content import cache_root
+    from .demo_model import HF_DIR_NAME
+    from .models import DEMO_ALIASES
+
+    source = str(cache_root() / HF_DIR_NAME) if recipe.model.lower() in DEMO_ALIASES else recipe.model
+    try:
+        from transformers import AutoTokenizer
+
+        path = Path(source).expanduser()
+        if path.suffix == ".gguf":
+            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        return AutoTokenizer.from_pretrained(source, revision=recipe.revision, trust_remote_code=recipe.trust_remote_code)
+    except Exception:  # noqa: BLE001 - any failure (offline, no files yet) falls back to a word count
+        return None
+
+
+def _lengths(tokenizer, proxies) -> list[list[int]]:
+    """Token ids of each prompt (or ~1.35 tokens per word without a tokenizer: made-up ids, no shared prefix)."""
+    if tokenizer is None:
+        return [list(range(-i - 1, -i - 1 - max(2, round(1.35 * len(p.prompt.split()))), -1)) for i, p in enumerate(proxies)]
+    return tokenizer([p.prompt for p in proxies])["input_ids"]
+
+
+def _groups(tokenizer, proxies) -> list[plan_work.Group]:
+    """Proxies grouped as the runner groups them (one example or query per session), as token counts."""
+    ids = _lengths(tokenizer, proxies)
+    by_key: dict[str, list] = {}
+    for p, i in zip(proxies, ids):
+        by_key.setdefault(p.example_id, []).append(i)
+    return [plan_work.group_of(seqs) for seqs in by_key.values()]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A recipe's cost plan: one Stage per unit of work, with the shape and rates it was priced with."""
+
+    recipe: str  # the recipe's name
+    shape: ModelShape  # the model's sizes, from its config
+    rates: Rates  # how FLOPs and bytes became seconds and memory
+    stages: tuple[Stage, ...]  # in run order
+    notes: tuple[str, ...] = field(default=())  # assumptions that matter for this recipe
+
+    def totals(self) -> dict:
+        seconds = sum(s.seconds for s in self.stages) + self.rates.fixed_seconds(self.shape)
+        peak = {}
+        for s in self.stages:
+            for device, value in s.peak_bytes.items():
+                peak[device] = max(peak.get(device, 0), value)
+        return {"passes": sum(s.passes for s in self.stages), "backward_passes": sum(s.backward for s in self.stages),
+                "rows": sum(s.rows for s in self.stages), "flops": sum(s.flops for s in self.stages), "seconds": seconds,
+                "peak_bytes": peak, "download_bytes": sum(s.download_bytes for s in self.stages),
+                "upload_bytes": sum(s.upload_bytes for s in self.stages)}
+
+    def to_json(self) -> dict:
+        return {"recipe": self.recipe, "model": asdict(self.shape), "rates": asdict(self.rates),
+                "stages": [asdict(s) for s in self.stages], "totals": self.totals(), "notes": list(self.notes)}
+
+
+def default_rates(recipe) -> Rates:
+    """Per-device defaults (uncalibrated): plan_work.default_rates, docs/plan.md."""
+    return plan_work.default_rates(recipe.backend, recipe.device, recipe.dtype)
+
+
+def _inputs(recipe, tokenizer, prompt_tokens: int | None):
+    """{task: (identification groups, candidate groups)} from the data, or assumed with `prompt_tokens` (no data read)."""
+    from .preflight import naica_inputs, task_inputs
+
+    if prompt_tokens is None:
+        if recipe.experiment == "naica":
+            return {"NA-ICA": ([], _groups(tokenizer, naica_inputs(recipe)))}
+        return {task: (_groups(tokenizer, ids), _groups(tokenizer, cands)) for task, (ids, cands) in task_inputs(recipe).items()}
+    # An example's 3 proxies differ in their options and answer cue (~16 tokens in the packaged tasks); NA-ICA's
+    # prompts differ in their instruction template, so share nothing.
+    assumed = lambda n, common: [plan_work.Group((prompt_tokens,) * 3, common)] * n
+    if recipe.experiment == "naica":
+        n = recipe.naica
+        if not (n.domains and n.max_per_domain):
+            raise ValueError("naica: planning without the data (--prompt-tokens) needs naica.domains and naica.max_per_domain")
+        return {"NA-ICA": ([], assumed(len(n.domains) * n.max_per_domain, 0))}
+    ev, common = recipe.evaluation, max(0, prompt_tokens - 17)
+    candidates = ev.candidates or 3 * (ev.understood + ev.not_understood)
+    return {t.name: (assumed(recipe.identification_examples, common), assumed(candidates, common)) for t in recipe.tasks}
+
+
+def make_plan(recipe, shape: ModelShape, rates: Rates | None = None, *, crosstask: bool = False,
+              prompt_tokens: int | None = None) -> Plan:
+    """Every stage of `nsneurons run RECIPE` (and `nsneurons crosstask` when asked), counted and priced.
+    `prompt_tokens`: plan without reading the data, every prompt this long (for hub data out of reach)."""
+    from .recipe import check_against_model
+
+    rates = rates or default_rates(recipe)
+    tokenizer = _tokenizer(recipe) if prompt_tokens is None else None
+    notes = [] if tokenizer is not None else ["no tokenizer could be loaded: prompt tokens estimated as 1.35 per word"]
+    if prompt_tokens is not None:
+        notes = [(f"data not read: every prompt assumed {prompt_tokens} tokens; candidates as evaluation.candidates "
+                 "(or 3 x the evaluation set)")]
+    inputs = _inputs(recipe, tokenizer, prompt_tokens)
+    if recipe.experiment == "naica":
+        return Plan(recipe.name, shape, rates, tuple(naica_stages(recipe, shape, rates, inputs["NA-ICA"][1])), tuple(notes))
+    check_against_model(recipe, shape.n_layers, shape.n_neurons)
+    stages, evaluated = [], {}
+    for task, (identification, candidates) in inputs.items():
+        stages += task_stages(recipe, shape, rates, task, identification, candidates)
+        evaluated[task] = eval_prompts(recipe, candidates)
+    if crosstask:
+        stages += crosstask_stages(recipe, shape, rates, evaluated)
+    return Plan(recipe.name, shape, rates, tuple(stages), tuple(notes + recipe_notes(recipe)))
+
+
+def ig_targets(recipe) -> list[str]:
+    """IG targets the methods need (pipeline: every target but activation and random; ace when none)."""
+    from .selection import method_needs
+
+    return sorted({method_needs(m) for m in recipe.selection.methods} - {None, "activation"}) or ["ace"]
+
+
+def task_stages(recipe, shape: ModelShape, rates: Rates, task: str, identification, candidates) -> list[Stage]:
+    """One task of the run: screen, IG per target, the interventions (pipeline.run_task)."""
+    ev, a = recipe.evaluation, recipe.attribution
+    stages = [] if recipe.tasks[0].name != task else [plan_work.load_stage(recipe, shape, rates)]
+    lengths = [n for g in candidates for n in g.lengths]
+    if not ev.examples_from:
+        screen = plan_work.screen_stage(f"{task}: screen", recipe, shape, rates, lengths)
+        stages.append(screen if not ev.screen_model else replace(screen, name=f"{task}: screen ({ev.screen_model})"))
+    for target in ig_targets(recipe):
+        stages.append(plan_work.ig_stage(f"{task}: IG {target}", "ig", recipe, shape, rates, identification, target=target,
+                                         steps=a.steps, layers=a.layers, layers_per_pass=a.layers_per_pass))
+    counts = plan_work.condition_counts(recipe)
+    stages.append(plan_work.intervention_stage(f"{task}: interventions", recipe, shape, rates,
+                                               eval_prompts(recipe, candidates), counts))
+    return stages
+
+
+def naica_stages(recipe, shape: ModelShape, rates: Rates, groups) -> list[Stage]:
+    """Experiment naica: IG (target qrnca) per query, then editing with 5 conditions per query."""
+    n = recipe.naica
+    stages = [plan_work.load_stage(recipe, shape, rates),
+              plan_work.ig_stage("NA-ICA: IG qrnca", "naica-ig", recipe, shape, rates, groups, target="qrnca", steps=n.steps)]
+    t = plan_work.Tally()
+    for g in groups:
+        plan_work.shared_prefix_calls(t, shape, list(g.lengths), 5, plan_work.DTYPE_BYTES[recipe.dtype])
+    stages.append(plan_work.forward_stage("NA-ICA: editing", "naica-edit", shape, rates, t,
+                                          f"{len(groups)} queries x 5 conditions (none, boost, suppress, 2 random controls)"))
+    return stages
+
+
+def crosstask_counts(recipe, shape: ModelShape) -> int:
+    """Conditions per evaluated task of `nsneurons crosstask` (an upper bound: empty sets are skipped)."""
+    from .crosstask_budgets import PAPER_BUDGETS
+    from .selection import METHODS
+
+    s, run = recipe.crosstask, list(recipe.selection.methods)
+    methods = list(s.methods or (["neuronllm"] if "neuronllm" in run else run[:1]))
+    budget = list(s.budget_methods or [m for m in ("neuronllm", "tn", "qrnca") if m in run] or run[:1])
+    ratios = len(set(recipe.evaluation.ratios) | {1.0})
+    n_ratio = {m: ratios if METHODS[m].with_bad else 1 for m in {*methods, *budget}}
+    kmax = (len(recipe.attribution.layers or range(shape.n_layers)) * shape.n_neurons) // 2
+    ks = len({min(k, kmax) for k in s.k_values})
+    tasks = len(recipe.tasks)
+    n = sum(2 * n_ratio[m] + 2 * tasks for m in methods) + sum(2 * ks * n_ratio[m] for m in budget)
+    has_t8 = s.table8.budgets is not None or {b.task for b in PAPER_BUDGETS} <= {t.name for t in recipe.tasks}
+    return n + (len(methods) if has_t8 else 0) * (len(s.table8.budgets or PAPER_BUDGETS))
+
+
+def crosstask_stages(recipe, shape: ModelShape, rates: Rates, evaluated: dict) -> list[Stage]:
+    """`nsneurons crosstask` after the run: the model again, then per task calls of <= 64 conditions (+ none once)."""
+    stages = [replace(plan_work.load_stage(recipe, shape, rates), name="crosstask: load model")]
+    n, step = crosstask_counts(recipe, shape), plan_work.CONDITIONS_PER_CALL
+    per_call = [min(step, n - i) + (1 if i == 0 else 0) for i in range(0, n, step)]
+    for task, prompts in evaluated.items():  # {task: its evaluation prompts' token counts}
+        t = plan_work.Tally()
+        for c in per_call:
+            plan_work.shared_prefix_calls(t, shape, prompts, c, plan_work.DTYPE_BYTES[recipe.dtype])
+        detail = f"<= {n} conditions in {len(per_call)} call(s) of <= {step} (+ none) x {len(prompts)} proxies"
+        stages.append(plan_work.forward_stage(f"{task}: crosstask", "crosstask", shape, rates, t, detail))
+    return stages
+
+
+def eval_prompts(recipe, candidates) -> list[int]:
+    """Token counts of the evaluation proxies: the full set asked for, at the candidates' mean length."""
+    ev = recipe.evaluation
+    lengths = [n for g in candidates for n in g.lengths]
+    n_eval = min(ev.understood + ev.not_understood, len(candidates))
+    return [round(sum(lengths) / len(lengths))] * (n_eval * len(candidates[0].lengths))
+
+
+def recipe_notes(recipe) -> list[str]:
+    notes = ["interventions: each distinct switch set counted once (nsneurons.conditions); RANDOM draws assumed distinct",
+             "evaluation set assumed full (understood + not_understood per task); the screen decides the real size"]
+    if recipe.evaluation.screen_model:
+        notes.append(f"the screen runs {recipe.evaluation.screen_model}; priced here with this model's shape")
+    return notes
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} B"
+
+
+def _time(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _peak(peaks: dict) -> str:
+    return ", ".join(f"{d} {_size(b)}" for d, b in peaks.items())
+
+
+def render(plan: Plan) -> str:
+    """The plan as a readable table: one line per stage, then totals and the assumptions."""
+    remote = plan.rates.backend == "remote"
+    head = ["stage", "passes (fwd+bwd)", "rows", "TFLOP", "peak memory", *(["NDIF down / up"] if remote else []), "time"]
+    rows = []
+    for s in plan.stages:
+        rows.append([s.name, f"{s.passes:,} ({s.backward:,})", f"{s.rows:,}", f"{s.flops / 1e12:.3g}", _peak(s.peak_bytes),
+                     *([f"{_size(s.download_bytes)} / {_size(s.upload_bytes)}"] if remote else []), _time(s.seconds)])
+    t = plan.totals()
+    fixed = _time(plan.rates.fixed_seconds(plan.shape))
+    rows.append([f"total (+ fixed {fixed})", f"{t['passes']:,} ({t['backward_passes']:,})",
+                 f"{t['rows']:,}", f"{t['flops'] / 1e12:.3g}", _peak(t["peak_bytes"]),
+                 *([f"{_size(t['download_bytes'])} / {_size(t['upload_bytes'])}"] if remote else []), _time(t["seconds"])])
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+    sh = plan.shape
+    out = [(f"plan for recipe {plan.recipe!r}: {sh.source}: {sh.model_type}, {sh.n_layers} layers x {sh.n_neurons} neurons, "
+            f"hidden {sh.hidden}, vocab {sh.vocab}, {sh.n_params / 1e6:,.1f}M parameters"),
+           f"rates: {plan.rates.describe()}", "", line(head), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    out += ["", *(f"detail: {s.name}: {s.detail}" for s in plan.stages if s.detail)]
+    out += [f"note: {n}" for n in (*plan.notes, *plan.rates.notes)]
+    return "\n".join(out)
+
+
+def plan_command(recipe_path, overrides=(), *, remote=False, measure=False, crosstask=False, as_json=False,
+                 prompt_tokens=None) -> str:
+    """What `nsneurons plan` prints: the table (or JSON) of a recipe file, calibrated with --measure."""
+    from .recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, overrides)  # a bad recipe is refused here, naming the key
+    if remote:
+        recipe = replace(recipe, backend="remote")
+    shape = read_model_shape(recipe.model, recipe.revision, recipe.trust_remote_code)
+    rates = default_rates(recipe)
+    if measure:
+        from .plan_measure import measure_rates
+
+        rates = measure_rates(recipe, shape, rates)
+    plan = make_plan(recipe, shape, rates, crosstask=crosstask, prompt_tokens=prompt_tokens)
+    return json.dumps(plan.to_json(), indent=1) if as_json else render(plan)
+
+
+def summary_line(recipe, model_shape: ModelShape) -> str:
+    """One line for the start of `nsneurons run`: passes, peak memory, download and time (uncalibrated)."""
+    plan = make_plan(recipe, model_shape)
+    t = plan.totals()
+    down = f", NDIF download {_size(t['download_bytes'])}" if recipe.backend == "remote" else ""
+    how = "calibrated" if plan.rates.calibrated else "uncalibrated"
+    return (f"plan: {t['passes']:,} passes ({t['backward_passes']:,} with backward), peak {_peak(t['peak_bytes'])}{down}, "
+            f"about {_time(t['seconds'])} ({how}; `nsneurons plan` details)")
+
