@@ -189,13 +189,6 @@ def make_plan(recipe, shape: ModelShape, rates: Rates | None = None, *, crosstas
     return Plan(recipe.name, shape, rates, tuple(stages), tuple(notes + recipe_notes(recipe)))
 
 
-def ig_targets(recipe) -> list[str]:
-    """IG targets the methods need (pipeline: every target but activation and random; ace when none)."""
-    from .selection import method_needs
-
-    return sorted({method_needs(m) for m in recipe.selection.methods} - {None, "activation"}) or ["ace"]
-
-
 def task_stages(recipe, shape: ModelShape, rates: Rates, task: str, identification, candidates) -> list[Stage]:
     """One task of the run: screen, IG per target, the interventions (pipeline.run_task)."""
     ev, a = recipe.evaluation, recipe.attribution
@@ -204,7 +197,7 @@ def task_stages(recipe, shape: ModelShape, rates: Rates, task: str, identificati
     if not ev.examples_from:
         screen = plan_work.screen_stage(f"{task}: screen", recipe, shape, rates, lengths)
         stages.append(screen if not ev.screen_model else replace(screen, name=f"{task}: screen ({ev.screen_model})"))
-    for target in ig_targets(recipe):
+    for target in plan_work.ig_targets(recipe):
         stages.append(plan_work.ig_stage(f"{task}: IG {target}", "ig", recipe, shape, rates, identification, target=target,
                                          steps=a.steps, layers=a.layers, layers_per_pass=a.layers_per_pass))
     counts = plan_work.condition_counts(recipe)

@@ -98,10 +98,9 @@ def _conditions(recipe, model, n: int):
 def _ig_measure(recipe, model, shape: ModelShape, proxy, device: str):
     """Time one IG proxy at the top layers; returns (Timed, modelled Tally)."""
     from .attribution import AttributionConfig, attribute_proxies
-    from .plan import ig_targets
 
     a = recipe.attribution
-    target = "qrnca" if recipe.experiment == "naica" else ([t for t in ig_targets(recipe) if t != "ace"] or ["ace"])[0]
+    target = "qrnca" if recipe.experiment == "naica" else ([t for t in plan_work.ig_targets(recipe) if t != "ace"] or ["ace"])[0]
     steps = recipe.naica.steps if recipe.experiment == "naica" else a.steps
     layers = list(range(max(0, shape.n_layers - MEASURED_LAYERS), shape.n_layers))
     config = AttributionConfig(target=target, steps=steps, quadrature=a.quadrature, path=a.path, layers_per_pass=len(layers),

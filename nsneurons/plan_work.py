@@ -345,3 +345,8 @@ def intervention_stage(name: str, recipe, shape: ModelShape, rates: Rates, promp
     detail = f"{n} conditions x {len(prompts)} proxies: none 1, " + ", ".join(f"{m} {c}" for m, c in counts.items())
     rate = rates.fwd_flops if shared else rates.batch_flops or rates.fwd_flops
     return priced(name, "intervene", t, shape, rates, detail, rate)
+
+
+def ig_targets(recipe) -> list[str]:
+    """IG targets the methods need (pipeline: every target but activation and random; ace when none)."""
+    return sorted({selection.method_needs(m) for m in recipe.selection.methods} - {None, "activation"}) or ["ace"]
