@@ -6,7 +6,7 @@ are plain arguments); it may not call functions of other nsneurons modules, whic
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -26,7 +26,7 @@ class PromptPlan(NamedTuple):
 class PassSpec(NamedTuple):
     """How a pass turns its rows into results (the same for every pass of a session)."""
 
-    target_fn: object  # F: (logits [rows, V], target ids, correct) -> [rows] (nsneurons.targets)
+    target_fn: Callable[..., torch.Tensor]  # F: (logits [rows, V], target ids, correct) -> [rows] (nsneurons.targets)
     steps: int  # m
     weights: torch.Tensor | None  # quadrature weights w_k (None: all 1/m; nsneurons.quadrature)
     x_row: int  # the unscaled row: F(x) and the option logits
