@@ -123,6 +123,8 @@ def fingerprint_inputs(recipe: Recipe, model_provenance: dict) -> dict:
     """What a task's results depend on: the recipe's settings, the model and each task's data, by
     content (a moved folder is the same model; replaced weights or an edited file are not)."""
     data = {k: v for k, v in recipe.to_dict().items() if k not in _FINGERPRINT_EXCLUDES}
+    # Where the report draws its completeness line changes no number a task computes.
+    data["attribution"] = {k: v for k, v in data["attribution"].items() if k != "gap_threshold"}
     # Where it ran (device, NDIF host) does not change the numbers.
     prov = {k: v for k, v in model_provenance.items() if k != "device" and not k.startswith("ndif_")}
     if prov.get("weights_sha256"):
