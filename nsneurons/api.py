@@ -45,9 +45,7 @@ def score(model, proxies: Sequence[Proxy], out, *, target: str = "ace", steps: i
     from .attribution import AttributionConfig
     from .scoring import score_proxies
 
-    formats = {getattr(p, "answer_format", None) for p in proxies} - {None}
-    extra = {"answer_format": formats.pop()} if len(formats) == 1 else {}
-    config = AttributionConfig(target=target, steps=steps, quadrature=quadrature, path=path, **extra)
+    config = AttributionConfig(target=target, steps=steps, quadrature=quadrature, path=path)
     return score_proxies(model, proxies, config, out, progress=progress)
 
 
@@ -88,9 +86,7 @@ def evaluate(model, proxies: Sequence[Proxy], *conditions: Condition, batch_size
     RAC and RCC (|original - intervened| / original x 100, NaN where the original is 0) and the
     signed changes in points (which say whether a change went the intended way)."""
     everything = [BASELINE, *[c for c in conditions if c != BASELINE]]
-    formats = {getattr(p, "answer_format", None) for p in proxies} - {None}
-    extra = {"answer_format": formats.pop()} if len(formats) == 1 else {}
-    correct = correct_table(option_probs(model, proxies, everything, batch_size=batch_size, **extra))
+    correct = correct_table(option_probs(model, proxies, everything, batch_size=batch_size))
     measured = {"acc": metrics.accuracy, "com": metrics.comprehension}
     values = {m: [f(correct.isel(condition=i)) for i in range(len(everything))] for m, f in measured.items()}
     out = xr.Dataset(coords={"condition": [c.name for c in everything]})

@@ -31,7 +31,7 @@ import torch
 
 from . import quadrature as _quadrature
 from . import targets as _targets
-from .answers import answer_token_ids
+from .answers import check_answer_format, proxy_answer_ids
 from .ig_paths import full_path, prefix_path
 from .tasks.base import AnswerFormat, Proxy
 from .trace_ops import PassResult
@@ -48,7 +48,8 @@ class AttributionConfig:
     quadrature: Quadrature = "right"  # "right" (alpha_k = k/m, the paper), "midpoint" or "gausslegendre" (nsneurons.quadrature)
     path: IGPath = "staircase"  # "staircase" (fastest, default), "prefix", or "full" (per-layer full prompts, the reference)
     layers_per_pass: int | None = None  # None: as many as the memory budget allows
-    answer_format: AnswerFormat = "letters"
+    # None: each proxy's own (the format travels with the proxies); if given, it must agree with theirs.
+    answer_format: AnswerFormat | None = None
 
     def __post_init__(self):
         _targets.get_target(self.target)
@@ -128,7 +129,8 @@ def checked_layers(model, layers: Sequence[int] | None) -> list[int]:
 
 def _prepare(model, proxy: Proxy, config: AttributionConfig):
     """(input ids [1, T], the four answer token ids) of one proxy, with its prompt checked."""
-    answer_ids = torch.tensor(answer_token_ids(model.tokenizer, proxy.prompt, proxy.options, config.answer_format))
+    check_answer_format([proxy], config.answer_format)
+    answer_ids = torch.tensor(proxy_answer_ids(model.tokenizer, proxy))
     ids = model.tokenizer(proxy.prompt, return_tensors="pt")["input_ids"]
     if ids.shape[1] < 2:
         raise ValueError(f"prompt of example {proxy.example_id!r} has fewer than 2 tokens")

@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import failures
+from . import failures, vocab
 from .cli_model import add_model_commands, count, progress_bars
 from .version import package_version
 
@@ -121,7 +121,7 @@ def _add_run_commands(sub) -> None:
     p.set_defaults(func=cmd_check)
     p = sub.add_parser("export", help="the good and bad neurons of every method and task, with provenance, as one CSV/JSON/Parquet file")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--format", default="csv", choices=["csv", "json", "parquet"])
+    p.add_argument("--format", default="csv", choices=vocab.choices(vocab.ExportFormat))
     p.add_argument("--out", type=Path, default=None, help="output file (default: RUN_DIR/neurons.FORMAT)")
     p.set_defaults(func=cmd_export)
 

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import vocab
+
 
 def count(low: int = 1):
     """An argparse type: an int >= low (counts, steps, seeds), refused at parse time otherwise."""
@@ -41,8 +43,8 @@ def progress_bars(args) -> bool:
 
 def add_model_args(p, required=True):
     p.add_argument("--model", required=required, help='hub id, save_pretrained folder, .gguf file, or "demo"')
-    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"], help="where a local model runs")
-    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"], help="weights and compute dtype")
+    p.add_argument("--device", default="auto", choices=vocab.choices(vocab.Device), help="where a local model runs")
+    p.add_argument("--dtype", default="float32", choices=vocab.choices(vocab.DType), help="weights and compute dtype")
     p.add_argument("--revision", default=None, help="hub revision of the model")
     p.add_argument("--remote", action="store_true", help="run on NDIF (host from NDIF_HOST or nnsight's config)")
 
@@ -52,7 +54,7 @@ def add_task_args(p):
     p.add_argument("--source", default=None, help="local .jsonl/.csv file or hub dataset id (default: packaged fixture)")
     p.add_argument("--config", default=None, help="hub dataset config")
     p.add_argument("--n", type=count(), default=None, help="number of questions (default: all)")
-    p.add_argument("--answer-format", default="letters", choices=["letters", "words"],
+    p.add_argument("--answer-format", default="letters", choices=vocab.ANSWER_FORMATS,
                    help="answer tokens: the option letters (the paper) or the first token of each option's text")
     p.add_argument("--seed", type=count(0), default=0, help="seed of every shuffle and sample")
 
@@ -109,7 +111,7 @@ def cmd_eval(args):
 
     proxies = proxies_for(args)
     model = _checkedmodel_for(args, proxies)
-    probs = option_probs(model, proxies, [BASELINE], answer_format=args.answer_format, batch_size=args.batch_size, progress=progress_bars(args))
+    probs = option_probs(model, proxies, [BASELINE], batch_size=args.batch_size, progress=progress_bars(args))
     correct = correct_table(probs).sel(condition="none").values
     chosen = probs.sel(condition="none").argmax("option").values
     if args.json:
@@ -132,7 +134,7 @@ def cmd_score(args):
     examples = list(dict.fromkeys(p.example_id for p in proxies))[: args.examples]
     proxies = [p for p in proxies if p.example_id in set(examples)]
     model = _checkedmodel_for(args, proxies)
-    config = AttributionConfig(target=args.target, steps=args.steps, path=args.path, answer_format=args.answer_format,
+    config = AttributionConfig(target=args.target, steps=args.steps, path=args.path, quadrature=args.quadrature,
                                layers_per_pass=args.layers_per_pass)
     ds = score_proxies(model, proxies, config, args.out, layers=args.layers, provenance={"task": args.task, "seed": args.seed,
                                                                                 "data_source": args.source or "packaged fixture"},
@@ -169,10 +171,12 @@ def add_model_commands(sub) -> None:
     add_model_args(p)
     add_task_args(p)
     p.add_argument("--examples", type=count(), default=5, help="identification examples (tr)")
-    p.add_argument("--target", default="ace", choices=["ace", "qrnca", "tn"], help="the function F whose IG is taken")
+    p.add_argument("--target", default="ace", choices=vocab.choices(vocab.TargetName), help="the function F whose IG is taken")
     p.add_argument("--steps", type=count(), default=16, help="m, the IG steps of Eq. 1")
-    p.add_argument("--path", default="staircase", choices=["staircase", "prefix", "full"],
+    p.add_argument("--path", default="staircase", choices=vocab.choices(vocab.IGPath),
                    help="IG computation: shared prefix with rows joining at their layer (default, fastest), shared prefix with all rows, or per-layer full prompts (reference)")
+    p.add_argument("--quadrature", default="right", choices=vocab.choices(vocab.Quadrature),
+                   help="IG nodes: right Riemann (the paper), midpoint, or Gauss-Legendre (docs/ig.md)")
     p.add_argument("--layers", type=layer_list, default=None, help="comma-separated layers (default: all)")
     p.add_argument("--layers-per-pass", type=count(), default=None, help="layers attributed per pass (default: from the memory available)")
     p.add_argument("--out", type=Path, required=True, help="output .zarr path")

@@ -20,7 +20,7 @@ from .zarrio import open_checked
 
 def screen(recipe: Recipe, model, proxies, *, progress: bool = True) -> dict[str, bool]:
     """Which candidate examples the unmodified model understands (Com of one example, appendix A.1)."""
-    table = correct_table(option_probs(model, proxies, [BASELINE], answer_format=recipe.answer_format,
+    table = correct_table(option_probs(model, proxies, [BASELINE],
                                        batch_size=recipe.evaluation.batch_size, progress=progress)).sel(condition="none")
     return {str(e): bool(table.sel(example=e).sum() >= 2) for e in table.example.values}
 
@@ -73,6 +73,6 @@ def reference_screens(recipe: Recipe, candidates: Callable[[object], list], *,
     screens = {}
     for task in recipe.tasks:
         proxies = candidates(task)
-        check_answer_tokens(reference.tokenizer, proxies, recipe.answer_format)
+        check_answer_tokens(reference.tokenizer, proxies)
         screens[task.name] = screen(recipe, reference, proxies, progress=progress)
     return screens

@@ -8,10 +8,12 @@ role of a good-only method) are not rows. JSON holds {"provenance": {...}, "neur
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
-Format = Literal["csv", "json", "parquet"]
-FORMATS: tuple[str, ...] = ("csv", "json", "parquet")
+from .vocab import ExportFormat
+
+Format = ExportFormat
+FORMATS: tuple[str, ...] = get_args(ExportFormat)
 _PROVENANCE = ("model", "recipe", "k", "n_layers", "n_neurons")
 
 

@@ -103,9 +103,8 @@ def _ig_measure(recipe, model, shape: ModelShape, proxy, device: str):
     target = "qrnca" if recipe.experiment == "naica" else ([t for t in plan_work.ig_targets(recipe) if t != "ace"] or ["ace"])[0]
     steps = recipe.naica.steps if recipe.experiment == "naica" else a.steps
     layers = list(range(max(0, shape.n_layers - MEASURED_LAYERS), shape.n_layers))
-    config = AttributionConfig(target=target, steps=steps, quadrature=a.quadrature, path=a.path, layers_per_pass=len(layers),
-                               answer_format=recipe.answer_format)
-    attribute_proxies(model, [proxy], AttributionConfig(target=target, steps=2, answer_format=recipe.answer_format),
+    config = AttributionConfig(target=target, steps=steps, quadrature=a.quadrature, path=a.path, layers_per_pass=len(layers))
+    attribute_proxies(model, [proxy], AttributionConfig(target=target, steps=2),
                       layers[-1:])  # warm-up: first-call costs (kernels, nnsight) are not the run's per-proxy cost
     _, took = timed(lambda: attribute_proxies(model, [proxy], config, layers), device)
     tally = Tally()
@@ -125,7 +124,7 @@ def _intervention_measure(recipe, model, shape: ModelShape, proxy, device: str):
         n = 1 + sum(plan_work.condition_counts(recipe).values())
     conds = _conditions(recipe, model, n)
     ev = recipe.evaluation
-    call = lambda: option_probs(model, [proxy], conds, answer_format=recipe.answer_format,
+    call = lambda: option_probs(model, [proxy], conds,
                                 position=ev.position, batch_size=ev.batch_size)
     call()  # warm-up
     _, took = timed(call, device)
@@ -143,7 +142,7 @@ def _screen_measure(recipe, model, shape: ModelShape, proxies, device: str):
     from .intervention import BASELINE, option_probs
 
     batch = proxies[:min(len(proxies), recipe.evaluation.batch_size, SCREEN_PROMPTS)]
-    call = lambda: option_probs(model, batch, [BASELINE], answer_format=recipe.answer_format, batch_size=len(batch))
+    call = lambda: option_probs(model, batch, [BASELINE], batch_size=len(batch))
     call()  # warm-up
     _, took = timed(call, device)
     lengths = [len(ids) for ids in model.tokenizer([p.prompt for p in batch])["input_ids"]]

@@ -94,7 +94,7 @@ def check_prompts(model, recipe, prompts: Sequence[Proxy]) -> None:
     from .answers import check_answer_tokens
 
     check_prompt_lengths(model, prompts)
-    check_answer_tokens(model.tokenizer, prompts, recipe.answer_format)
+    check_answer_tokens(model.tokenizer, prompts)
 
 
 def check_evaluation_set(task_name: str, sample) -> None:

@@ -31,15 +31,24 @@ def prompts_sha256(proxies: Sequence[Proxy]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
-def score_provenance(model, config: AttributionConfig, extra: dict | None = None) -> dict:
+def score_provenance(model, config: AttributionConfig, extra: dict | None = None, answer_format: str | None = None) -> dict:
+    """The store's attrs: the model, the IG settings, and the proxies' answer format."""
     prov = dict(model.provenance)
     prov.update(
         target=config.target, steps=config.steps, quadrature=config.quadrature, ig_path=config.path,
-        answer_format=config.answer_format, prompt_template=PROMPT_TEMPLATE_VERSION,
+        answer_format=answer_format or config.answer_format or "letters", prompt_template=PROMPT_TEMPLATE_VERSION,
         nsneurons_version=package_version(),
     )
     prov.update(extra or {})
     return prov
+
+
+def answer_formats(proxies: Sequence[Proxy]) -> str:
+    """The proxies' answer format (one per store: their answers are scored alike)."""
+    found = sorted({p.answer_format for p in proxies})
+    if len(found) > 1:
+        raise ValueError(f"proxies of one scores store must share an answer format, got {', '.join(found)}")
+    return found[0] if found else "letters"
 
 
 def attribute_group_with_retries(model, proxies, config, layers=None):
@@ -70,7 +79,8 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
     store = ScoreStore.open_or_create(
         Path(path), example_ids=list(groups), layers=layers, n_neurons=model.n_neurons,
         correct_letters=[[p.correct_letter for p in group] for group in groups.values()],
-        provenance=score_provenance(model, config, {**(provenance or {}), "prompts_sha256": prompts_sha256(proxies)}), item=item,
+        provenance=score_provenance(model, config, {**(provenance or {}), "prompts_sha256": prompts_sha256(proxies)},
+                                     answer_formats(proxies)), item=item,
     )
     done = store.done()
     with tqdm(total=len(groups) * N_PROXIES, initial=int(done.sum()) * N_PROXIES, unit="proxy",

@@ -55,16 +55,6 @@ def integrated_gradient(original: torch.Tensor, grads: torch.Tensor, steps: int,
     return original * (weights.to(points)[:, None] * points).sum(0)
 
 
-def shared_prefix_queries(ids: torch.Tensor, n: int, dtype, device):
-    """n copies of the last token as query tokens after the cached prompt prefix: input ids,
-    position ids (all at the last token's position) and a 4-D mask letting each see the prefix
-    and itself only. Passing the mask also keeps nnsight from adding its default one (docs/design.md)."""
-    prompt_len = ids.shape[1] - 1
-    query = ids[:, prompt_len:].expand(1, n).to(device)
-    positions = torch.full((1, n), prompt_len, dtype=torch.long, device=device)
-    return query, positions, query_mask(prompt_len, n, dtype, device)
-
-
 def scaled_copies(original: torch.Tensor, alphas: torch.Tensor) -> torch.Tensor:
     """alpha_k * a for every alpha (rows), as a leaf that gradients are taken with respect to."""
     return (original[None] * alphas.to(original.dtype).to(original.device)[:, None]).requires_grad_(True)

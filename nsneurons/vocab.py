@@ -26,6 +26,7 @@ IGPath = Literal["staircase", "prefix", "full"]  # how IG rows are laid out (nsn
 BestBy = Literal["mean", "rac", "rcc", "per_metric"]  # the rule choosing a table cell's ratio (nsneurons.cells)
 Device = Literal["cpu", "cuda", "auto"]  # where a local model runs
 DType = Literal["float32", "bfloat16", "float16"]  # model weights and compute dtype
+ExportFormat = Literal["csv", "json", "parquet"]  # `nsneurons export` file formats
 Backend = Literal["local", "remote"]  # this machine or NDIF
 Experiment = Literal["neuronllm", "naica"]  # NeuronLLM and its baselines, or NA-ICA / QRNCA
 ConditionKind = Literal["sweep", "ablation"]  # a good:bad ratio of the budget, or one role alone

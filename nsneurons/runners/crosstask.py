@@ -201,7 +201,7 @@ def _evaluate(model, recipe: Recipe, proxies, conditions, progress) -> tuple[np.
     chunks = [conditions[i:i + _CHUNK] for i in range(0, len(conditions), _CHUNK)] or [[]]
     for chunk in chunks:
         batch = [BASELINE, *chunk] if original is None else list(chunk)
-        probs = option_probs(model, proxies, batch, answer_format=recipe.answer_format, position=recipe.evaluation.position,
+        probs = option_probs(model, proxies, batch, position=recipe.evaluation.position,
                              batch_size=recipe.evaluation.batch_size, progress=progress)
         correct = correct_table(probs)
         original = correct.sel(condition="none").values if original is None else original

@@ -57,7 +57,7 @@ def attribute_queries(model, proxies_by_query: Mapping[str, Sequence[Proxy]], st
     refused if it was made with other settings); returns its arrays, loaded."""
     from ..tasks.domain_qa import TEMPLATE_VERSION
 
-    config = AttributionConfig(target="qrnca", steps=steps, answer_format=answer_format, path=path)
+    config = AttributionConfig(target="qrnca", steps=steps, path=path)
     n_prompts = {len(p) for p in proxies_by_query.values()}
     if len(n_prompts) != 1:
         raise ValueError(f"every query needs the same number of prompts, got {sorted(n_prompts)}")
@@ -91,7 +91,7 @@ def edit_key_neurons(model, proxies_by_query: Mapping[str, Sequence[Proxy]], key
         conditions = [Condition("none"), Condition("boost", excite=tuple(pairs)), Condition("suppress", silence=tuple(pairs)),
                       Condition("random_boost", excite=tuple(control)), Condition("random_suppress", silence=tuple(control))]
         proxies = list(proxies_by_query[q])
-        probs = option_probs(model, proxies, conditions, answer_format=answer_format).values  # [C, P, 4]
+        probs = option_probs(model, proxies, conditions).values  # [C, P, 4]
         correct = np.asarray([p.correct for p in proxies])
         p_correct[i] = probs[:, np.arange(len(proxies)), correct].mean(axis=1)
         n_edited[i] = len(pairs)
@@ -131,7 +131,7 @@ def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: i
     folder.root.mkdir(parents=True, exist_ok=True)
     domains = domain_of(questions_by_domain)
     proxies = domain_proxies(questions_by_domain, seed=seed, answer_format=answer_format)
-    check_answer_tokens(model.tokenizer, [p for ps in proxies.values() for p in ps], answer_format)
+    check_answer_tokens(model.tokenizer, [p for ps in proxies.values() for p in ps])
     attribution = attribute_queries(model, proxies, folder.naica_scores, steps=steps, answer_format=answer_format,
                                     progress=progress, path=path, provenance={"seed": seed, **(provenance or {})})
     attribution = attribution.assign_coords(domain=("query", [domains[q] for q in attribution["query"].values]))

@@ -73,7 +73,7 @@ def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
     es, activations = {}, None
     for target in targets:
         config = AttributionConfig(target=target, steps=a.steps, quadrature=a.quadrature, path=a.path,
-                                   layers_per_pass=a.layers_per_pass, answer_format=recipe.answer_format)
+                                   layers_per_pass=a.layers_per_pass)
         ds = score_proxies(model, id_proxies, config, RunFolder(out).scores(task.name, target),
                            layers=a.layers, provenance={"task": task.name, "seed": recipe.seed, "recipe": recipe.name,
                                        "data_source": (task.source or "packaged fixture") + (f"@{task.revision}" if task.revision else "")},
@@ -109,7 +109,7 @@ def run_task(recipe: Recipe, model, task, out: Path, *, understood: dict[str, bo
     neuron_sets = _neuron_sets(recipe, model, es, activations)
     ratios = sorted(set(recipe.evaluation.ratios) | {1.0})  # good-only methods run at 1.0 (their K good neurons)
     planned, answers = conditions.plan(neuron_sets, recipe.selection.k, ratios, recipe.evaluation.ablation)
-    probs = option_probs(model, eval_proxies, [BASELINE, *planned], answer_format=recipe.answer_format,
+    probs = option_probs(model, eval_proxies, [BASELINE, *planned],
                          position=recipe.evaluation.position, batch_size=recipe.evaluation.batch_size, progress=progress)
     arrays = conditions.collect(correct_table(probs), answers, sample.ids, list(recipe.selection.methods), ratios)
     original = arrays["original_example"]
