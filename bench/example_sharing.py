@@ -4,6 +4,7 @@ timed interleaved in one process on the demo model (the bench's 256-token prompt
 
 Usage: python bench/example_sharing.py [--rounds 3]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,6 +18,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import ig_bench  # noqa: E402
+
 from nsneurons import load_model  # noqa: E402
 from nsneurons.attribution import AttributionConfig, attribute_proxies, attribute_proxy  # noqa: E402
 

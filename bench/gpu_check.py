@@ -20,6 +20,7 @@ This file imports nothing beyond the standard library: it runs before the wheels
 
 Usage: python bench/gpu_check.py --out DIR [--shrink] [--only ig_bench,recipe] [--budget-s 450]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,10 @@ STAGES = ("wheels", "env", "tests", "ig_bench", "recipe")
 # proxies at ~0.1-0.3 s. The overall budget (--budget-s) cuts whichever stage runs when it ends.
 TIMEOUTS = {"wheels": (90, 120), "env": (60, 120), "tests": (150, 400), "ig_bench": (240, 400), "recipe": (180, 400)}
 # ig_bench's settings: (a) on every other layer (extrapolated x2; the comparisons use those 16 layers).
-IG_BENCH_ARGS = {False: ["--repeats", "5", "--repeats-paper", "1", "--paper-layers", "every:2"],
-                 True: ["--shrink", "--repeats", "1", "--repeats-paper", "1", "--paper-layers", "3", "--prompt-tokens", "48"]}
+IG_BENCH_ARGS = {
+    False: ["--repeats", "5", "--repeats-paper", "1", "--paper-layers", "every:2"],
+    True: ["--shrink", "--repeats", "1", "--repeats-paper", "1", "--paper-layers", "3", "--prompt-tokens", "48"],
+}
 
 
 def parse_args(argv=None):
@@ -79,11 +82,22 @@ class Checker:
         self.t0 = time.monotonic()
         self.last_stdout = ""
         # The GPU machine reaches no network: nothing may wait on the hub (task files are local).
-        self.env = dict(os.environ, PYTHONUNBUFFERED="1", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                        TRANSFORMERS_OFFLINE="1", MPLBACKEND="Agg")
+        self.env = dict(
+            os.environ,
+            PYTHONUNBUFFERED="1",
+            HF_HUB_OFFLINE="1",
+            HF_DATASETS_OFFLINE="1",
+            TRANSFORMERS_OFFLINE="1",
+            MPLBACKEND="Agg",
+        )
         self.env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p])
-        self.result = {"started": _now(), "shrink": args.shrink, "budget_s": args.budget_s, "stages": {},
-                       "command": " ".join(["python bench/gpu_check.py"] + sys.argv[1:])}
+        self.result = {
+            "started": _now(),
+            "shrink": args.shrink,
+            "budget_s": args.budget_s,
+            "stages": {},
+            "command": " ".join(["python bench/gpu_check.py"] + sys.argv[1:]),
+        }
 
     def left(self) -> float:
         return self.args.budget_s - (time.monotonic() - self.t0)
@@ -104,8 +118,9 @@ class Checker:
         start = time.monotonic()
         with self.log_path.open("a") as log:
             try:
-                proc = subprocess.run(cmd, cwd=ROOT, env=env or self.env, stdout=subprocess.PIPE, stderr=log,
-                                      text=True, timeout=limit)
+                proc = subprocess.run(
+                    cmd, cwd=ROOT, env=env or self.env, stdout=subprocess.PIPE, stderr=log, text=True, timeout=limit
+                )
                 stdout, rc = proc.stdout, proc.returncode
                 status = "ok" if rc == 0 else "failed"
             except subprocess.TimeoutExpired as err:
@@ -127,7 +142,7 @@ class Checker:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def stage_wheels(ck: Checker) -> dict:
@@ -135,8 +150,24 @@ def stage_wheels(ck: Checker) -> dict:
     if not wheels:
         return {"status": "skipped", "reason": f"no wheels in {ck.args.wheels} (this python's own packages are used)"}
     site = ck.work / "site"
-    rec = ck.run("wheels", [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--no-compile",
-                            "--no-cache-dir", "--upgrade", "--target", str(site)] + [str(w) for w in wheels])
+    rec = ck.run(
+        "wheels",
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-index",
+            "--no-deps",
+            "--no-compile",
+            "--no-cache-dir",
+            "--upgrade",
+            "--target",
+            str(site),
+        ]
+        + [str(w) for w in wheels],
+    )
     rec["wheels"] = [w.name for w in wheels]
     rec["bytes"] = sum(w.stat().st_size for w in wheels)
     if rec["status"] == "ok":  # every later stage imports from there first
@@ -159,12 +190,31 @@ def stage_tests(ck: Checker) -> dict:
     if ck.args.shrink:
         env["NSNEURONS_TEST_DEVICE"] = "cpu"  # the CPU stands in for the device: the same comparisons
     junit = ck.work / "cuda_tests.xml"
-    rec = ck.run("tests", [sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-q", "-s", "-rA",
-                           "-p", "no:cacheprovider", f"--junitxml={junit}"], env)
+    rec = ck.run(
+        "tests",
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/test_cuda.py",
+            "-m",
+            "cuda",
+            "-q",
+            "-s",
+            "-rA",
+            "-p",
+            "no:cacheprovider",
+            f"--junitxml={junit}",
+        ],
+        env,
+    )
     rec["counts"] = _junit_counts(junit)
     # The tests print what they measured ("IG bfloat16 staircase ace: max rel diff ...").
-    rec["measured"] = [re.sub(r"^[.sFE]+", "", line.strip()) for line in ck.last_stdout.splitlines()
-                       if re.match(r"^[.sFE]*(IG|option probs|tiny recipe) ", line.strip())]
+    rec["measured"] = [
+        re.sub(r"^[.sFE]+", "", line.strip())
+        for line in ck.last_stdout.splitlines()
+        if re.match(r"^[.sFE]*(IG|option probs|tiny recipe) ", line.strip())
+    ]
     return rec
 
 
@@ -177,8 +227,9 @@ def _junit_counts(path: Path) -> dict | None:
     suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
     counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
     counts["passed"] = counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]
-    counts["failed_names"] = [case.get("name") for case in suite.iter("testcase")
-                              if case.find("failure") is not None or case.find("error") is not None]
+    counts["failed_names"] = [
+        case.get("name") for case in suite.iter("testcase") if case.find("failure") is not None or case.find("error") is not None
+    ]
     return counts
 
 
@@ -192,17 +243,25 @@ def main(argv=None) -> dict:
         if name == "wheels":
             rec = stage_wheels(ck)
         elif name == "env":
-            rec = stage_json(ck, "env", [py, "bench/gpu_stages.py", "env", "--json", str(ck.work / "env.json")], ck.work / "env.json")
+            rec = stage_json(
+                ck, "env", [py, "bench/gpu_stages.py", "env", "--json", str(ck.work / "env.json")], ck.work / "env.json"
+            )
         elif name == "tests":
             rec = stage_tests(ck)
         elif name == "ig_bench":
             path = ck.work / "ig_bench.json"
-            rec = stage_json(ck, "ig_bench", [py, "bench/ig_bench.py", "--mode", "gpu", "--json", str(path)]
-                             + IG_BENCH_ARGS[args.shrink], path)
+            rec = stage_json(
+                ck, "ig_bench", [py, "bench/ig_bench.py", "--mode", "gpu", "--json", str(path)] + IG_BENCH_ARGS[args.shrink], path
+            )
         else:
             path = ck.work / "recipe.json"
-            rec = stage_json(ck, "recipe", [py, "bench/gpu_stages.py", "recipe", "--json", str(path), "--work",
-                                            str(ck.work / "recipe")] + (["--shrink"] if args.shrink else []), path)
+            rec = stage_json(
+                ck,
+                "recipe",
+                [py, "bench/gpu_stages.py", "recipe", "--json", str(path), "--work", str(ck.work / "recipe")]
+                + (["--shrink"] if args.shrink else []),
+                path,
+            )
         ck.result["stages"][name] = rec
         ck.save()
     ck.say((ck.out / "gpu_check.md").read_text())

@@ -11,6 +11,7 @@
 Random weights: the recipe's numbers are a timing, not a finding (the tokenizer is the tests'
 offline one, so prompts are not LLaMA's token counts either: the mean is reported).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,17 +29,41 @@ for _p in (ROOT, ROOT / "tests", ROOT / "bench"):
     if str(_p) not in sys.path:
         sys.path.insert(0, str(_p))
 
-PACKAGES = ("torch", "transformers", "nnsight", "accelerate", "numpy", "xarray", "zarr", "numcodecs", "datasets",
-            "pyarrow", "pandas", "gguf", "pydantic", "greenlet", "huggingface-hub", "tokenizers", "safetensors",
-            "matplotlib", "pytest", "triton")
+PACKAGES = (
+    "torch",
+    "transformers",
+    "nnsight",
+    "accelerate",
+    "numpy",
+    "xarray",
+    "zarr",
+    "numcodecs",
+    "datasets",
+    "pyarrow",
+    "pandas",
+    "gguf",
+    "pydantic",
+    "greenlet",
+    "huggingface-hub",
+    "tokenizers",
+    "safetensors",
+    "matplotlib",
+    "pytest",
+    "triton",
+)
 PAPER_RECIPE = ROOT / "recipes" / "table1-llama2-7b.yaml"
 
 
 def env_info() -> dict:
     import torch
 
-    info = {"python": platform.python_version(), "executable": sys.executable, "platform": platform.platform(),
-            "versions": {}, "imported_from": {}}
+    info = {
+        "python": platform.python_version(),
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "versions": {},
+        "imported_from": {},
+    }
     for name in PACKAGES:
         try:
             info["versions"][name] = metadata.version(name)
@@ -52,13 +77,22 @@ def env_info() -> dict:
     info["torch_cuda"] = torch.version.cuda
     info["cuda_available"] = torch.cuda.is_available()
     info["device_count"] = torch.cuda.device_count()
-    info["devices"] = [{"name": torch.cuda.get_device_name(i), "capability": list(torch.cuda.get_device_capability(i)),
-                        "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1)}
-                       for i in range(torch.cuda.device_count())]
+    info["devices"] = [
+        {
+            "name": torch.cuda.get_device_name(i),
+            "capability": list(torch.cuda.get_device_capability(i)),
+            "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1),
+        }
+        for i in range(torch.cuda.device_count())
+    ]
     info["tf32_matmul_default"] = torch.backends.cuda.matmul.allow_tf32
     try:
-        smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm",
-                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         info["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
     except (OSError, subprocess.TimeoutExpired) as err:
         info["nvidia_smi"] = f"not available: {err}"
@@ -67,12 +101,13 @@ def env_info() -> dict:
 
 # ----------------------------------------------------------------------------- recipe timing
 
+
 @contextlib.contextmanager
 def timed_stages(calls: list, tokenizer):
     """Time the pipeline's units of work as run_recipe calls them: IG (score_proxies), option
     probabilities (the screen: 1 condition; the evaluation: every condition), selection, report."""
-    import nsneurons.runners.neuronllm as pipeline
     import nsneurons.report as report
+    import nsneurons.runners.neuronllm as pipeline
     import nsneurons.selection as selection
 
     def wrap(module, name, kind, describe):
@@ -84,14 +119,19 @@ def timed_stages(calls: list, tokenizer):
             _sync()
             calls.append({"kind": kind, "seconds": time.perf_counter() - start, **describe(args, kwargs)})
             return out
+
         return module, name, original, timed
 
     def tokens(proxies):
         return [len(tokenizer(p.prompt)["input_ids"]) for p in proxies]
 
     patches = [
-        wrap(pipeline, "score_proxies", "ig", lambda a, k: {"target": a[2].target, "n_proxies": len(a[1]),
-                                                           "prompt_tokens": tokens(a[1])}),
+        wrap(
+            pipeline,
+            "score_proxies",
+            "ig",
+            lambda a, k: {"target": a[2].target, "n_proxies": len(a[1]), "prompt_tokens": tokens(a[1])},
+        ),
         wrap(pipeline, "option_probs", "option_probs", lambda a, k: {"n_proxies": len(a[1]), "n_conditions": len(a[2])}),
         wrap(selection, "select", "selection", lambda a, k: {"method": a[0]}),
         wrap(report, "write_report", "report", lambda a, k: {}),
@@ -117,11 +157,19 @@ def timing_recipe(paper, *, shrink: bool, device: str, output: str, task: str):
     from nsneurons.recipe import recipe_from_dict
 
     data = paper.to_dict()
-    data.update(name="gpu-check-recipe", model="in-memory random-init model", device=device, output=output,
-                tasks=[{"name": task}], dtype="float32" if shrink else "bfloat16", description="bench/gpu_check.py timing")
+    data.update(
+        name="gpu-check-recipe",
+        model="in-memory random-init model",
+        device=device,
+        output=output,
+        tasks=[{"name": task}],
+        dtype="float32" if shrink else "bfloat16",
+        description="bench/gpu_check.py timing",
+    )
     # 30 candidates screened for 5 + 5 evaluation examples; the conditions per example stay the paper's.
-    data["evaluation"] = dict(data["evaluation"], candidates=12 if shrink else 30, understood=2 if shrink else 5,
-                              not_understood=2 if shrink else 5)
+    data["evaluation"] = dict(
+        data["evaluation"], candidates=12 if shrink else 30, understood=2 if shrink else 5, not_understood=2 if shrink else 5
+    )
     if shrink:  # two identification examples: the flow, in seconds
         data["identification_examples"] = 2
     return recipe_from_dict(data)
@@ -152,25 +200,36 @@ def extrapolate(calls: list, measured, paper, total_s: float) -> dict:
     n_tasks = len(paper.tasks)
     total = n_tasks * sum(per_task.values()) + report_s
     return {
-        "seconds_per_proxy_ig": per_proxy, "proxies_per_example": proxies_per_example,
-        "seconds_per_screen_proxy": s_screen, "seconds_per_eval_proxy": s_eval,
+        "seconds_per_proxy_ig": per_proxy,
+        "proxies_per_example": proxies_per_example,
+        "seconds_per_screen_proxy": s_screen,
+        "seconds_per_eval_proxy": s_eval,
         "eval_conditions_measured": evals[0]["n_conditions"] if evals else None,
-        "selection_s_per_task": selection_s, "report_s": report_s, "other_s_per_task": other_s,
-        "table1": {"tasks": n_tasks, "identification_examples": paper.identification_examples,
-                   "candidates": ev.candidates, "evaluation_examples": ev.understood + ev.not_understood,
-                   "ratios": len(ev.ratios), "methods": list(paper.selection.methods),
-                   "seconds_per_task": per_task, "seconds_total": total, "hours_total": total / 3600},
+        "selection_s_per_task": selection_s,
+        "report_s": report_s,
+        "other_s_per_task": other_s,
+        "table1": {
+            "tasks": n_tasks,
+            "identification_examples": paper.identification_examples,
+            "candidates": ev.candidates,
+            "evaluation_examples": ev.understood + ev.not_understood,
+            "ratios": len(ev.ratios),
+            "methods": list(paper.selection.methods),
+            "seconds_per_task": per_task,
+            "seconds_total": total,
+            "hours_total": total / 3600,
+        },
     }
 
 
 def recipe_stage(args) -> dict:
     import torch
-
     from fixtures_models import llama_style_tokenizer
     from ig_bench import LLAMA2_7B, LLAMA2_SHRUNK, random_llama
+
     from nsneurons.models import wrap
-    from nsneurons.runners.neuronllm import run_recipe
     from nsneurons.recipe import load_recipe
+    from nsneurons.runners.neuronllm import run_recipe
 
     device = "cpu" if args.shrink else "cuda"
     if device == "cuda" and not torch.cuda.is_available():
@@ -192,13 +251,25 @@ def recipe_stage(args) -> dict:
     total_s = time.perf_counter() - start
     tokens = [t for c in calls if c["kind"] == "ig" for t in c.pop("prompt_tokens")]
     return {
-        "model": model.describe(), "build_s": build_s, "recipe_s": total_s, "task": args.task,
-        "settings": {"identification_examples": recipe.identification_examples, "steps": recipe.attribution.steps,
-                     "path": recipe.attribution.path, "k": recipe.selection.k, "z": recipe.selection.z,
-                     "methods": list(recipe.selection.methods), "ratios": list(recipe.evaluation.ratios),
-                     "candidates": recipe.evaluation.candidates, "understood": recipe.evaluation.understood,
-                     "not_understood": recipe.evaluation.not_understood, "ablation": recipe.evaluation.ablation,
-                     "dtype": recipe.dtype, "device": device},
+        "model": model.describe(),
+        "build_s": build_s,
+        "recipe_s": total_s,
+        "task": args.task,
+        "settings": {
+            "identification_examples": recipe.identification_examples,
+            "steps": recipe.attribution.steps,
+            "path": recipe.attribution.path,
+            "k": recipe.selection.k,
+            "z": recipe.selection.z,
+            "methods": list(recipe.selection.methods),
+            "ratios": list(recipe.evaluation.ratios),
+            "candidates": recipe.evaluation.candidates,
+            "understood": recipe.evaluation.understood,
+            "not_understood": recipe.evaluation.not_understood,
+            "ablation": recipe.evaluation.ablation,
+            "dtype": recipe.dtype,
+            "device": device,
+        },
         "prompt_tokens": {"mean": sum(tokens) / len(tokens), "min": min(tokens), "max": max(tokens)} if tokens else None,
         "peak_gpu_memory_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None,
         "calls": calls,

@@ -40,6 +40,7 @@ Modes:
 
 Usage: python bench/ig_bench.py --mode cpu [--random] [--json out.json] [--paper-layers 0,10,20]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,8 +75,17 @@ from nsneurons.models import wrap  # noqa: E402
 from nsneurons.tasks.base import Proxy  # noqa: E402
 
 TOP_K = 100
-COLUMNS = ["strategy", "s / question (all layers, median)", "min s", "runs", "speed-up vs (a)", "peak memory",
-           "max rel. diff vs (a)", "top-100 good overlap", "top-100 bad overlap"]
+COLUMNS = [
+    "strategy",
+    "s / question (all layers, median)",
+    "min s",
+    "runs",
+    "speed-up vs (a)",
+    "peak memory",
+    "max rel. diff vs (a)",
+    "top-100 good overlap",
+    "top-100 bad overlap",
+]
 
 OPTIONS = ("positive", "negative", "neutral", "not sure")
 _REVIEW = [
@@ -90,9 +100,11 @@ _REVIEW = [
 
 def build_prompt(tokenizer, target_tokens: int) -> str:
     """A QATT-style sentiment question whose prompt has about `target_tokens` tokens, ending "Answer:"."""
-    head = ("You are an expert in sentiment analysis. Read the question and the four options, then answer "
-            "with the letter (A, B, C or D) of the single correct option.\nQuestion: What is the sentiment of this review?\n"
-            "Review: ")
+    head = (
+        "You are an expert in sentiment analysis. Read the question and the four options, then answer "
+        "with the letter (A, B, C or D) of the single correct option.\nQuestion: What is the sentiment of this review?\n"
+        "Review: "
+    )
     tail = "\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:"
     body: list[str] = []
     i = 0
@@ -126,6 +138,7 @@ def example_proxies(prompt: str, correct: int) -> list[Proxy]:
 
 
 # ----------------------------------------------------------------------------- memory
+
 
 class PeakMemory:
     """Peak memory during a block: CUDA max_memory_allocated, or this process's peak RSS (VmHWM)."""
@@ -182,6 +195,7 @@ def _sync(device: torch.device) -> None:
 
 
 # ----------------------------------------------------------------------------- strategies
+
 
 @dataclass
 class Problem:
@@ -273,6 +287,7 @@ def shared_prefix(pb: Problem, layers) -> torch.Tensor:
     device = pb.ids.device
     scaled, originals, handles = [], [], []
     for g, layer in enumerate(layers):
+
         def hook(mod, args, g=g):
             x = args[0].clone()
             orig = x[0, g * m].detach().clone()
@@ -281,11 +296,15 @@ def shared_prefix(pb: Problem, layers) -> torch.Tensor:
             scaled.append(s)
             originals.append(orig)
             return (x,) + tuple(args[1:])
+
         handles.append(pb.down_projs[layer].register_forward_pre_hook(hook))
     try:
-        logits = pb.hf(pb.ids[:, -1:].expand(1, n), **cache_kw(pb.hf, DynamicCache(ddp_cache_data=kv)),
-                       position_ids=torch.full((1, n), prefix_len, device=device),
-                       attention_mask=_query_mask(n, prefix_len, dtype, device)).logits[0]
+        logits = pb.hf(
+            pb.ids[:, -1:].expand(1, n),
+            **cache_kw(pb.hf, DynamicCache(ddp_cache_data=kv)),
+            position_ids=torch.full((1, n), prefix_len, device=device),
+            attention_mask=_query_mask(n, prefix_len, dtype, device),
+        ).logits[0]
     finally:
         for h in handles:
             h.remove()
@@ -310,7 +329,7 @@ def prefix_diag_attention(module, query, key, value, attention_mask=None, scalin
     hkv = key.shape[1]
     g = h // hkv
     p = key.shape[2] - n
-    scaling = scaling if scaling is not None else d ** -0.5
+    scaling = scaling if scaling is not None else d**-0.5
     q = query.reshape(b, hkv, g * n, d)
     kp, ks = key[:, :, :p], key[:, :, p:]
     vp, vs = value[:, :, :p], value[:, :, p:]
@@ -349,8 +368,9 @@ class attention_impl:
         return False
 
 
-def shared_prefix_manual(pb: Problem, layers, staircase: bool = True, answer_logits: bool = True,
-                         attn: str | None = None) -> torch.Tensor:
+def shared_prefix_manual(
+    pb: Problem, layers, staircase: bool = True, answer_logits: bool = True, attn: str | None = None
+) -> torch.Tensor:
     """(c2) c1 with the decoder blocks called one by one, plus: prefix logits at one position only,
     `answer_logits` (the four answer-token logits only; exact for "ace" alone) and `staircase`
     (group j's rows join at layer j: below it they equal the unscaled row 0, so no copies run there).
@@ -389,13 +409,19 @@ def shared_prefix_manual(pb: Problem, layers, staircase: bool = True, answer_log
                 originals.append(orig)
                 lo, hi = 1 + g * m, 1 + (g + 1) * m
                 return (torch.cat([x[:, :lo], s[None], x[:, hi:]], dim=1),) + tuple(args[1:])
+
             handle = pb.down_projs[li].register_forward_pre_hook(hook)
         n = hidden.shape[1]
         try:
             with attention_impl(hf, attn):
-                hidden = block(hidden, attention_mask=None if attn else _query_mask(n, prefix_len, dtype, device),
-                               position_ids=pos1.expand(1, n), **cache_kw(block, cache), use_cache=True,
-                               position_embeddings=(cos.expand(1, n, -1), sin.expand(1, n, -1)))
+                hidden = block(
+                    hidden,
+                    attention_mask=None if attn else _query_mask(n, prefix_len, dtype, device),
+                    position_ids=pos1.expand(1, n),
+                    **cache_kw(block, cache),
+                    use_cache=True,
+                    position_embeddings=(cos.expand(1, n, -1), sin.expand(1, n, -1)),
+                )
         finally:
             if handle is not None:
                 handle.remove()
@@ -411,6 +437,7 @@ def shared_prefix_manual(pb: Problem, layers, staircase: bool = True, answer_log
 
 
 # ----------------------------------------------------------------------------- comparison
+
 
 def max_rel_diff(x: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(x - ref).max() / max(np.abs(ref).max(), 1e-30))
@@ -449,6 +476,7 @@ class Row:
 
 
 # ----------------------------------------------------------------------------- timing on a shared machine
+
 
 def _machine_jiffies() -> tuple[int, int]:
     """(busy, total) CPU ticks of the whole machine, from /proc/stat."""
@@ -489,7 +517,7 @@ class Gate:
     def time(self, fn, device) -> tuple[float, object, float, int]:
         """(seconds, fn's value, others' CPU share, tries) of the best of up to `tries` timings."""
         best = None
-        for attempt in range(1, (self.tries if self.enabled else 1) + 1):
+        for attempt in range(1, (self.tries if self.enabled else 1) + 1):  # noqa: B007 - read after the loop
             if self.enabled:
                 self.wait_quiet()
             _sync(device)
@@ -522,12 +550,22 @@ def run_strategy(name: str, fn, device, repeats: int, gate: Gate, warmup=None, n
         retries += tries - 1
         ig = out if ig is None else ig
         log(f"  {name}: run {r + 1}/{repeats}: {dt:.3f} s (others used {share:.0%} of the CPU)")
-    return Row(name, times, statistics.median(times), mem.peak_bytes, mem.how, np.asarray(ig, dtype=np.float32), note,
-               others_cpu=shares, retries=retries)
+    return Row(
+        name,
+        times,
+        statistics.median(times),
+        mem.peak_bytes,
+        mem.how,
+        np.asarray(ig, dtype=np.float32),
+        note,
+        others_cpu=shares,
+        retries=retries,
+    )
 
 
-def run_paper(name: str, pb, layers, all_layers, device, repeats: int, gate: Gate, batch: int, last_logits: bool,
-              log=print) -> Row:
+def run_paper(
+    name: str, pb, layers, all_layers, device, repeats: int, gate: Gate, batch: int, last_logits: bool, log=print
+) -> Row:
     """(a) timed layer by layer (each layer its own gated timing), summed, scaled to all layers if a subset.
 
     Warm-up and peak memory: the lowest layer alone, whose graph is the largest of the per-layer passes."""
@@ -559,8 +597,18 @@ def run_paper(name: str, pb, layers, all_layers, device, repeats: int, gate: Gat
         ig = torch.cat(outs) if ig is None else ig
     subset = len(layers) < len(all_layers)
     note = f"batch {batch}" + (", last-position logits only" if last_logits else ", full logits at all positions")
-    row = Row(name, totals, statistics.median(totals) * len(all_layers) / len(layers), mem.peak_bytes, mem.how,
-              np.asarray(ig, dtype=np.float32), note, len(layers) if subset else None, shares, retries)
+    row = Row(
+        name,
+        totals,
+        statistics.median(totals) * len(all_layers) / len(layers),
+        mem.peak_bytes,
+        mem.how,
+        np.asarray(ig, dtype=np.float32),
+        note,
+        len(layers) if subset else None,
+        shares,
+        retries,
+    )
     row.per_layer_seconds = per_layer
     return row
 
@@ -585,25 +633,53 @@ def markdown_table(rows: list[Row]) -> str:
         if r.extrapolated_from:
             secs += f" (extrapolated from {r.extrapolated_from} layers)"
         fmt = lambda v, f: "-" if v is None else f.format(v)  # noqa: E731
-        lines.append("| " + " | ".join([
-            r.name, secs, f"{r.min_per_question:.3f}", str(len(r.seconds)), fmt(r.speedup, "{:.1f}x"), _gib(r.peak_bytes),
-            fmt(r.max_rel_diff, "{:.2e}"), fmt(r.good_overlap, "{:.0%}"), fmt(r.bad_overlap, "{:.0%}"),
-        ]) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r.name,
+                    secs,
+                    f"{r.min_per_question:.3f}",
+                    str(len(r.seconds)),
+                    fmt(r.speedup, "{:.1f}x"),
+                    _gib(r.peak_bytes),
+                    fmt(r.max_rel_diff, "{:.2e}"),
+                    fmt(r.good_overlap, "{:.0%}"),
+                    fmt(r.bad_overlap, "{:.0%}"),
+                ]
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- models
 
-LLAMA2_7B = dict(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
-                 num_key_value_heads=32, vocab_size=32000, max_position_embeddings=4096, rms_norm_eps=1e-5,
-                 tie_word_embeddings=False)
+LLAMA2_7B = dict(
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    vocab_size=32000,
+    max_position_embeddings=4096,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=False,
+)
 
 
 # The same architecture, small enough that bfloat16 on a CPU (slow there) runs the gpu-mode flow in
 # seconds: --shrink here and in bench/gpu_check.py. The vocabulary still covers the offline
 # tokenizer's ids (< 600).
-LLAMA2_SHRUNK = dict(LLAMA2_7B, hidden_size=64, intermediate_size=172, num_hidden_layers=4, num_attention_heads=4,
-                     num_key_value_heads=4, vocab_size=640)
+LLAMA2_SHRUNK = dict(
+    LLAMA2_7B,
+    hidden_size=64,
+    intermediate_size=172,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=4,
+    vocab_size=640,
+)
 
 
 def random_llama(config_kwargs: dict, dtype, device: str, seed: int, scale: float = 1.0):
@@ -640,7 +716,11 @@ def build(args):
             torch.manual_seed(args.seed)
             cfg = AutoConfig.from_pretrained(str(folder))
             hf = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32).eval()
-            return hf, tok, "random-init model of SmolLM2-135M's shape (30 layers, hidden 576, intermediate 1536, 9/3 heads, vocab 49152), float32"
+            return (
+                hf,
+                tok,
+                "random-init model of SmolLM2-135M's shape (30 layers, hidden 576, intermediate 1536, 9/3 heads, vocab 49152), float32",
+            )
         hf = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
         return hf, tok, "SmolLM2-135M-Instruct (demo model, Q4_1 GGUF dequantized), float32"
     # gpu
@@ -650,7 +730,11 @@ def build(args):
     if args.shrink:  # the gpu-mode flow on a small LLaMA-2-style model, on CUDA if there is one, else CPU
         device = "cuda" if torch.cuda.is_available() else "cpu"
         hf = random_llama(LLAMA2_SHRUNK, torch.bfloat16, device, args.seed)
-        return hf, tok, f"--shrink: random-init LLaMA-2-style model (4 layers, hidden 64, intermediate 172, vocab 640) on {device}, bfloat16"
+        return (
+            hf,
+            tok,
+            f"--shrink: random-init LLaMA-2-style model (4 layers, hidden 64, intermediate 172, vocab 640) on {device}, bfloat16",
+        )
     if not torch.cuda.is_available():
         raise SystemExit("--mode gpu needs a CUDA device (torch sees none); --shrink runs its flow on a small model on CPU")
     hf = random_llama(LLAMA2_7B, torch.bfloat16, "cuda", args.seed)
@@ -659,9 +743,15 @@ def build(args):
 
 # ----------------------------------------------------------------------------- main
 
+
 def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_threads": torch.get_num_threads(), "cores": os.cpu_count()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "cores": os.cpu_count(),
+    }
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
         info["cpu"] = next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "")
@@ -695,22 +785,39 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, help="m, the number of alpha steps (16)")
     p.add_argument("--repeats", type=int, help="timed runs of (b) and (c) after one warm-up (median)")
     p.add_argument("--repeats-paper", type=int, help="timed runs of (a) after a one-layer warm-up")
-    p.add_argument("--paper-layers", help="time (a) on these layers only (comma list, or 'every:K') and "
-                   "extrapolate linearly to all layers; comparisons then use these layers")
+    p.add_argument(
+        "--paper-layers",
+        help="time (a) on these layers only (comma list, or 'every:K') and "
+        "extrapolate linearly to all layers; comparisons then use these layers",
+    )
     p.add_argument("--paper-batch", type=int, help="(a): rows per forward (default m; halved on CUDA OOM)")
-    p.add_argument("--paper-last-logits", action="store_true",
-                   help="(a): logits at the last position only (kinder to (a) than the peers' code)")
+    p.add_argument(
+        "--paper-last-logits",
+        action="store_true",
+        help="(a): logits at the last position only (kinder to (a) than the peers' code)",
+    )
     p.add_argument("--no-limit", action="store_true", help="skip the (c) strategies")
     p.add_argument("--precision", action="store_true", help="add the precision section (default in gpu mode)")
-    p.add_argument("--gate", action=argparse.BooleanOptionalAction, default=None,
-                   help="wait for a quiet CPU before each timing and retry timings other processes disturbed "
-                        "(default: on in cpu mode, off in ci and gpu modes)")
-    p.add_argument("--gate-threshold", type=float, default=0.10,
-                   help="others' share of the machine's CPU that marks a timing as disturbed (0.10)")
+    p.add_argument(
+        "--gate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="wait for a quiet CPU before each timing and retry timings other processes disturbed "
+        "(default: on in cpu mode, off in ci and gpu modes)",
+    )
+    p.add_argument(
+        "--gate-threshold",
+        type=float,
+        default=0.10,
+        help="others' share of the machine's CPU that marks a timing as disturbed (0.10)",
+    )
     p.add_argument("--gate-wait", type=float, default=60.0, help="longest wait for a quiet moment, seconds (60)")
     p.add_argument("--gate-tries", type=int, default=3, help="timings per measurement at most; the fastest is kept (3)")
-    p.add_argument("--shrink", action="store_true",
-                   help="gpu mode: a 4-layer LLaMA-2-style model instead of 7B (checks the flow; runs on CPU without CUDA)")
+    p.add_argument(
+        "--shrink",
+        action="store_true",
+        help="gpu mode: a 4-layer LLaMA-2-style model instead of 7B (checks the flow; runs on CPU without CUDA)",
+    )
     p.add_argument("--ci-layers", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--correct", type=int, default=1, help="index of the correct option (0..3)")
@@ -753,14 +860,19 @@ def _paper_row(pb, layers, all_layers, args, device, name, repeats, gate, log):
 
 def run(args) -> dict:
     log = (lambda *a, **k: None) if args.quiet else (lambda *a, **k: print(*a, **k, file=sys.stderr, flush=True))
-    started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    started = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     load_start = os.getloadavg()[0]
     t_build = time.perf_counter()
     hf, tok, description = build(args)
     model = wrap(hf, tok, source=description)
     device = model.device
-    gate = Gate(enabled=args.gate and device.type == "cpu" and Path("/proc/stat").exists(), threshold=args.gate_threshold,
-                wait_s=args.gate_wait, tries=args.gate_tries, log=log)
+    gate = Gate(
+        enabled=args.gate and device.type == "cpu" and Path("/proc/stat").exists(),
+        threshold=args.gate_threshold,
+        wait_s=args.gate_wait,
+        tries=args.gate_tries,
+        log=log,
+    )
     prompt = build_prompt(tok, args.prompt_tokens)
     ids = tok(prompt, return_tensors="pt")["input_ids"].to(device)
     answer_ids = torch.tensor(answer_token_ids(tok, prompt, OPTIONS, "letters"), device=device)
@@ -769,8 +881,10 @@ def run(args) -> dict:
     all_layers = list(range(model.n_layers))
     paper_layers = _paper_layers(args.paper_layers, model.n_layers)
     pb = Problem(hf, [model.down_proj(i, hf) for i in all_layers], ids, answer_ids, args.correct, config.target, args.steps)
-    log(f"{description}: {model.n_layers} layers x {model.n_neurons} neurons, prompt {ids.shape[1]} tokens, "
-        f"m = {args.steps}, built in {time.perf_counter() - t_build:.1f} s")
+    log(
+        f"{description}: {model.n_layers} layers x {model.n_neurons} neurons, prompt {ids.shape[1]} tokens, "
+        f"m = {args.steps}, built in {time.perf_counter() - t_build:.1f} s"
+    )
 
     rows: list[Row] = []
     failed: list[dict] = []
@@ -791,8 +905,16 @@ def run(args) -> dict:
         return row
 
     # (b) and (c) first: (a) leaves the largest heap behind.
-    rows.append(run_strategy("(b) nsneurons attribute_proxy (default: path=staircase)",
-                             lambda: attribute_proxy(model, proxy, config).ig, device, args.repeats, gate, log=log))
+    rows.append(
+        run_strategy(
+            "(b) nsneurons attribute_proxy (default: path=staircase)",
+            lambda: attribute_proxy(model, proxy, config).ig,
+            device,
+            args.repeats,
+            gate,
+            log=log,
+        )
+    )
     if not args.no_limit:
         flat = dataclasses.replace(config, path="prefix")
         optional("(b2) nsneurons, path=prefix (every row from the embedding on)", lambda: attribute_proxy(model, proxy, flat).ig)
@@ -800,63 +922,107 @@ def run(args) -> dict:
         def with_prefix_diag():
             with attention_impl(model.hf_model, _PREFIX_DIAG):
                 return attribute_proxy(model, proxy, config).ig
+
         optional("(b3) = (b) + prefix+self attention function (no n x n masked block)", with_prefix_diag)
         # An example's three proxies (options in three orders) in one session, as score_proxies runs
         # them: their common prefix once. Compared on the first proxy (= (a)'s prompt); time / 3.
         example = example_proxies(prompt, args.correct)
-        per_example = optional("(b4) nsneurons attribute_proxies: an example's 3 proxies in one session, per proxy",
-                               lambda: attribute_proxies(model, example, config)[0].ig)
+        per_example = optional(
+            "(b4) nsneurons attribute_proxies: an example's 3 proxies in one session, per proxy",
+            lambda: attribute_proxies(model, example, config)[0].ig,
+        )
         if per_example is not None:
             per_example.seconds_per_question /= len(example)
             per_example.seconds = [t / len(example) for t in per_example.seconds]
         variants = [
-            ("(c1) plain PyTorch, shared prefix, one sequence (what (b) does, no nnsight)", lambda: shared_prefix(pb, all_layers)),
-            ("(c2) c1 + prefix logits at 1 position + answer logits only",
-             lambda: shared_prefix_manual(pb, all_layers, staircase=False, answer_logits=True)),
-            ("(c3) c1 + prefix logits at 1 position + staircase rows",
-             lambda: shared_prefix_manual(pb, all_layers, staircase=True, answer_logits=False)),
+            (
+                "(c1) plain PyTorch, shared prefix, one sequence (what (b) does, no nnsight)",
+                lambda: shared_prefix(pb, all_layers),
+            ),
+            (
+                "(c2) c1 + prefix logits at 1 position + answer logits only",
+                lambda: shared_prefix_manual(pb, all_layers, staircase=False, answer_logits=True),
+            ),
+            (
+                "(c3) c1 + prefix logits at 1 position + staircase rows",
+                lambda: shared_prefix_manual(pb, all_layers, staircase=True, answer_logits=False),
+            ),
             ("(c4) c2 + staircase rows", lambda: shared_prefix_manual(pb, all_layers, staircase=True, answer_logits=True)),
-            ("(c5) c4 + prefix+self attention (no n x n masked block)",
-             lambda: shared_prefix_manual(pb, all_layers, staircase=True, answer_logits=True, attn=_PREFIX_DIAG)),
+            (
+                "(c5) c4 + prefix+self attention (no n x n masked block)",
+                lambda: shared_prefix_manual(pb, all_layers, staircase=True, answer_logits=True, attn=_PREFIX_DIAG),
+            ),
         ]
         for name, fn in variants:
             optional(name, fn)
-    paper = _paper_row(pb, paper_layers, all_layers, args, device, "(a) paper-style plain PyTorch (per layer, m full prompts)",
-                       args.repeats_paper, gate, log)
+    paper = _paper_row(
+        pb,
+        paper_layers,
+        all_layers,
+        args,
+        device,
+        "(a) paper-style plain PyTorch (per layer, m full prompts)",
+        args.repeats_paper,
+        gate,
+        log,
+    )
     rows.insert(0, paper)
     compare(rows, paper, paper_layers, all_layers)
     dtype = str(next(hf.parameters()).dtype).removeprefix("torch.")
     argv = sys.argv[1:] if sys.argv and sys.argv[0].endswith("ig_bench.py") else []
     result = {
-        "mode": args.mode, "model": description, "dtype": dtype, "device": str(device),
-        "n_layers": model.n_layers, "n_neurons": model.n_neurons, "prompt_tokens": int(ids.shape[1]), "steps": args.steps,
-        "target": config.target, "quadrature": config.quadrature, "paper_layers": paper_layers,
+        "mode": args.mode,
+        "model": description,
+        "dtype": dtype,
+        "device": str(device),
+        "n_layers": model.n_layers,
+        "n_neurons": model.n_neurons,
+        "prompt_tokens": int(ids.shape[1]),
+        "steps": args.steps,
+        "target": config.target,
+        "quadrature": config.quadrature,
+        "paper_layers": paper_layers,
         "ratio_a_over_b": paper.seconds_per_question / rows[1].seconds_per_question,
-        "memory": paper.memory_how, "columns": COLUMNS, "table": markdown_table(rows),
-        "rows": [_row_json(r) for r in rows], "started": started, "loadavg_1m_start": load_start,
+        "memory": paper.memory_how,
+        "columns": COLUMNS,
+        "table": markdown_table(rows),
+        "rows": [_row_json(r) for r in rows],
+        "started": started,
+        "loadavg_1m_start": load_start,
         "gate": {"enabled": gate.enabled, "threshold": gate.threshold, "wait_s": gate.wait_s, "tries": gate.tries},
         "command": " ".join(["python bench/ig_bench.py"] + argv) if argv else "python bench/ig_bench.py (called in-process)",
     }
     result["failed_strategies"] = failed
     if args.precision:
         try:
-            result["precision"] = precision_section(args, model, proxy, config, pb, rows, paper_layers, all_layers, device, gate, log)
+            result["precision"] = precision_section(
+                args, model, proxy, config, pb, rows, paper_layers, all_layers, device, gate, log
+            )
         except Exception as err:  # noqa: BLE001 - the main table above still stands
             log(f"  precision section: FAILED: {type(err).__name__}: {err}")
             result["precision_error"] = f"{type(err).__name__}: {str(err)[:500]}"
     result["machine"] = machine()
-    result["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    result["finished"] = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return result
 
 
 def _row_json(r: Row) -> dict:
-    return {"name": r.name, "seconds": r.seconds, "seconds_per_question": r.seconds_per_question,
-            "min_seconds_per_question": r.min_per_question,
-            "extrapolated_from_layers": r.extrapolated_from, "peak_memory_bytes": r.peak_bytes, "note": r.note,
-            "others_cpu_share": r.others_cpu, "retried_timings": r.retries,
-            "per_layer_seconds": getattr(r, "per_layer_seconds", None),
-            "speedup_vs_a": r.speedup, "max_rel_diff_vs_a": r.max_rel_diff,
-            "top100_good_overlap": r.good_overlap, "top100_bad_overlap": r.bad_overlap}
+    return {
+        "name": r.name,
+        "seconds": r.seconds,
+        "seconds_per_question": r.seconds_per_question,
+        "min_seconds_per_question": r.min_per_question,
+        "extrapolated_from_layers": r.extrapolated_from,
+        "peak_memory_bytes": r.peak_bytes,
+        "note": r.note,
+        "others_cpu_share": r.others_cpu,
+        "retried_timings": r.retries,
+        "per_layer_seconds": getattr(r, "per_layer_seconds", None),
+        "speedup_vs_a": r.speedup,
+        "max_rel_diff_vs_a": r.max_rel_diff,
+        "top100_good_overlap": r.good_overlap,
+        "top100_bad_overlap": r.bad_overlap,
+    }
 
 
 def precision_section(args, model, proxy, config, pb, rows, paper_layers, all_layers, device, gate, log) -> dict:
@@ -866,10 +1032,20 @@ def precision_section(args, model, proxy, config, pb, rows, paper_layers, all_la
     if low_dtype == torch.float32:  # ci/cpu: round the weights to bf16 and time both paths there first
         model.hf_model.to(torch.bfloat16)
         low_wrapped = wrap(model.hf_model, model.tokenizer, source="bf16")
-        low_b = run_strategy("(b) nsneurons, bfloat16", lambda: attribute_proxy(low_wrapped, proxy, config).ig,
-                             device, args.repeats, gate, log=log)
-        low_a = _paper_row(Problem(model.hf_model, pb.down_projs, pb.ids, pb.answer_ids, pb.correct, pb.target, pb.steps),
-                           paper_layers, all_layers, args, device, "(a) paper-style, bfloat16", args.repeats_paper, gate, log)
+        low_b = run_strategy(
+            "(b) nsneurons, bfloat16", lambda: attribute_proxy(low_wrapped, proxy, config).ig, device, args.repeats, gate, log=log
+        )
+        low_a = _paper_row(
+            Problem(model.hf_model, pb.down_projs, pb.ids, pb.answer_ids, pb.correct, pb.target, pb.steps),
+            paper_layers,
+            all_layers,
+            args,
+            device,
+            "(a) paper-style, bfloat16",
+            args.repeats_paper,
+            gate,
+            log,
+        )
         low_name = "bfloat16"
     else:
         low_name = str(low_dtype).removeprefix("torch.")
@@ -880,14 +1056,24 @@ def precision_section(args, model, proxy, config, pb, rows, paper_layers, all_la
     pb32 = Problem(hf, [f32.down_proj(i, hf) for i in all_layers], pb.ids, pb.answer_ids, pb.correct, pb.target, pb.steps)
     repeats_a32 = 1 if args.mode == "gpu" else args.repeats_paper
     a32 = _paper_row(pb32, paper_layers, all_layers, args, device, "(a) paper-style, float32", repeats_a32, gate, log)
-    b32 = run_strategy("(b) nsneurons, float32", lambda: attribute_proxy(f32, proxy, config).ig, device, args.repeats, gate, log=log)
+    b32 = run_strategy(
+        "(b) nsneurons, float32", lambda: attribute_proxy(f32, proxy, config).ig, device, args.repeats, gate, log=log
+    )
     prows = [a32, b32]
     if device.type == "cuda":
         prev = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         try:
-            prows.append(run_strategy("(b) nsneurons, float32 weights, TF32 matmuls",
-                                      lambda: attribute_proxy(f32, proxy, config).ig, device, args.repeats, gate, log=log))
+            prows.append(
+                run_strategy(
+                    "(b) nsneurons, float32 weights, TF32 matmuls",
+                    lambda: attribute_proxy(f32, proxy, config).ig,
+                    device,
+                    args.repeats,
+                    gate,
+                    log=log,
+                )
+            )
         finally:
             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
     prows += [low_a, low_b]
@@ -900,16 +1086,23 @@ def precision_section(args, model, proxy, config, pb, rows, paper_layers, all_la
     for row in prows[2:]:
         if row.ig.shape == b32.ig.shape and row.name.startswith("(b)"):
             good, bad = top_overlap(row.ig, b32.ig)
-            all_layers_vs_b32[row.name] = {"max_rel_diff": max_rel_diff(row.ig, b32.ig), "top100_good_overlap": good,
-                                           "top100_bad_overlap": bad, "seconds_per_question": row.seconds_per_question}
+            all_layers_vs_b32[row.name] = {
+                "max_rel_diff": max_rel_diff(row.ig, b32.ig),
+                "top100_good_overlap": good,
+                "top100_bad_overlap": bad,
+                "seconds_per_question": row.seconds_per_question,
+            }
     return {
         "all_layers_vs_float32_b": all_layers_vs_b32,
         "reference": "(a) paper-style, float32",
         "low_precision": low_name,
         "table": markdown_table(prows),
         "rows": [_row_json(r) for r in prows],
-        "low_b_vs_float32_b": {"max_rel_diff": max_rel_diff(low_b.ig[idx], b32.ig[idx]),
-                               "top100_good_overlap": b_vs_b[0], "top100_bad_overlap": b_vs_b[1]},
+        "low_b_vs_float32_b": {
+            "max_rel_diff": max_rel_diff(low_b.ig[idx], b32.ig[idx]),
+            "top100_good_overlap": b_vs_b[0],
+            "top100_bad_overlap": b_vs_b[1],
+        },
     }
 
 
@@ -925,10 +1118,14 @@ def report(result: dict) -> str:
         f"transformers {m.get('transformers', '?')}, nnsight {m.get('nnsight', '?')}; started {result['started']}; "
         f"1-minute load average {result['loadavg_1m_start']:.2f} at start, {m['loadavg_1m']:.2f} at end; "
         f"finished {result.get('finished', '?')}",
-        "- timing: " + (
+        "- timing: "
+        + (
             f"gated (before each timing, waited up to {result['gate']['wait_s']:.0f} s for a quiet CPU; a timing during which "
             f"other processes used more than {result['gate']['threshold']:.0%} of the machine's CPU was retried, up to "
-            f"{result['gate']['tries']} tries, fastest kept)" if result["gate"]["enabled"] else "not gated")
+            f"{result['gate']['tries']} tries, fastest kept)"
+            if result["gate"]["enabled"]
+            else "not gated"
+        )
         + "; (a) timed layer by layer and summed; (b), (c) medians of the runs after one warm-up",
         f"- memory: {result['memory']}",
         "",
@@ -942,13 +1139,20 @@ def report(result: dict) -> str:
     if "precision" in result:
         p = result["precision"]
         v = p["low_b_vs_float32_b"]
-        lines += ["", f"### Precision (reference: {p['reference']}; {p['low_precision']} weights converted to float32)", "",
-                  p["table"], "",
-                  f"{p['low_precision']} (b) vs float32 (b): max rel. diff {v['max_rel_diff']:.2e}, "
-                  f"top-100 good {v['top100_good_overlap']:.0%}, bad {v['top100_bad_overlap']:.0%}"]
+        lines += [
+            "",
+            f"### Precision (reference: {p['reference']}; {p['low_precision']} weights converted to float32)",
+            "",
+            p["table"],
+            "",
+            f"{p['low_precision']} (b) vs float32 (b): max rel. diff {v['max_rel_diff']:.2e}, "
+            f"top-100 good {v['top100_good_overlap']:.0%}, bad {v['top100_bad_overlap']:.0%}",
+        ]
         for name, w in p.get("all_layers_vs_float32_b", {}).items():
-            lines.append(f"{name} vs float32 (b), all layers: max rel. diff {w['max_rel_diff']:.2e}, "
-                         f"top-100 good {w['top100_good_overlap']:.0%}, bad {w['top100_bad_overlap']:.0%}")
+            lines.append(
+                f"{name} vs float32 (b), all layers: max rel. diff {w['max_rel_diff']:.2e}, "
+                f"top-100 good {w['top100_good_overlap']:.0%}, bad {w['top100_bad_overlap']:.0%}"
+            )
     return "\n".join(lines)
 
 

@@ -2,6 +2,7 @@
 
 The public API is imported lazily so that `import nsneurons` (and the CLI's start-up) stays fast.
 """
+
 from importlib import import_module
 
 _EXPORTS = {

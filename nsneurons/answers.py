@@ -5,9 +5,10 @@
 Either way the token is resolved in context (tokenize prompt + continuation and take the first
 new token), so "A" versus " A" is decided by the tokenizer, not guessed.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .tasks.base import LETTERS, AnswerFormat, Proxy
 
@@ -45,7 +46,10 @@ def answer_token_ids(tokenizer, prompt: str, options: Sequence[str], answer_form
         for label, tid in zip(labels, ids):
             collisions.setdefault(tid, []).append(label)
         clash = [names for names in collisions.values() if len(names) > 1]
-        shown = "; ".join(" / ".join(repr(n) for n in names) + f" -> {tokenizer.convert_ids_to_tokens(ids[labels.index(names[0])])!r}" for names in clash)
+        shown = "; ".join(
+            " / ".join(repr(n) for n in names) + f" -> {tokenizer.convert_ids_to_tokens(ids[labels.index(names[0])])!r}"
+            for names in clash
+        )
         raise AnswerTokenError(
             f"answer tokens collide ({answer_format}): {shown}. With option words, the first token of each "
             "option's text must differ; use answer_format 'letters' or reword the options"
@@ -59,9 +63,11 @@ def check_answer_format(proxies: Sequence[Proxy], answer_format: AnswerFormat | 
         return
     for proxy in proxies:
         if proxy.answer_format != answer_format:
-            raise ValueError(f"answer_format={answer_format!r} disagrees with the proxies: task {proxy.task!r}, example "
-                             f"{proxy.example_id!r} was rendered for {proxy.answer_format!r} (the format travels with the "
-                             "proxies; leave answer_format out)")
+            raise ValueError(
+                f"answer_format={answer_format!r} disagrees with the proxies: task {proxy.task!r}, example "
+                f"{proxy.example_id!r} was rendered for {proxy.answer_format!r} (the format travels with the "
+                "proxies; leave answer_format out)"
+            )
 
 
 def proxy_answer_ids(tokenizer, proxy: Proxy) -> tuple[int, int, int, int]:

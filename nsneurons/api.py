@@ -10,6 +10,7 @@ Each step is a thin layer over the stage modules (tasks, attribution/scoring, se
 intervention, metrics) that `nsneurons run` uses, with the same numbers; a recipe run adds the
 evaluation-set screening, every method and ratio, intervals and the report.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
@@ -25,22 +26,32 @@ from .tasks import Proxy, build_task_proxies, task_questions, task_spec
 Scores = xr.Dataset | Mapping[str, xr.Dataset] | Mapping[str, xr.DataArray]
 
 
-def proxies(task: str, *, n: int | None = None, skip: int = 0, source: str | None = None, seed: int = 0,
-            answer_format: str = "letters") -> list[Proxy]:
+def proxies(
+    task: str, *, n: int | None = None, skip: int = 0, source: str | None = None, seed: int = 0, answer_format: str = "letters"
+) -> list[Proxy]:
     """QATT proxies (3 per example) of questions skip .. skip + n of a task's scored split.
 
     `source` is None for the packaged fixture, or a local file or hub dataset id (see nsneurons.tasks);
     disjoint `skip` ranges give disjoint examples (identification vs evaluation).
     """
     demos, questions = task_questions(task, source, seed)
-    chosen = questions[skip:] if n is None else questions[skip:skip + n]
+    chosen = questions[skip:] if n is None else questions[skip : skip + n]
     if not chosen:
         raise ValueError(f"task {task!r}: no questions in [{skip}, {skip + (n or 0)}) of its {len(questions)}")
     return build_task_proxies(chosen, demos, task_spec(task), seed, answer_format)
 
 
-def score(model, proxies: Sequence[Proxy], out, *, target: str = "ace", steps: int = 16,
-          quadrature: str = "right", path: str = "staircase", progress: bool = False) -> xr.Dataset:
+def score(
+    model,
+    proxies: Sequence[Proxy],
+    out,
+    *,
+    target: str = "ace",
+    steps: int = 16,
+    quadrature: str = "right",
+    path: str = "staircase",
+    progress: bool = False,
+) -> xr.Dataset:
     """IG (Eq. 1) of every FFN neuron for every proxy, in a resumable scores store at `out`."""
     from .attribution import AttributionConfig
     from .scoring import score_proxies
@@ -96,6 +107,9 @@ def evaluate(model, proxies: Sequence[Proxy], *conditions: Condition, batch_size
         changes = [metrics.relative_change(values[m][0], x).percent for x in values[m]]
         out[half] = ("condition", np.array([np.nan if c is None else c for c in changes]), {"long_name": f"{half.upper()} (%)"})
     for m in ("acc", "com"):
-        out[f"{m}_change"] = ("condition", np.array([metrics.signed_change(values[m][0], x) for x in values[m]]),
-                              {"long_name": f"{m.capitalize()} change (points)"})
+        out[f"{m}_change"] = (
+            "condition",
+            np.array([metrics.signed_change(values[m][0], x) for x in values[m]]),
+            {"long_name": f"{m.capitalize()} change (points)"},
+        )
     return out

@@ -4,6 +4,7 @@ A "neuron" is one coordinate of the input of the MLP down projection (after the 
 function and, for gated MLPs, after the gate product), at one layer. Adding an architecture
 is adding a row to `SITES`; nothing else in nsneurons branches on the model type.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -21,10 +21,11 @@ default-mask bug with caches (docs/design.md, "Masks with a KV cache"). Each run
 `session`, so on NDIF the prefix cache never leaves the server (the sessions: nsneurons.ig_paths,
 which also says how their bodies must be written).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,7 +37,6 @@ from .ig_paths import full_path, prefix_path
 from .tasks.base import AnswerFormat, Proxy
 from .trace_ops import PassResult
 from .vocab import IGPath, Quadrature
-
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,9 @@ def attribute_proxy(model, proxy: Proxy, config: AttributionConfig, layers: Sequ
     return attribute_proxies(model, [proxy], config, layers)[0]
 
 
-def attribute_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig,
-                      layers: Sequence[int] | None = None) -> list[ProxyAttribution]:
+def attribute_proxies(
+    model, proxies: Sequence[Proxy], config: AttributionConfig, layers: Sequence[int] | None = None
+) -> list[ProxyAttribution]:
     """IG of every neuron of `layers` (default: all) for several proxy questions, in one session.
 
     On the shared-prefix paths the tokens the prompts have in common (an example's three proxies
@@ -112,8 +113,10 @@ def attribute_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig
     chunks = [layers[i : i + per_pass] for i in range(0, len(layers), per_pass)]
     corrects = [proxy.correct for proxy in proxies]
     if config.path == "full":
-        per_prompt = [full_path(model, ids, answer_ids, correct, config, alphas, weights, chunks)
-                      for (ids, answer_ids), correct in zip(prompts, corrects)]
+        per_prompt = [
+            full_path(model, ids, answer_ids, correct, config, alphas, weights, chunks)
+            for (ids, answer_ids), correct in zip(prompts, corrects)
+        ]
     else:
         per_prompt = prefix_path(model, prompts, corrects, config, alphas, weights, chunks, staircase=config.path == "staircase")
     return [_assemble(results) for results in per_prompt]
@@ -138,7 +141,8 @@ def _prepare(model, proxy: Proxy, config: AttributionConfig):
         raise ValueError(
             f"prompt of example {proxy.example_id!r} has {ids.shape[1]} tokens, more than the sliding attention "
             f"window of {model.hf_model.config.model_type} ({model.attention_window}); path "
-            f"{config.path!r} assumes every layer sees the whole prompt: use path 'full' for this model")
+            f"{config.path!r} assumes every layer sees the whole prompt: use path 'full' for this model"
+        )
     return ids, answer_ids
 
 
@@ -151,8 +155,11 @@ def _assemble(results: Sequence[PassResult]) -> ProxyAttribution:
     ig_sum, ig_delta = ig.sum(1), f_x - f_rows[:, 0]
     gap = ig_sum - ig_delta
     return ProxyAttribution(
-        ig=ig.numpy(), activation=act.numpy(),
+        ig=ig.numpy(),
+        activation=act.numpy(),
         option_prob=torch.softmax(option_logits.float(), -1).numpy().astype(np.float32),
-        target_value=f_x, completeness_gap=gap.numpy().astype(np.float32),
-        ig_sum=ig_sum.numpy().astype(np.float32), ig_delta=ig_delta.numpy().astype(np.float32),
+        target_value=f_x,
+        completeness_gap=gap.numpy().astype(np.float32),
+        ig_sum=ig_sum.numpy().astype(np.float32),
+        ig_delta=ig_delta.numpy().astype(np.float32),
     )

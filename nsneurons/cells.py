@@ -21,6 +21,7 @@ Scoring rules (docs/scoring.md quotes the paper for each):
 - Intervals: percentile bootstrap over examples (nsneurons.uncertainty), the chosen ratio held
   fixed; a method's difference to the best baseline is bootstrapped paired (same resamples).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -129,8 +130,9 @@ def _cell(results, task, method, direction, best_by, idx):
     if idx is not None:
         per_half = {}
         for half in HALVES:
-            arrays = _example_arrays(results, task, "sweep_example",
-                                     {"selector": method, "direction": direction, "ratio": chosen[half]})
+            arrays = _example_arrays(
+                results, task, "sweep_example", {"selector": method, "direction": direction, "ratio": chosen[half]}
+            )
             per_half[half] = None if arrays is None else _samples(arrays, idx, direction)
         if all(v is not None for v in per_half.values()):
             samples = {name: per_half[_HALF_OF[name]][name] for name in QUANTITIES}
@@ -189,8 +191,9 @@ def _differences(found: dict, methods, columns, level: float) -> tuple[np.ndarra
     return diff, best
 
 
-def score_cells(results: xr.Dataset, *, best_by: str = "mean", resamples: int = 1000, seed: int = 0,
-                level: float = 0.95) -> xr.Dataset:
+def score_cells(
+    results: xr.Dataset, *, best_by: str = "mean", resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> xr.Dataset:
     """Every table cell of a results Dataset (dims task, method, direction, ratio, metric; with the
     per-example arrays `original_example` / `sweep_example` the intervals too, else NaN)."""
     tasks, methods = list(results["task"].values), list(results["selector"].values)
@@ -211,21 +214,30 @@ def score_cells(results: xr.Dataset, *, best_by: str = "mean", resamples: int = 
         per_task = [found.get((t, DIRECTIONS[d], methods[m])) for t in tasks]
         average[m, d], complete[m, d], avg_samples = _average(per_task, level)
         if any(c is not None for c in per_task):
-            found[("Average", DIRECTIONS[d], methods[m])] = ({q: average[m, d, i, 0] for i, q in enumerate(QUANTITIES)},
-                                                             avg_samples)
+            found[("Average", DIRECTIONS[d], methods[m])] = (
+                {q: average[m, d, i, 0] for i, q in enumerate(QUANTITIES)},
+                avg_samples,
+            )
     columns = [*tasks, "Average"]
     diff, best = _differences(found, methods, columns, level)
     base = {"task": tasks, "selector": methods, "direction": list(DIRECTIONS)}
     return xr.Dataset(
-        {"chosen_ratio": (("task", "selector", "direction", "half"), chosen),
-         "cell": (("task", "selector", "direction", "quantity", "ci"), cell),
-         "average": (("selector", "direction", "quantity", "ci"), average),
-         "average_complete": (("selector", "direction", "quantity"), complete),
-         "vs_best": (("column", "direction", "half", "ci"), diff),
-         "best_baseline": (("column", "direction", "half"), best.astype(str))},
+        {
+            "chosen_ratio": (("task", "selector", "direction", "half"), chosen),
+            "cell": (("task", "selector", "direction", "quantity", "ci"), cell),
+            "average": (("selector", "direction", "quantity", "ci"), average),
+            "average_complete": (("selector", "direction", "quantity"), complete),
+            "vs_best": (("column", "direction", "half", "ci"), diff),
+            "best_baseline": (("column", "direction", "half"), best.astype(str)),
+        },
         coords={**base, "half": list(HALVES), "quantity": list(QUANTITIES), "ci": list(CI), "column": columns},
-        attrs={"best_by": best_by, "resamples": int(resamples), "bootstrap_seed": int(seed), "level": float(level),
-               "has_intervals": bool(idx)},
+        attrs={
+            "best_by": best_by,
+            "resamples": int(resamples),
+            "bootstrap_seed": int(seed),
+            "level": float(level),
+            "has_intervals": bool(idx),
+        },
     )
 
 
@@ -251,11 +263,18 @@ def group_cells(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0, le
             out[t, m, d, g] = _fill(estimate, samples, level)
             per_task.append((estimate, samples))
         avg[m, d, g], complete[m, d, g], _ = _average(per_task, level)
-    coords = {"task": tasks, "selector": methods, "direction": list(DIRECTIONS), "group": groups,
-              "quantity": list(QUANTITIES), "ci": list(CI)}
+    coords = {
+        "task": tasks,
+        "selector": methods,
+        "direction": list(DIRECTIONS),
+        "group": groups,
+        "quantity": list(QUANTITIES),
+        "ci": list(CI),
+    }
     dims = ("task", "selector", "direction", "group", "quantity", "ci")
-    return xr.Dataset({"group_cell": (dims, out), "group_average": (dims[1:], avg),
-                       "group_complete": (dims[1:-1], complete)}, coords=coords)
+    return xr.Dataset(
+        {"group_cell": (dims, out), "group_average": (dims[1:], avg), "group_complete": (dims[1:-1], complete)}, coords=coords
+    )
 
 
 def sweep_intervals(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0, level: float = 0.95) -> xr.DataArray:
@@ -271,12 +290,23 @@ def sweep_intervals(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0
         for r, q in zip(found[0], zip(*(found[1][h] for h in HALVES))):
             i = ratios.index(r)
             out[t, m, d, i, :, 0] = q
-            arrays = _example_arrays(results, tasks[t], "sweep_example",
-                                     {"selector": methods[m], "direction": DIRECTIONS[d], "ratio": r})
+            arrays = _example_arrays(
+                results, tasks[t], "sweep_example", {"selector": methods[m], "direction": DIRECTIONS[d], "ratio": r}
+            )
             if arrays is not None and idx.get(tasks[t]) is not None:
                 samples = _samples(arrays, idx[tasks[t]], DIRECTIONS[d])
                 lo, hi = percentile_interval(np.stack([samples[h] for h in HALVES]), level)
                 out[t, m, d, i, :, 1], out[t, m, d, i, :, 2] = lo, hi
-    return xr.DataArray(out, dims=("task", "selector", "direction", "ratio", "half", "ci"),
-                        coords={"task": tasks, "selector": methods, "direction": list(DIRECTIONS), "ratio": ratios,
-                                "half": list(HALVES), "ci": list(CI)}, name="sweep_ci")
+    return xr.DataArray(
+        out,
+        dims=("task", "selector", "direction", "ratio", "half", "ci"),
+        coords={
+            "task": tasks,
+            "selector": methods,
+            "direction": list(DIRECTIONS),
+            "ratio": ratios,
+            "half": list(HALVES),
+            "ci": list(CI),
+        },
+        name="sweep_ci",
+    )

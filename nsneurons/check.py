@@ -3,6 +3,7 @@
 One line per problem: a missing or damaged chunk (with the store's path and the variable), a
 scores store with examples still to compute, an output the recipe promises but the folder lacks.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,11 @@ def _stores(folder: Path) -> list[Path]:
     if folder.suffix == ".zarr":
         return [folder]
     # Temporary `.part` / `.old` stores of an interrupted write are not outputs: they end otherwise.
-    return sorted(p for p in folder.rglob("*.zarr") if p.is_dir() and not any(q.suffix == ".zarr" for q in p.relative_to(folder).parents if q.name))
+    return sorted(
+        p
+        for p in folder.rglob("*.zarr")
+        if p.is_dir() and not any(q.suffix == ".zarr" for q in p.relative_to(folder).parents if q.name)
+    )
 
 
 def _incomplete(path: Path) -> list[str]:
@@ -55,7 +60,11 @@ def check_run(folder) -> tuple[list[str], int]:
     if folder.suffix != ".zarr":
         if not RunFolder(folder).recipe.is_file():
             found.append(f"{RunFolder(folder).recipe}: missing (not a run folder of `nsneurons run`?)")
-        found += [f"{p}: missing; the run has not finished (rerun the same command to resume)" for p in _expected(folder) if not p.exists()]
+        found += [
+            f"{p}: missing; the run has not finished (rerun the same command to resume)"
+            for p in _expected(folder)
+            if not p.exists()
+        ]
     stores = _stores(folder)
     for store in stores:
         found += problems(store) or _incomplete(store)

@@ -3,6 +3,7 @@
 Exit codes: nsneurons.failures.EPILOG (`nsneurons --help` prints them); `check` exits 1 when it
 finds problems. -v shows the library's info messages (e.g. skipped data rows), -q only errors.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,17 @@ def cmd_run(args):
 def cmd_plan(args):
     from .plan import plan_command
 
-    print(plan_command(args.recipe, args.set, remote=args.remote, measure=args.measure, crosstask=args.crosstask,
-                       as_json=args.json, prompt_tokens=args.prompt_tokens))
+    print(
+        plan_command(
+            args.recipe,
+            args.set,
+            remote=args.remote,
+            measure=args.measure,
+            crosstask=args.crosstask,
+            as_json=args.json,
+            prompt_tokens=args.prompt_tokens,
+        )
+    )
 
 
 def cmd_crosstask(args):
@@ -107,19 +117,31 @@ def _add_run_commands(sub) -> None:
     p.add_argument("recipe", type=Path)
     p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
     p.add_argument("--output", default=None, help="output root (default: the recipe's)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe field, validated like the YAML (repeatable), e.g. --set selection.k=50")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, validated like the YAML (repeatable), e.g. --set selection.k=50",
+    )
     p.set_defaults(func=cmd_run)
-    p = sub.add_parser("crosstask", help="cross-task analyses (common/task-specific neurons, cross-task matrix, layers, budget K) after `nsneurons run`")
+    p = sub.add_parser(
+        "crosstask",
+        help="cross-task analyses (common/task-specific neurons, cross-task matrix, layers, budget K) after `nsneurons run`",
+    )
     p.add_argument("recipe", type=Path)
     p.add_argument("--remote", action="store_true", help="run on NDIF instead of locally")
     p.add_argument("--output", default=None, help="output root (default: the recipe's)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     p.set_defaults(func=cmd_crosstask)
-    p = sub.add_parser("check", help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there")
+    p = sub.add_parser(
+        "check", help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there"
+    )
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=cmd_check)
-    p = sub.add_parser("export", help="the good and bad neurons of every method and task, with provenance, as one CSV/JSON/Parquet file")
+    p = sub.add_parser(
+        "export", help="the good and bad neurons of every method and task, with provenance, as one CSV/JSON/Parquet file"
+    )
     p.add_argument("run_dir", type=Path)
     p.add_argument("--format", default="csv", choices=vocab.choices(vocab.ExportFormat))
     p.add_argument("--out", type=Path, default=None, help="output file (default: RUN_DIR/neurons.FORMAT)")
@@ -129,9 +151,12 @@ def _add_run_commands(sub) -> None:
 def _add_plan_command(sub) -> None:
     p = sub.add_parser("plan", help="before a run: passes, peak memory, NDIF download and time of every stage of a recipe")
     p.add_argument("recipe", type=Path)
-    for flag, text in (("--measure", "load the model, time one IG proxy and one intervention call, and calibrate"),
-                       ("--crosstask", "also plan `nsneurons crosstask`"), ("--remote", "plan the run on NDIF"),
-                       ("--json", "one JSON object")):
+    for flag, text in (
+        ("--measure", "load the model, time one IG proxy and one intervention call, and calibrate"),
+        ("--crosstask", "also plan `nsneurons crosstask`"),
+        ("--remote", "plan the run on NDIF"),
+        ("--json", "one JSON object"),
+    ):
         p.add_argument(flag, action="store_true", help=text)
     p.add_argument("--prompt-tokens", type=count(2), default=None, help="do not read the data: assume prompts this long")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
@@ -139,13 +164,31 @@ def _add_plan_command(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nsneurons", description="Good and bad neurons of a language model for a whole task.",
-                     epilog=failures.EPILOG, formatter_class=_Help)
+    parser = _Parser(
+        prog="nsneurons",
+        description="Good and bad neurons of a language model for a whole task.",
+        epilog=failures.EPILOG,
+        formatter_class=_Help,
+    )
     loud = parser.add_mutually_exclusive_group()
-    loud.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", default=argparse.SUPPRESS,
-                      help="also show info messages (e.g. skipped data rows)")
-    loud.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=argparse.SUPPRESS,
-                      help="errors only, no progress bars")
+    loud.add_argument(
+        "-v",
+        "--verbose",
+        action="store_const",
+        const=1,
+        dest="verbosity",
+        default=argparse.SUPPRESS,
+        help="also show info messages (e.g. skipped data rows)",
+    )
+    loud.add_argument(
+        "-q",
+        "--quiet",
+        action="store_const",
+        const=-1,
+        dest="verbosity",
+        default=argparse.SUPPRESS,
+        help="errors only, no progress bars",
+    )
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error (also NSNEURONS_DEBUG=1)")
     parser.add_argument("--version", action="version", version=f"nsneurons {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

@@ -1,5 +1,6 @@
 """The `nsneurons` commands on a model and a task, without a recipe: demo-model, info, qatt, eval,
 score; and the argument types every command shares (counts, layer lists, progress bars)."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ from . import vocab
 
 def count(low: int = 1):
     """An argparse type: an int >= low (counts, steps, seeds), refused at parse time otherwise."""
+
     def parse(text: str) -> int:
         try:
             value = int(text)
@@ -54,8 +56,12 @@ def add_task_args(p):
     p.add_argument("--source", default=None, help="local .jsonl/.csv file or hub dataset id (default: packaged fixture)")
     p.add_argument("--config", default=None, help="hub dataset config")
     p.add_argument("--n", type=count(), default=None, help="number of questions (default: all)")
-    p.add_argument("--answer-format", default="letters", choices=vocab.ANSWER_FORMATS,
-                   help="answer tokens: the option letters (the paper) or the first token of each option's text")
+    p.add_argument(
+        "--answer-format",
+        default="letters",
+        choices=vocab.ANSWER_FORMATS,
+        help="answer tokens: the option letters (the paper) or the first token of each option's text",
+    )
     p.add_argument("--seed", type=count(0), default=0, help="seed of every shuffle and sample")
 
 
@@ -91,8 +97,13 @@ def cmd_demo_model(args):
 def cmd_info(args):
     model = model_for(args)
     if args.json:
-        info = {"model": args.model, "description": model.describe(), "n_layers": model.n_layers,
-                "n_neurons": model.n_neurons, "total_neurons": model.total_neurons}
+        info = {
+            "model": args.model,
+            "description": model.describe(),
+            "n_layers": model.n_layers,
+            "n_neurons": model.n_neurons,
+            "total_neurons": model.total_neurons,
+        }
         print(json.dumps(info | {k: str(v) for k, v in model.provenance.items() if k in ("model_type", "dtype", "device")}))
     else:
         print(model.describe())
@@ -115,10 +126,20 @@ def cmd_eval(args):
     correct = correct_table(probs).sel(condition="none").values
     chosen = probs.sel(condition="none").argmax("option").values
     if args.json:
-        print(json.dumps({"model": args.model, "task": args.task, "answer_format": args.answer_format,
-                          "examples": int(correct.shape[0]), "proxies": int(correct.size),
-                          "acc": metrics.accuracy(correct), "com": metrics.comprehension(correct),
-                          "chosen": {l: int((chosen == i).sum()) for i, l in enumerate("ABCD")}}))
+        print(
+            json.dumps(
+                {
+                    "model": args.model,
+                    "task": args.task,
+                    "answer_format": args.answer_format,
+                    "examples": int(correct.shape[0]),
+                    "proxies": int(correct.size),
+                    "acc": metrics.accuracy(correct),
+                    "com": metrics.comprehension(correct),
+                    "chosen": {l: int((chosen == i).sum()) for i, l in enumerate("ABCD")},
+                }
+            )
+        )
         return
     print(f"model: {model.describe()}")
     print(f"task {args.task}: {correct.shape[0]} examples x 3 proxies, answer format {args.answer_format}")
@@ -134,11 +155,18 @@ def cmd_score(args):
     examples = list(dict.fromkeys(p.example_id for p in proxies))[: args.examples]
     proxies = [p for p in proxies if p.example_id in set(examples)]
     model = _checkedmodel_for(args, proxies)
-    config = AttributionConfig(target=args.target, steps=args.steps, path=args.path, quadrature=args.quadrature,
-                               layers_per_pass=args.layers_per_pass)
-    ds = score_proxies(model, proxies, config, args.out, layers=args.layers, provenance={"task": args.task, "seed": args.seed,
-                                                                                "data_source": args.source or "packaged fixture"},
-                      progress=progress_bars(args))
+    config = AttributionConfig(
+        target=args.target, steps=args.steps, path=args.path, quadrature=args.quadrature, layers_per_pass=args.layers_per_pass
+    )
+    ds = score_proxies(
+        model,
+        proxies,
+        config,
+        args.out,
+        layers=args.layers,
+        provenance={"task": args.task, "seed": args.seed, "data_source": args.source or "packaged fixture"},
+        progress=progress_bars(args),
+    )
     print(ds)
 
 
@@ -173,11 +201,21 @@ def add_model_commands(sub) -> None:
     p.add_argument("--examples", type=count(), default=5, help="identification examples (tr)")
     p.add_argument("--target", default="ace", choices=vocab.choices(vocab.TargetName), help="the function F whose IG is taken")
     p.add_argument("--steps", type=count(), default=16, help="m, the IG steps of Eq. 1")
-    p.add_argument("--path", default="staircase", choices=vocab.choices(vocab.IGPath),
-                   help="IG computation: shared prefix with rows joining at their layer (default, fastest), shared prefix with all rows, or per-layer full prompts (reference)")
-    p.add_argument("--quadrature", default="right", choices=vocab.choices(vocab.Quadrature),
-                   help="IG nodes: right Riemann (the paper), midpoint, or Gauss-Legendre (docs/ig.md)")
+    p.add_argument(
+        "--path",
+        default="staircase",
+        choices=vocab.choices(vocab.IGPath),
+        help="IG computation: shared prefix with rows joining at their layer (default, fastest), shared prefix with all rows, or per-layer full prompts (reference)",
+    )
+    p.add_argument(
+        "--quadrature",
+        default="right",
+        choices=vocab.choices(vocab.Quadrature),
+        help="IG nodes: right Riemann (the paper), midpoint, or Gauss-Legendre (docs/ig.md)",
+    )
     p.add_argument("--layers", type=layer_list, default=None, help="comma-separated layers (default: all)")
-    p.add_argument("--layers-per-pass", type=count(), default=None, help="layers attributed per pass (default: from the memory available)")
+    p.add_argument(
+        "--layers-per-pass", type=count(), default=None, help="layers attributed per pass (default: from the memory available)"
+    )
     p.add_argument("--out", type=Path, required=True, help="output .zarr path")
     p.set_defaults(func=locked_score)

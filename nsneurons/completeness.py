@@ -6,10 +6,11 @@ the relative gap |ig_sum - delta| / |delta| measures the quadrature's error at t
 over examples and proxies exceeds the recipe's `attribution.gap_threshold`, that layer's neuron ranking
 rests on an inaccurate integral: the report lists those layers (docs/ig.md has measurements).
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import xarray as xr
@@ -42,8 +43,15 @@ def flagged_table(stores: Mapping[str, xr.Dataset], threshold: float) -> str:
         medians = median_gap(scores)
         for layer, value in zip(medians["layer"].values, medians.values):
             if value > threshold:
-                rows.append([name, str(int(layer)), f"{100 * float(value):.1f}%", str(scores.attrs.get("steps", "?")),
-                             str(scores.attrs.get("quadrature", "?"))])
+                rows.append(
+                    [
+                        name,
+                        str(int(layer)),
+                        f"{100 * float(value):.1f}%",
+                        str(scores.attrs.get("steps", "?")),
+                        str(scores.attrs.get("quadrature", "?")),
+                    ]
+                )
     return markdown(["scores", "layer", "median gap", "m", "quadrature"], rows) if rows else ""
 
 
@@ -70,8 +78,11 @@ def report_section(out_dir, threshold: float | None = None) -> list[str]:
     table = flagged_table(stores, threshold)
     if not table:
         return []
-    return ["## IG completeness",
-            f"Layers whose IG misses F(x) - F(layer zeroed) by more than {threshold:.0%} (median over the identification "
-            "examples and proxies of |sum of the layer's IG - (F(x) - F(zeroed))| / |F(x) - F(zeroed)|). Neuron rankings "
-            "from these layers are unreliable at this number of steps m and quadrature: use more steps "
-            "(attribution.steps) or attribution.quadrature: gausslegendre (docs/ig.md).", table]
+    return [
+        "## IG completeness",
+        f"Layers whose IG misses F(x) - F(layer zeroed) by more than {threshold:.0%} (median over the identification "
+        "examples and proxies of |sum of the layer's IG - (F(x) - F(zeroed))| / |F(x) - F(zeroed)|). Neuron rankings "
+        "from these layers are unreliable at this number of steps m and quadrature: use more steps "
+        "(attribution.steps) or attribution.quadrature: gausslegendre (docs/ig.md).",
+        table,
+    ]

@@ -15,9 +15,10 @@ condition that answers it. `collect` reads a correctness table back into labelle
 Baselines as the paper runs them (section 4.1: "100 good neurons for the other methods"): a
 method without bad neurons is evaluated at ratio 1.0 only (its K good neurons), never swept.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
@@ -40,8 +41,9 @@ def _switch(good, bad, key: Key) -> Condition:
     return (degrader if key.direction == "degrade" else enhancer)(good, bad, condition_name(key), key=key)
 
 
-def plan(neuron_sets: dict[str, list[xr.Dataset]], k: int, ratios: Sequence[float],
-         ablation: bool) -> tuple[list[Condition], dict[Key, str]]:
+def plan(
+    neuron_sets: dict[str, list[xr.Dataset]], k: int, ratios: Sequence[float], ablation: bool
+) -> tuple[list[Condition], dict[Key, str]]:
     """Conditions to run and, per key, the name of the condition that answers it."""
     conditions: dict[tuple, Condition] = {}
     answers: dict[Key, str] = {}
@@ -75,8 +77,9 @@ def per_example(correct: xr.DataArray, name: str, examples: Sequence[str]) -> np
 
 
 def _metric_vector(original: np.ndarray, intervened: np.ndarray, direction: str) -> list[float]:
-    result = metrics.ConditionResult(direction, *(float(x) for x in (original[0].mean(), intervened[0].mean(),
-                                                                     original[1].mean(), intervened[1].mean())))
+    result = metrics.ConditionResult(
+        direction, *(float(x) for x in (original[0].mean(), intervened[0].mean(), original[1].mean(), intervened[1].mean()))
+    )
     values = result.as_dict()
     return [values[name] for name in metrics.METRIC_NAMES]
 
@@ -85,18 +88,21 @@ def _empty(dims: dict) -> xr.DataArray:
     return xr.DataArray(np.full(tuple(len(v) for v in dims.values()), np.nan), dims=tuple(dims), coords=dims)
 
 
-def collect(correct: xr.DataArray, answers: dict[Key, str], examples: Sequence[str], methods: Sequence[str],
-            ratios: Sequence[float]) -> dict[str, xr.DataArray]:
+def collect(
+    correct: xr.DataArray, answers: dict[Key, str], examples: Sequence[str], methods: Sequence[str], ratios: Sequence[float]
+) -> dict[str, xr.DataArray]:
     """Labelled per-example and metric arrays of one task (see the module doc)."""
     n = len(examples)
     original = per_example(correct, "none", examples)
     base = {"selector": list(methods), "direction": list(metrics.DIRECTIONS)}
     out = {
-        "original_example": xr.DataArray(original, dims=("measure", "eval_index"),
-                                         coords={"measure": list(MEASURES), "eval_index": np.arange(n)}),
+        "original_example": xr.DataArray(
+            original, dims=("measure", "eval_index"), coords={"measure": list(MEASURES), "eval_index": np.arange(n)}
+        ),
         "sweep_example": _empty({**base, "ratio": list(ratios), "measure": list(MEASURES), "eval_index": np.arange(n)}),
-        "ablation_example": _empty({**base, "group": list(selection.ROLES), "measure": list(MEASURES),
-                                    "eval_index": np.arange(n)}),
+        "ablation_example": _empty(
+            {**base, "group": list(selection.ROLES), "measure": list(MEASURES), "eval_index": np.arange(n)}
+        ),
         "sweep": _empty({**base, "ratio": list(ratios), "metric": list(metrics.METRIC_NAMES)}),
         "ablation": _empty({**base, "group": list(selection.ROLES), "metric": list(metrics.METRIC_NAMES)}),
     }

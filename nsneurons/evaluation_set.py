@@ -5,10 +5,11 @@ The paper screened once, with LLaMA 2-7B, and evaluated all three models on the 
 `evaluation.screen_model` screens with a reference model, `evaluation.examples_from` reuses the
 examples an earlier run saved in its examples.zarr; by default the run's own model screens.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from . import metrics, preflight
 from .answers import check_answer_tokens
@@ -20,8 +21,9 @@ from .zarrio import open_checked
 
 def screen(recipe: Recipe, model, proxies, *, progress: bool = True) -> dict[str, bool]:
     """Which candidate examples the unmodified model understands (Com of one example, appendix A.1)."""
-    table = correct_table(option_probs(model, proxies, [BASELINE],
-                                       batch_size=recipe.evaluation.batch_size, progress=progress)).sel(condition="none")
+    table = correct_table(
+        option_probs(model, proxies, [BASELINE], batch_size=recipe.evaluation.batch_size, progress=progress)
+    ).sel(condition="none")
     return {str(e): bool(table.sel(example=e).sum() >= 2) for e in table.example.values}
 
 
@@ -45,19 +47,27 @@ def evaluation_set(recipe: Recipe, task, id_proxies, candidates, understood: dic
         known = {p.example_id for p in candidates}
         missing = sorted(set(understood) - known)
         if missing:
-            raise RecipeError(f"evaluation.examples_from: task {task.name!r}: examples {missing[:3]} are not evaluation "
-                              "candidates here (a different dataset, seed or identification_examples?)")
+            raise RecipeError(
+                f"evaluation.examples_from: task {task.name!r}: examples {missing[:3]} are not evaluation "
+                "candidates here (a different dataset, seed or identification_examples?)"
+            )
         ids = sorted(i for i, u in understood.items() if u) + sorted(i for i, u in understood.items() if not u)
         n_u = sum(understood.values())
         return metrics.EvalSample(ids, n_u, len(ids) - n_u, (n_u, len(ids) - n_u))
-    sample = metrics.sample_eval_set(understood, recipe.evaluation.understood, recipe.evaluation.not_understood,
-                                     exclude=[p.example_id for p in id_proxies], seed=recipe.seed)
+    sample = metrics.sample_eval_set(
+        understood,
+        recipe.evaluation.understood,
+        recipe.evaluation.not_understood,
+        exclude=[p.example_id for p in id_proxies],
+        seed=recipe.seed,
+    )
     preflight.check_evaluation_set(task.name, sample)
     return sample
 
 
-def reference_screens(recipe: Recipe, candidates: Callable[[object], list], *,
-                      progress: bool = True) -> dict[str, dict[str, bool]]:
+def reference_screens(
+    recipe: Recipe, candidates: Callable[[object], list], *, progress: bool = True
+) -> dict[str, dict[str, bool]]:
     """Per task, {example id: understood} from `evaluation.examples_from` or `evaluation.screen_model`;
     empty when this run's model screens its own candidates (the default). `candidates(task)` gives
     a task's evaluation-candidate proxies."""

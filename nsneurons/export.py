@@ -5,6 +5,7 @@ One row per selected neuron: (task, selector, role, rank) -> layer, neuron, scor
 provenance columns (model, recipe, K, nsneurons version). Ranks a method leaves empty (the bad
 role of a good-only method) are not rows. JSON holds {"provenance": {...}, "neurons": [rows]}.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -9,6 +9,7 @@ Exit codes (also in `nsneurons --help` and the README):
   130  interrupted (Ctrl-C); rerun the same command to resume
   143  terminated (SIGTERM); rerun the same command to resume
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,8 +27,10 @@ EPILOG = """exit codes:
   143  terminated (SIGTERM); rerun the same command to resume
 --debug (or NSNEURONS_DEBUG=1) prints the traceback of an error as well."""
 
-_OOM_HINT = ("lower evaluation.batch_size or attribution.layers_per_pass in the recipe (score: --layers-per-pass), "
-             "attribute fewer layers, or use a smaller dtype")
+_OOM_HINT = (
+    "lower evaluation.batch_size or attribution.layers_per_pass in the recipe (score: --layers-per-pass), "
+    "attribute fewer layers, or use a smaller dtype"
+)
 
 
 def _one_line(text: object) -> str:
@@ -52,8 +55,12 @@ def _is_oom(err: BaseException) -> bool:
     if isinstance(err, ValueError):  # our messages may quote data rows, which may say anything
         return False
     text = str(err)
-    return (type(err).__name__ == "OutOfMemoryError" or isinstance(err, MemoryError)
-            or "out of memory" in text.lower() or "can't allocate memory" in text)
+    return (
+        type(err).__name__ == "OutOfMemoryError"
+        or isinstance(err, MemoryError)
+        or "out of memory" in text.lower()
+        or "can't allocate memory" in text
+    )
 
 
 def _unreachable(err: BaseException) -> bool:
@@ -82,8 +89,10 @@ def classify(err: BaseException) -> tuple[int, str]:
         return EXIT_RUNTIME, f"out of memory ({type(err).__name__}: {_one_line(err)[:200]}); {_OOM_HINT}"
     if isinstance(err, RuntimeError) and "decompression error" in str(err).lower():
         where = _damaged_store(err) or "a zarr store"
-        return EXIT_INPUT, (f"{where}: a chunk is damaged ({_one_line(err)}); delete that store "
-                            "(its results are recomputed on the next run) and rerun")
+        return EXIT_INPUT, (
+            f"{where}: a chunk is damaged ({_one_line(err)}); delete that store "
+            "(its results are recomputed on the next run) and rerun"
+        )
     from .runlock import OutputLockedError
 
     if isinstance(err, OutputLockedError):  # not bad input: another run holds the folder right now
@@ -96,7 +105,10 @@ def classify(err: BaseException) -> tuple[int, str]:
         if err.filename is not None:
             return EXIT_INPUT, f"{err.filename}: {err.strerror or _one_line(err)}"
         return EXIT_INPUT, _one_line(err)
-    return EXIT_BUG, f"unexpected {type(err).__name__}: {_one_line(err)[:300]} (a bug; rerun with --debug and report the traceback)"
+    return (
+        EXIT_BUG,
+        f"unexpected {type(err).__name__}: {_one_line(err)[:300]} (a bug; rerun with --debug and report the traceback)",
+    )
 
 
 def report(err: BaseException, *, debug: bool = False) -> int:
@@ -109,6 +121,7 @@ def report(err: BaseException, *, debug: bool = False) -> int:
 
 
 # ---- SIGTERM, handled like Ctrl-C ---------------------------------------------------------
+
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: the stores are left resumable."""

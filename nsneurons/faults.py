@@ -9,6 +9,7 @@ cut; the default), "interrupt" (KeyboardInterrupt, like Ctrl-C), "term" (SIGTERM
 (SIGSTOP: frozen in place, holding whatever it holds). NSNEURONS_FAULT_LOG names a file that gets
 one line per checkpoint reached, to count a run's kill points.
 """
+
 from __future__ import annotations
 
 import os

@@ -13,6 +13,7 @@ Decisions:
   an interval is mapped to magnitudes (|x| over the interval: 0 when it straddles 0).
 - Panels that are compared share their y scale (or colour scale); legends sit outside the axes.
 """
+
 from __future__ import annotations
 
 import math
@@ -101,7 +102,7 @@ def label_layer_grid(axes, n_panels: int, ncols: int) -> None:
         ax.set_visible(False)
     for ax in axes[::ncols]:
         ax.set_ylabel("neurons")
-    for ax in axes[max(0, n_panels - ncols):n_panels]:
+    for ax in axes[max(0, n_panels - ncols) : n_panels]:
         ax.set_xlabel("layer")
         ax.xaxis.set_tick_params(labelbottom=True)
 
@@ -114,11 +115,11 @@ def legend_outside(fig, axes) -> None:
         for h, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, h)
     if handles:
-        fig.legend(list(handles.values()), list(handles), loc="outside lower center", fontsize=8,
-                   ncols=min(len(handles), 4))
+        fig.legend(list(handles.values()), list(handles), loc="outside lower center", fontsize=8, ncols=min(len(handles), 4))
 
 
 # ---- Figure 5: layer distribution ----------------------------------------------------------
+
 
 def layer_counts(neurons: xr.Dataset, n_layers: int) -> xr.DataArray:
     """Neurons per layer: (task, selector, role, layer) counts of the selected neurons (-1 = none)."""
@@ -128,8 +129,13 @@ def layer_counts(neurons: xr.Dataset, n_layers: int) -> xr.DataArray:
         picked = layer[idx][layer[idx] >= 0]
         counts[idx] = np.bincount(picked.astype(int), minlength=n_layers)[:n_layers]
     coords = {d: [str(v) for v in neurons[d].values] for d in ("task", "selector", "role")}
-    return xr.DataArray(counts, dims=("task", "selector", "role", "layer"), coords={**coords, "layer": np.arange(n_layers)},
-                        name="count", attrs={"long_name": "selected neurons in the layer", "units": "neurons"})
+    return xr.DataArray(
+        counts,
+        dims=("task", "selector", "role", "layer"),
+        coords={**coords, "layer": np.arange(n_layers)},
+        name="count",
+        attrs={"long_name": "selected neurons in the layer", "units": "neurons"},
+    )
 
 
 def plot_layer_distribution(neurons: xr.Dataset, n_layers: int, path=None, *, fig=None, title: str | None = None):
@@ -137,8 +143,12 @@ def plot_layer_distribution(neurons: xr.Dataset, n_layers: int, path=None, *, fi
     selector has no bad panel), one line per task and the task average dashed; shared y scale.
     Returns the Figure (saved to `path` too when given)."""
     counts = layer_counts(neurons, n_layers)
-    panels = [(m, r) for m in counts["selector"].values for r in ("good", "bad")
-              if r in counts["role"].values and (r == "good" or counts.sel(selector=m, role=r).sum() > 0)]
+    panels = [
+        (m, r)
+        for m in counts["selector"].values
+        for r in ("good", "bad")
+        if r in counts["role"].values and (r == "good" or counts.sel(selector=m, role=r).sum() > 0)
+    ]
     ncols = 2 if len(panels) > 1 else 1
     nrows = math.ceil(len(panels) / ncols)
     fig = new_figure(fig, size=(4.2 * ncols + 1.6, 2.1 * nrows + 0.8))
@@ -154,6 +164,10 @@ def plot_layer_distribution(neurons: xr.Dataset, n_layers: int, path=None, *, fi
     label_layer_grid(axes, len(panels), ncols)
     legend_outside(fig, axes)
     n = neurons.attrs.get("identification_examples")
-    fig.suptitle(title or "Layer distribution of selected neurons\n" +
-                 describe(neurons.attrs, f"selected on n = {n} identification examples" if n else None), fontsize=10)
+    fig.suptitle(
+        title
+        or "Layer distribution of selected neurons\n"
+        + describe(neurons.attrs, f"selected on n = {n} identification examples" if n else None),
+        fontsize=10,
+    )
     return finish(fig, path)

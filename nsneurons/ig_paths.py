@@ -15,9 +15,10 @@ protocol`). `tests/test_attribution.py` runs every path under `remote="local"`. 
 `trace_ops` (shipped to NDIF by value) and `targets`. A formatter would break the rule, so the
 session bodies are fenced with `# fmt: off` / `# fmt: on`.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import nnsight
 import torch
@@ -72,8 +73,10 @@ def prefix_cache_plans(model, prompts, corrects, chunks, rows: int, staircase: b
         own_ids = own_inputs = None
         if own > 0:
             own_ids = ids[:, common:prompt_len].to(device)
-            own_inputs = dict(position_ids=torch.arange(common, prompt_len, device=device)[None],
-                              attention_mask=trace_ops.extension_mask(common, own, dtype, device))
+            own_inputs = dict(
+                position_ids=torch.arange(common, prompt_len, device=device)[None],
+                attention_mask=trace_ops.extension_mask(common, own, dtype, device),
+            )
         sizes = [1] if staircase else sorted({len(c) * rows for c in chunks})
         queries = {n: trace_ops.shared_prefix_queries(ids, n, dtype, device) for n in sizes}
         # With only the answer logits computed, they come in A..D order.
@@ -146,7 +149,7 @@ def full_path(model, ids, answer_ids, correct, config, alphas, weights, chunks) 
     # fmt: off
     with lm.session(remote=model.remote):
         results = []
-        for layer, site in sites:
+        for _layer, site in sites:
             with lm.trace(batch):
                 neurons = site.input
                 original = neurons[0, -1].detach().clone()

@@ -7,10 +7,11 @@ row is (condition, proxy), and each row gets its own multipliers. Prompts are le
 explicit position ids, so every row's answer position is the last one and the numbers equal
 unbatched runs.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 import xarray as xr
@@ -39,7 +40,9 @@ class Condition:
         for pairs, value in ((self.silence, SILENCE), (self.excite, EXCITE)):
             for layer, neuron in pairs:
                 if not (0 <= layer < n_layers and 0 <= neuron < n_neurons):
-                    raise ValueError(f"condition {self.name!r}: neuron ({layer}, {neuron}) is outside {n_layers} layers x {n_neurons} neurons")
+                    raise ValueError(
+                        f"condition {self.name!r}: neuron ({layer}, {neuron}) is outside {n_layers} layers x {n_neurons} neurons"
+                    )
                 table[layer, neuron] = value
         return table
 
@@ -64,15 +67,22 @@ def _left_padded(tokenizer, prompts: Sequence[str]):
     ids = torch.full((len(encoded), width), pad, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
     for row, e in enumerate(encoded):
-        ids[row, width - len(e):] = torch.tensor(e)
-        mask[row, width - len(e):] = 1
+        ids[row, width - len(e) :] = torch.tensor(e)
+        mask[row, width - len(e) :] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     return ids, mask, positions
 
 
-def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition] = (BASELINE,), *,
-                 answer_format: AnswerFormat | None = None, position: Position = "answer", batch_size: int = 16,
-                 progress: bool = False) -> xr.DataArray:
+def option_probs(
+    model,
+    proxies: Sequence[Proxy],
+    conditions: Sequence[Condition] = (BASELINE,),
+    *,
+    answer_format: AnswerFormat | None = None,
+    position: Position = "answer",
+    batch_size: int = 16,
+    progress: bool = False,
+) -> xr.DataArray:
     """Softmax over the four answer tokens for every (condition, proxy): DataArray (condition, item, option).
 
     The answer tokens follow each proxy's own `answer_format`; `answer_format=`, if given, must agree with it.
@@ -100,29 +110,40 @@ def option_probs(model, proxies: Sequence[Proxy], conditions: Sequence[Condition
         nnsight.register(targets)
     # Prompts are counted only for a model with a sliding window (the shared prefix needs them inside it).
     shared_prefix_ok = model.attention_window is None or all(
-        model.sees_whole_prompt(len(model.tokenizer(p.prompt)["input_ids"])) for p in proxies)
+        model.sees_whole_prompt(len(model.tokenizer(p.prompt)["input_ids"])) for p in proxies
+    )
     if position == "answer" and len(conditions) > 1 and shared_prefix_ok:
         # Switches at the answer position cannot change earlier positions: one shared prefix per proxy,
         # then every condition as one query token after it (exact, ~C times cheaper than C full prompts).
         for i in tqdm(range(len(proxies)), disable=not progress, unit="proxy", desc=f"option probs x{len(conditions)}"):
-            out[:, i] = _retrying(model, lambda: _shared_prefix_probs(model, proxies[i].prompt, tables, answer_ids[i], sites),
-                                  f"example {proxies[i].example_id!r} proxy {proxies[i].proxy}")
+            out[:, i] = _retrying(
+                model,
+                lambda: _shared_prefix_probs(model, proxies[i].prompt, tables, answer_ids[i], sites),  # noqa: B023 - called now
+                f"example {proxies[i].example_id!r} proxy {proxies[i].proxy}",
+            )
         rows = []
     for start in tqdm(range(0, len(rows), batch_size), disable=not progress, unit="batch", desc="option probs"):
-        batch = rows[start:start + batch_size]
+        batch = rows[start : start + batch_size]
         ids, mask, positions = _left_padded(model.tokenizer, [proxies[i].prompt for _, i in batch])
         cond_index = torch.tensor([c for c, _ in batch])
         batch_answers = answer_ids[[i for _, i in batch]]
-        probs = _retrying(model, lambda: _batch_probs(model, ids, mask, positions, tables[cond_index], touched, sites,
-                                                      batch_answers, position),
-                          f"examples {sorted({proxies[i].example_id for _, i in batch})[:3]}")
+        probs = _retrying(
+            model,
+            lambda: _batch_probs(model, ids, mask, positions, tables[cond_index], touched, sites, batch_answers, position),  # noqa: B023
+            f"examples {sorted({proxies[i].example_id for _, i in batch})[:3]}",
+        )
         for (c, i), p in zip(batch, probs):
             out[c, i] = p
     return xr.DataArray(
-        out.numpy(), dims=("condition", "item", "option"),
-        coords={"condition": [c.name for c in conditions], "option": list(LETTERS),
-                "example": ("item", [p.example_id for p in proxies]), "proxy": ("item", [p.proxy for p in proxies]),
-                "correct": ("item", [p.correct for p in proxies])},
+        out.numpy(),
+        dims=("condition", "item", "option"),
+        coords={
+            "condition": [c.name for c in conditions],
+            "option": list(LETTERS),
+            "example": ("item", [p.example_id for p in proxies]),
+            "proxy": ("item", [p.proxy for p in proxies]),
+            "correct": ("item", [p.correct for p in proxies]),
+        },
     )
 
 

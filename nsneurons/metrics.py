@@ -15,12 +15,13 @@ Decisions:
 - Undefined: RAC/RCC when the original Acc/Com is 0 (never divided). A Fail still prints "Fail".
 - Choosing a ratio per table cell is a scoring rule, not a metric: nsneurons.cells.
 """
+
 from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -28,8 +29,16 @@ import xarray as xr
 from .vocab import DIRECTIONS, Direction
 
 METRIC_NAMES = (
-    "acc_original", "acc_intervened", "com_original", "com_intervened",
-    "rac", "rcc", "acc_change", "com_change", "rac_fail", "rcc_fail",
+    "acc_original",
+    "acc_intervened",
+    "com_original",
+    "com_intervened",
+    "rac",
+    "rcc",
+    "acc_change",
+    "com_change",
+    "rac_fail",
+    "rcc_fail",
 )
 
 
@@ -152,18 +161,25 @@ class ConditionResult:
             return math.nan if change.undefined else change.percent
 
         return {
-            "acc_original": self.acc_original, "acc_intervened": self.acc_intervened,
-            "com_original": self.com_original, "com_intervened": self.com_intervened,
-            "rac": number(self.rac.change), "rcc": number(self.rcc.change),
-            "acc_change": self.acc_change, "com_change": self.com_change,
-            "rac_fail": float(self.rac_fail), "rcc_fail": float(self.rcc_fail),
+            "acc_original": self.acc_original,
+            "acc_intervened": self.acc_intervened,
+            "com_original": self.com_original,
+            "com_intervened": self.com_intervened,
+            "rac": number(self.rac.change),
+            "rcc": number(self.rcc.change),
+            "acc_change": self.acc_change,
+            "com_change": self.com_change,
+            "rac_fail": float(self.rac_fail),
+            "rcc_fail": float(self.rcc_fail),
         }
 
     def to_dataarray(self) -> xr.DataArray:
         values = self.as_dict()
         return xr.DataArray(
-            [values[name] for name in METRIC_NAMES], dims="metric",
-            coords={"metric": list(METRIC_NAMES)}, attrs={"direction": self.direction},
+            [values[name] for name in METRIC_NAMES],
+            dims="metric",
+            coords={"metric": list(METRIC_NAMES)},
+            attrs={"direction": self.direction},
         )
 
 
@@ -171,12 +187,15 @@ def evaluate_condition(correct_original, correct_intervened, direction: Directio
     """Acc and Com before/after one intervention from bool (example, proxy) correctness."""
     return ConditionResult(
         direction,
-        accuracy(correct_original), accuracy(correct_intervened),
-        comprehension(correct_original), comprehension(correct_intervened),
+        accuracy(correct_original),
+        accuracy(correct_intervened),
+        comprehension(correct_original),
+        comprehension(correct_intervened),
     )
 
 
 # ---- evaluation-set sampling ---------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class EvalSample:
@@ -190,8 +209,10 @@ class EvalSample:
         return (self.n_understood, self.n_not_understood) != self.requested
 
     def message(self) -> str:
-        return (f"evaluation set: {self.n_understood}/{self.requested[0]} understood and "
-                f"{self.n_not_understood}/{self.requested[1]} not-understood examples")
+        return (
+            f"evaluation set: {self.n_understood}/{self.requested[0]} understood and "
+            f"{self.n_not_understood}/{self.requested[1]} not-understood examples"
+        )
 
 
 def sample_eval_set(

@@ -1,9 +1,11 @@
 """Load a causal LM (hub id, save_pretrained folder or GGUF file) and wrap it for nnsight tracing."""
+
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+
 import torch
 
 from . import content
@@ -95,7 +97,9 @@ class NeuronModel:
         )
 
 
-def wrap(hf_model, tokenizer, *, source: str = "<in-memory>", remote: bool | str = False, extra: dict | None = None) -> NeuronModel:
+def wrap(
+    hf_model, tokenizer, *, source: str = "<in-memory>", remote: bool | str = False, extra: dict | None = None
+) -> NeuronModel:
     """Wrap an already-built HF causal LM: freeze parameters, find the neuron site, count neurons."""
     from nnsight import LanguageModel
 
@@ -126,11 +130,20 @@ def wrap(hf_model, tokenizer, *, source: str = "<in-memory>", remote: bool | str
         "device": next(hf_model.parameters()).device.type,
     }
     prov.update(extra or {})
-    return NeuronModel(lm=lm, tokenizer=tokenizer, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=remote)
+    return NeuronModel(
+        lm=lm, tokenizer=tokenizer, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=remote
+    )
 
 
-def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32", revision: str | None = None,
-               remote: bool | str = False, trust_remote_code: bool = False) -> NeuronModel:
+def load_model(
+    source: str,
+    *,
+    device: Device = "auto",
+    dtype: DType = "float32",
+    revision: str | None = None,
+    remote: bool | str = False,
+    trust_remote_code: bool = False,
+) -> NeuronModel:
     """Load from a hub id, a local `save_pretrained` folder, a local `.gguf` file, or "demo".
 
     With `remote=True` a hub id is not downloaded: nnsight builds the model skeleton and NDIF runs it.
@@ -166,17 +179,24 @@ def load_model(source: str, *, device: Device = "auto", dtype: DType = "float32"
             extra["weights_sha256"] = content.folder_sha256(path)
         else:
             if _looks_like_path(source):
-                raise ModelLoadError(f"model {source!r}: no such file or folder (expected a save_pretrained folder, "
-                                     "a .gguf file, a hub id owner/name or 'demo')")
+                raise ModelLoadError(
+                    f"model {source!r}: no such file or folder (expected a save_pretrained folder, "
+                    "a .gguf file, a hub id owner/name or 'demo')"
+                )
             tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
-            hf = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, revision=revision,
-                                                      trust_remote_code=trust_remote_code)
+            hf = AutoModelForCausalLM.from_pretrained(
+                source, dtype=torch_dtype, revision=revision, trust_remote_code=trust_remote_code
+            )
             extra["commit"] = content.hub_model_commit(source, revision)  # what `revision` (or main) resolved to today
     except Exception as err:  # noqa: BLE001 - transformers, safetensors and gguf (struct.error, ...) each raise their own types
         if isinstance(err, ModelLoadError) or not (path.suffix == ".gguf" or _is_model_file_error(err)):
             raise
         weights = sorted(p.name for p in path.glob("*.safetensors")) if path.is_dir() else []
-        damaged = f" (weights file {', '.join(weights)} damaged or truncated?)" if "Safetensor" in type(err).__name__ and weights else ""
+        damaged = (
+            f" (weights file {', '.join(weights)} damaged or truncated?)"
+            if "Safetensor" in type(err).__name__ and weights
+            else ""
+        )
         raise ModelLoadError(f"could not load model {source!r}{damaged}: {_one_line(err)}") from None
     hf.to(dev)
     return wrap(hf, tok, source=source, remote=remote, extra=extra)
@@ -227,6 +247,12 @@ def _remote_model(source: str, *, dtype: str, revision: str | None, remote: bool
     blocks = get_path(hf, site.layers)
     n_neurons = neurons_per_layer(get_path(blocks[0], site.down_proj))
     identity = identity or {"commit": content.hub_model_commit(source, revision)}
-    prov = {"model": source, "model_type": hf.config.model_type, "dtype": dtype, "device": "remote", "revision": revision or "",
-            **identity}
+    prov = {
+        "model": source,
+        "model_type": hf.config.model_type,
+        "dtype": dtype,
+        "device": "remote",
+        "revision": revision or "",
+        **identity,
+    }
     return NeuronModel(lm=lm, tokenizer=tok, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=remote)

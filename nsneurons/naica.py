@@ -27,10 +27,12 @@ Decisions (where the paper / the peer code `keyneuron` leave a choice or are wro
   neuron ascending (i.e. flat (layer, neuron) index ascending, in the input's coordinate order).
 - Output with fewer than v key neurons is padded with layer = neuron = -1 and score = NaN.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Mapping, NamedTuple, Sequence
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
@@ -122,8 +124,17 @@ def naica_scores(ig: xr.DataArray, *, t: float = T_DEFAULT, clusters=None, clust
     n_clusters = grouped.sizes[dim]
     occ = grouped["in_cluster"].sum(dim).astype(np.int64)
     ica = np.log(n_clusters / (occ + 1.0))
-    ds = xr.Dataset({"S": S, "count": grouped["count"], "in_cluster": grouped["in_cluster"], "na": na,
-                     "occ": occ, "ica": ica, "score": na * ica})
+    ds = xr.Dataset(
+        {
+            "S": S,
+            "count": grouped["count"],
+            "in_cluster": grouped["in_cluster"],
+            "na": na,
+            "occ": occ,
+            "ica": ica,
+            "score": na * ica,
+        }
+    )
     ds.attrs.update(t=float(t), n_clusters=int(n_clusters), cluster_dim=dim)
     return ds
 
@@ -144,9 +155,11 @@ def common_neurons(scores: xr.Dataset, u: float = U_DEFAULT) -> xr.Dataset:
     picked = np.flatnonzero(flat > threshold)
     picked = picked[np.lexsort((picked, -flat[picked]))]
     ds = xr.Dataset(
-        {"layer": ("common", layers.reshape(-1)[picked].astype(np.int64)),
-         "neuron": ("common", neurons.reshape(-1)[picked].astype(np.int64)),
-         "occ": ("common", flat[picked].astype(np.int64))},
+        {
+            "layer": ("common", layers.reshape(-1)[picked].astype(np.int64)),
+            "neuron": ("common", neurons.reshape(-1)[picked].astype(np.int64)),
+            "occ": ("common", flat[picked].astype(np.int64)),
+        },
         coords={"common": np.arange(len(picked))},
     )
     ds.attrs.update(u=float(u), threshold=threshold, n_clusters=int(scores.attrs["n_clusters"]))
@@ -160,7 +173,9 @@ def rank_order(values: np.ndarray) -> np.ndarray:
     return np.lexsort((index, -flat))
 
 
-def top_neurons(score: xr.DataArray, v: int, *, exclude: np.ndarray | None = None, extra: Mapping[str, xr.DataArray] | None = None) -> xr.Dataset:
+def top_neurons(
+    score: xr.DataArray, v: int, *, exclude: np.ndarray | None = None, extra: Mapping[str, xr.DataArray] | None = None
+) -> xr.Dataset:
     """Top v positive-score neurons per cluster: Dataset (cluster, rank) of layer, neuron, score (+ extra).
 
     exclude: bool (layer, neuron) mask of neurons never picked (e.g. common neurons).
@@ -177,9 +192,12 @@ def top_neurons(score: xr.DataArray, v: int, *, exclude: np.ndarray | None = Non
     out_neuron = np.full((n, v), -1, np.int64)
     out_score = np.full((n, v), np.nan)
     out_extra = {k: np.full((n, v), np.nan) for k in extra}
-    extra_flat = {k: a.transpose(dim, "layer", "neuron").values.reshape(n, -1) if dim in a.dims
-                  else np.broadcast_to(a.transpose("layer", "neuron").values.reshape(-1), (n, layers.size * n_neurons))
-                  for k, a in extra.items()}
+    extra_flat = {
+        k: a.transpose(dim, "layer", "neuron").values.reshape(n, -1)
+        if dim in a.dims
+        else np.broadcast_to(a.transpose("layer", "neuron").values.reshape(-1), (n, layers.size * n_neurons))
+        for k, a in extra.items()
+    }
     blocked = None if exclude is None else np.asarray(exclude, bool).reshape(-1)
     for i in range(n):
         flat = score.values[i].reshape(-1).astype(np.float64)
@@ -194,8 +212,12 @@ def top_neurons(score: xr.DataArray, v: int, *, exclude: np.ndarray | None = Non
         for name, values in extra_flat.items():
             out_extra[name][i, :k] = values[i][order]
     ds = xr.Dataset(
-        {"layer": ((dim, "rank"), out_layer), "neuron": ((dim, "rank"), out_neuron), "score": ((dim, "rank"), out_score),
-         **{name: ((dim, "rank"), values) for name, values in out_extra.items()}},
+        {
+            "layer": ((dim, "rank"), out_layer),
+            "neuron": ((dim, "rank"), out_neuron),
+            "score": ((dim, "rank"), out_score),
+            **{name: ((dim, "rank"), values) for name, values in out_extra.items()},
+        },
         coords={dim: score[dim].values, "rank": np.arange(v)},
     )
     ds["n_key"] = (dim, (out_layer >= 0).sum(1).astype(np.int64))
@@ -203,8 +225,16 @@ def top_neurons(score: xr.DataArray, v: int, *, exclude: np.ndarray | None = Non
     return ds
 
 
-def key_neurons(ig: xr.DataArray, *, t: float = T_DEFAULT, v: int = V_DEFAULT, u: float = U_DEFAULT, clusters=None,
-                remove_common: bool = False, cluster_dim: str = "domain") -> KeyNeurons:
+def key_neurons(
+    ig: xr.DataArray,
+    *,
+    t: float = T_DEFAULT,
+    v: int = V_DEFAULT,
+    u: float = U_DEFAULT,
+    clusters=None,
+    remove_common: bool = False,
+    cluster_dim: str = "domain",
+) -> KeyNeurons:
     """NA-ICA key neurons (top v positive scores) and common neurons, per query or per cluster."""
     scores = naica_scores(ig, t=t, clusters=clusters, cluster_dim=cluster_dim)
     common = common_neurons(scores, u)
@@ -212,10 +242,18 @@ def key_neurons(ig: xr.DataArray, *, t: float = T_DEFAULT, v: int = V_DEFAULT, u
     if remove_common:
         exclude = (scores["occ"] > common.attrs["threshold"]).transpose("layer", "neuron").values
     key = top_neurons(scores["score"], v, exclude=exclude, extra={"na": scores["na"], "ica": scores["ica"]})
-    key.attrs.update(method="na-ica", t=float(t), v=int(v), u=float(u), remove_common=bool(remove_common),
-                     n_clusters=scores.attrs["n_clusters"], common_threshold=common.attrs["threshold"],
-                     n_common=int(common.sizes["common"]), cluster_dim=scores.attrs["cluster_dim"],
-                     tie_break="score desc, layer asc, neuron asc")
+    key.attrs.update(
+        method="na-ica",
+        t=float(t),
+        v=int(v),
+        u=float(u),
+        remove_common=bool(remove_common),
+        n_clusters=scores.attrs["n_clusters"],
+        common_threshold=common.attrs["threshold"],
+        n_common=int(common.sizes["common"]),
+        cluster_dim=scores.attrs["cluster_dim"],
+        tie_break="score desc, layer asc, neuron asc",
+    )
     return KeyNeurons(key=key, common=common, scores=scores)
 
 

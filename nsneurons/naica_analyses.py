@@ -10,9 +10,10 @@ clusters=domain_of)`) gives ICA = log(D / 2) <= 0 to every one-domain neuron whe
 Prediction uses key neurons computed from the training queries only (NA-ICA rerun on them), so
 held-out queries influence neither NA, ICA nor the domain neuron sets.
 """
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -40,8 +41,9 @@ def split_queries(domain_of: Mapping[str, str], held_out_fraction: float, seed: 
     return [q for q in domain_of if q not in held], [q for q in domain_of if q in held]
 
 
-def domain_key_neurons(key: xr.Dataset, domain_of: Mapping[str, str], *, queries: Sequence[str] | None = None,
-                       v: int | None = None) -> xr.Dataset:
+def domain_key_neurons(
+    key: xr.Dataset, domain_of: Mapping[str, str], *, queries: Sequence[str] | None = None, v: int | None = None
+) -> xr.Dataset:
     """Per domain, the pooled key neurons of its queries: Dataset (domain, rank) of layer, neuron, frequency, score."""
     queries = list(key["query"].values) if queries is None else list(queries)
     domains = list(dict.fromkeys(domain_of[q] for q in queries))
@@ -57,11 +59,23 @@ def domain_key_neurons(key: xr.Dataset, domain_of: Mapping[str, str], *, queries
     if v is not None:
         ranked = {d: r[:v] for d, r in ranked.items()}
     width = max([len(r) for r in ranked.values()] + [v or 0, 1])
-    arrays = {name: np.full((len(domains), width), fill, dtype) for name, fill, dtype in
-              (("layer", -1, np.int64), ("neuron", -1, np.int64), ("frequency", 0, np.int64), ("score", np.nan, np.float64))}
+    arrays = {
+        name: np.full((len(domains), width), fill, dtype)
+        for name, fill, dtype in (
+            ("layer", -1, np.int64),
+            ("neuron", -1, np.int64),
+            ("frequency", 0, np.int64),
+            ("score", np.nan, np.float64),
+        )
+    }
     for i, d in enumerate(domains):
         for r, ((layer, neuron), (freq, score)) in enumerate(ranked[d]):
-            arrays["layer"][i, r], arrays["neuron"][i, r], arrays["frequency"][i, r], arrays["score"][i, r] = layer, neuron, freq, score
+            arrays["layer"][i, r], arrays["neuron"][i, r], arrays["frequency"][i, r], arrays["score"][i, r] = (
+                layer,
+                neuron,
+                freq,
+                score,
+            )
     ds = xr.Dataset({k: (("domain", "rank"), a) for k, a in arrays.items()}, coords={"domain": domains, "rank": np.arange(width)})
     ds["n_key"] = ("domain", (arrays["layer"] >= 0).sum(1))
     ds["n_queries"] = ("domain", np.asarray([sum(domain_of[q] == d for q in queries) for d in domains], np.int64))
@@ -86,12 +100,19 @@ def localized_regions(domain_keys: xr.Dataset, n_layers: int) -> xr.Dataset:
     overlap = np.array([[len(sets[a] & sets[b]) for b in domains] for a in domains], np.int64)
     union = np.array([[len(sets[a] | sets[b]) for b in domains] for a in domains], np.int64)
     jaccard = np.where(union > 0, overlap / np.maximum(union, 1), np.nan)
-    return xr.Dataset({"layer_count": (("domain", "layer"), counts), "overlap": (("domain", "other_domain"), overlap),
-                       "jaccard": (("domain", "other_domain"), jaccard)},
-                      coords={"domain": domains, "other_domain": domains, "layer": np.arange(n_layers)})
+    return xr.Dataset(
+        {
+            "layer_count": (("domain", "layer"), counts),
+            "overlap": (("domain", "other_domain"), overlap),
+            "jaccard": (("domain", "other_domain"), jaccard),
+        },
+        coords={"domain": domains, "other_domain": domains, "layer": np.arange(n_layers)},
+    )
 
 
-def predict_domains(activation: xr.DataArray, domain_keys: xr.Dataset, queries: Sequence[str], domain_of: Mapping[str, str]) -> xr.Dataset:
+def predict_domains(
+    activation: xr.DataArray, domain_keys: xr.Dataset, queries: Sequence[str], domain_of: Mapping[str, str]
+) -> xr.Dataset:
     """Predict each query's domain: the domain whose key neurons have the highest mean activation at the
     answer position (mean over the neurons and the query's prompts). Ties: first domain in order."""
     activation = as_query_array(activation)
@@ -114,15 +135,23 @@ def predict_domains(activation: xr.DataArray, domain_keys: xr.Dataset, queries: 
         if p and t in domains:
             confusion[domains.index(t), domains.index(p)] += 1
     correct = np.asarray([t == p for t, p in zip(truth, predicted)])
-    ds = xr.Dataset({"mean_activation": (("query", "domain"), means), "predicted": ("query", np.asarray(predicted, dtype=str)),
-                     "true": ("query", np.asarray(truth, dtype=str)), "correct": ("query", correct),
-                     "confusion": (("true_domain", "predicted_domain"), confusion)},
-                    coords={"query": list(queries), "domain": domains, "true_domain": domains, "predicted_domain": domains})
+    ds = xr.Dataset(
+        {
+            "mean_activation": (("query", "domain"), means),
+            "predicted": ("query", np.asarray(predicted, dtype=str)),
+            "true": ("query", np.asarray(truth, dtype=str)),
+            "correct": ("query", correct),
+            "confusion": (("true_domain", "predicted_domain"), confusion),
+        },
+        coords={"query": list(queries), "domain": domains, "true_domain": domains, "predicted_domain": domains},
+    )
     ds.attrs.update(accuracy=float(correct.mean()) if len(correct) else float("nan"), n_queries=len(queries))
     return ds
 
 
-def random_control(pairs: Sequence[tuple[int, int]], n_layers: int, n_neurons: int, rng: np.random.Generator) -> list[tuple[int, int]]:
+def random_control(
+    pairs: Sequence[tuple[int, int]], n_layers: int, n_neurons: int, rng: np.random.Generator
+) -> list[tuple[int, int]]:
     """As many random neurons as `pairs`, drawn without replacement from all neurons not in `pairs`."""
     taken = np.asarray([layer * n_neurons + neuron for layer, neuron in pairs], np.int64)
     pool = np.setdiff1d(np.arange(n_layers * n_neurons), taken)

@@ -1,8 +1,9 @@
 """NA-ICA's report.md and its two figures (key neurons per layer by domain, the domain overlap heatmap)."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
@@ -45,8 +46,10 @@ def plot_overlap(regions: xr.Dataset, *, ax=None, subtitle: str = ""):
 def plot_regions(regions: xr.Dataset, out_dir, subtitle: str = "") -> dict[str, Path]:
     """The two figures above as PNG (200 dpi) + SVG in out_dir; returns the PNG paths."""
     folder = RunFolder(out_dir)
-    return {"layer_histogram": figures.save(plot_layer_histogram(regions, subtitle=subtitle), folder.naica_figure("layer_histogram")),
-            "overlap_heatmap": figures.save(plot_overlap(regions, subtitle=subtitle), folder.naica_figure("overlap_heatmap"))}
+    return {
+        "layer_histogram": figures.save(plot_layer_histogram(regions, subtitle=subtitle), folder.naica_figure("layer_histogram")),
+        "overlap_heatmap": figures.save(plot_overlap(regions, subtitle=subtitle), folder.naica_figure("overlap_heatmap")),
+    }
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
@@ -54,37 +57,70 @@ def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
     return lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
 
 
-def write_report(path, results: Mapping[str, xr.Dataset], figures: Mapping[str, Path], params: Mapping, *, model_description: str = "") -> Path:
+def write_report(
+    path, results: Mapping[str, xr.Dataset], figures: Mapping[str, Path], params: Mapping, *, model_description: str = ""
+) -> Path:
     """A short markdown report of one `run_naica`."""
     key, common, dk, regions = results["key"], results["common"], results["domain_key"], results["regions"]
     domains = [str(d) for d in dk["domain"].values]
-    lines = ["# NA-ICA / QRNCA key neurons", "", model_description, "",
-             "Parameters: " + ", ".join(f"{k} = {v}" for k, v in params.items()), "",
-             f"{key.sizes['query']} queries in {len(domains)} domains; key neurons per query: mean {float(key['n_key'].mean()):.1f} "
-             f"(at most v = {key.attrs['v']}); common neurons (in more than {key.attrs['common_threshold']} of "
-             f"{key.attrs['n_clusters']} queries): {common.sizes['common']}" + (", removed from the key neurons." if key.attrs["remove_common"] else ", kept."),
-             "", "## Localized regions", ""]
+    lines = [
+        "# NA-ICA / QRNCA key neurons",
+        "",
+        model_description,
+        "",
+        "Parameters: " + ", ".join(f"{k} = {v}" for k, v in params.items()),
+        "",
+        f"{key.sizes['query']} queries in {len(domains)} domains; key neurons per query: mean {float(key['n_key'].mean()):.1f} "
+        f"(at most v = {key.attrs['v']}); common neurons (in more than {key.attrs['common_threshold']} of "
+        f"{key.attrs['n_clusters']} queries): {common.sizes['common']}"
+        + (", removed from the key neurons." if key.attrs["remove_common"] else ", kept."),
+        "",
+        "## Localized regions",
+        "",
+    ]
     layers = regions["layer"].values
     rows = []
     for d in domains:
         counts = regions["layer_count"].sel(domain=d).values
         mean_layer = float((counts * layers).sum() / counts.sum()) if counts.sum() else float("nan")
-        rows.append((d, int(dk["n_queries"].sel(domain=d)), int(counts.sum()), f"{mean_layer:.2f}", int(layers[counts.argmax()]) if counts.sum() else "-"))
+        rows.append(
+            (
+                d,
+                int(dk["n_queries"].sel(domain=d)),
+                int(counts.sum()),
+                f"{mean_layer:.2f}",
+                int(layers[counts.argmax()]) if counts.sum() else "-",
+            )
+        )
     lines += _table(("domain", "queries", "key neurons (pooled)", "mean layer", "busiest layer"), rows)
     lines += ["", "Overlap (shared pooled key neurons):", ""]
-    lines += _table(("", *domains), [(a, *(int(regions["overlap"].sel(domain=a, other_domain=b)) for b in domains)) for a in domains])
+    lines += _table(
+        ("", *domains), [(a, *(int(regions["overlap"].sel(domain=a, other_domain=b)) for b in domains)) for a in domains]
+    )
     lines += ["", *(f"![{name}]({Path(p).name})" for name, p in figures.items()), "", "## Neuron-based prediction", ""]
     if "prediction" in results:
         pred = results["prediction"]
-        lines.append(f"Accuracy on {pred.attrs['n_queries']} held-out queries: {pred.attrs['accuracy']:.3f} "
-                     f"(chance {1 / len(domains):.3f}); domain neurons from {pred.attrs['n_train']} training queries. Confusion (rows: true):")
-        lines += [""] + _table(("", *pred["predicted_domain"].values), [(d, *pred["confusion"].sel(true_domain=d).values.tolist()) for d in pred["true_domain"].values])
+        lines.append(
+            f"Accuracy on {pred.attrs['n_queries']} held-out queries: {pred.attrs['accuracy']:.3f} "
+            f"(chance {1 / len(domains):.3f}); domain neurons from {pred.attrs['n_train']} training queries. Confusion (rows: true):"
+        )
+        lines += [""] + _table(
+            ("", *pred["predicted_domain"].values),
+            [(d, *pred["confusion"].sel(true_domain=d).values.tolist()) for d in pred["true_domain"].values],
+        )
     else:
         lines.append("Skipped: no held-out queries (held_out_fraction = 0 or one query per domain).")
     edit = results["editing"]
     lines += ["", "## Editing (answer position; x2 boost, x0 suppress; control: as many random neurons)", ""]
-    rows = [(c, f"{float(edit['p_correct'].sel(condition=c).mean()):.4f}", f"{float(edit['delta'].sel(condition=c).mean()):+.4f}",
-             f"{float(edit['relative_change'].sel(condition=c).mean()) * 100:+.1f}%") for c in EDIT_CONDITIONS]
+    rows = [
+        (
+            c,
+            f"{float(edit['p_correct'].sel(condition=c).mean()):.4f}",
+            f"{float(edit['delta'].sel(condition=c).mean()):+.4f}",
+            f"{float(edit['relative_change'].sel(condition=c).mean()) * 100:+.1f}%",
+        )
+        for c in EDIT_CONDITIONS
+    ]
     lines += _table(("condition", "mean P(correct)", "mean change", "mean relative change"), rows)
     path = Path(path)
     write_text_atomically(path, "\n".join(lines) + "\n")

@@ -8,6 +8,7 @@ rows after one shared prefix per evaluation proxy, NA-ICA's IG and editing, and 
 asked. Work is counted in FLOPs from the model's config (no weights are loaded); seconds come
 from FLOP rates that are per-device defaults or measured by `--measure` (nsneurons.plan_measure).
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,17 @@ from .plan_work import ModelShape, Rates, Stage
 __all__ = ["ModelShape", "Plan", "Rates", "Stage", "default_rates", "make_plan", "read_model_shape", "render", "summary_line"]
 
 # SmolLM2-135M-Instruct's config (nsneurons.demo_model), used when the demo folder is not built yet.
-_DEMO_CONFIG = {"model_type": "llama", "num_hidden_layers": 30, "hidden_size": 576, "intermediate_size": 1536,
-                "vocab_size": 49152, "num_attention_heads": 9, "num_key_value_heads": 3, "head_dim": 64,
-                "tie_word_embeddings": True}
+_DEMO_CONFIG = {
+    "model_type": "llama",
+    "num_hidden_layers": 30,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "vocab_size": 49152,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "head_dim": 64,
+    "tie_word_embeddings": True,
+}
 
 
 def _first(config: dict, *names, default=None):
@@ -128,14 +137,26 @@ class Plan:
         for s in self.stages:
             for device, value in s.peak_bytes.items():
                 peak[device] = max(peak.get(device, 0), value)
-        return {"passes": sum(s.passes for s in self.stages), "backward_passes": sum(s.backward for s in self.stages),
-                "rows": sum(s.rows for s in self.stages), "flops": sum(s.flops for s in self.stages), "seconds": seconds,
-                "peak_bytes": peak, "download_bytes": sum(s.download_bytes for s in self.stages),
-                "upload_bytes": sum(s.upload_bytes for s in self.stages)}
+        return {
+            "passes": sum(s.passes for s in self.stages),
+            "backward_passes": sum(s.backward for s in self.stages),
+            "rows": sum(s.rows for s in self.stages),
+            "flops": sum(s.flops for s in self.stages),
+            "seconds": seconds,
+            "peak_bytes": peak,
+            "download_bytes": sum(s.download_bytes for s in self.stages),
+            "upload_bytes": sum(s.upload_bytes for s in self.stages),
+        }
 
     def to_json(self) -> dict:
-        return {"recipe": self.recipe, "model": asdict(self.shape), "rates": asdict(self.rates),
-                "stages": [asdict(s) for s in self.stages], "totals": self.totals(), "notes": list(self.notes)}
+        return {
+            "recipe": self.recipe,
+            "model": asdict(self.shape),
+            "rates": asdict(self.rates),
+            "stages": [asdict(s) for s in self.stages],
+            "totals": self.totals(),
+            "notes": list(self.notes),
+        }
 
 
 def default_rates(recipe) -> Rates:
@@ -164,8 +185,9 @@ def _inputs(recipe, tokenizer, prompt_tokens: int | None):
     return {t.name: (assumed(recipe.identification_examples, common), assumed(candidates, common)) for t in recipe.tasks}
 
 
-def make_plan(recipe, shape: ModelShape, rates: Rates | None = None, *, crosstask: bool = False,
-              prompt_tokens: int | None = None) -> Plan:
+def make_plan(
+    recipe, shape: ModelShape, rates: Rates | None = None, *, crosstask: bool = False, prompt_tokens: int | None = None
+) -> Plan:
     """Every stage of `nsneurons run RECIPE` (and `nsneurons crosstask` when asked), counted and priced.
     `prompt_tokens`: plan without reading the data, every prompt this long (for hub data out of reach)."""
     from .recipe import check_against_model
@@ -174,8 +196,12 @@ def make_plan(recipe, shape: ModelShape, rates: Rates | None = None, *, crosstas
     tokenizer = _tokenizer(recipe) if prompt_tokens is None else None
     notes = [] if tokenizer is not None else ["no tokenizer could be loaded: prompt tokens estimated as 1.35 per word"]
     if prompt_tokens is not None:
-        notes = [(f"data not read: every prompt assumed {prompt_tokens} tokens; candidates as evaluation.candidates "
-                 "(or 3 x the evaluation set)")]
+        notes = [
+            (
+                f"data not read: every prompt assumed {prompt_tokens} tokens; candidates as evaluation.candidates "
+                "(or 3 x the evaluation set)"
+            )
+        ]
     inputs = _inputs(recipe, tokenizer, prompt_tokens)
     if recipe.experiment == "naica":
         return Plan(recipe.name, shape, rates, tuple(naica_stages(recipe, shape, rates, inputs["NA-ICA"][1])), tuple(notes))
@@ -198,24 +224,47 @@ def task_stages(recipe, shape: ModelShape, rates: Rates, task: str, identificati
         screen = plan_work.screen_stage(f"{task}: screen", recipe, shape, rates, lengths)
         stages.append(screen if not ev.screen_model else replace(screen, name=f"{task}: screen ({ev.screen_model})"))
     for target in plan_work.ig_targets(recipe):
-        stages.append(plan_work.ig_stage(f"{task}: IG {target}", "ig", recipe, shape, rates, identification, target=target,
-                                         steps=a.steps, layers=a.layers, layers_per_pass=a.layers_per_pass))
+        stages.append(
+            plan_work.ig_stage(
+                f"{task}: IG {target}",
+                "ig",
+                recipe,
+                shape,
+                rates,
+                identification,
+                target=target,
+                steps=a.steps,
+                layers=a.layers,
+                layers_per_pass=a.layers_per_pass,
+            )
+        )
     counts = plan_work.condition_counts(recipe)
-    stages.append(plan_work.intervention_stage(f"{task}: interventions", recipe, shape, rates,
-                                               eval_prompts(recipe, candidates), counts))
+    stages.append(
+        plan_work.intervention_stage(f"{task}: interventions", recipe, shape, rates, eval_prompts(recipe, candidates), counts)
+    )
     return stages
 
 
 def naica_stages(recipe, shape: ModelShape, rates: Rates, groups) -> list[Stage]:
     """Experiment naica: IG (target qrnca) per query, then editing with 5 conditions per query."""
     n = recipe.naica
-    stages = [plan_work.load_stage(recipe, shape, rates),
-              plan_work.ig_stage("NA-ICA: IG qrnca", "naica-ig", recipe, shape, rates, groups, target="qrnca", steps=n.steps)]
+    stages = [
+        plan_work.load_stage(recipe, shape, rates),
+        plan_work.ig_stage("NA-ICA: IG qrnca", "naica-ig", recipe, shape, rates, groups, target="qrnca", steps=n.steps),
+    ]
     t = plan_work.Tally()
     for g in groups:
         plan_work.shared_prefix_calls(t, shape, list(g.lengths), 5, plan_work.DTYPE_BYTES[recipe.dtype])
-    stages.append(plan_work.forward_stage("NA-ICA: editing", "naica-edit", shape, rates, t,
-                                          f"{len(groups)} queries x 5 conditions (none, boost, suppress, 2 random controls)"))
+    stages.append(
+        plan_work.forward_stage(
+            "NA-ICA: editing",
+            "naica-edit",
+            shape,
+            rates,
+            t,
+            f"{len(groups)} queries x 5 conditions (none, boost, suppress, 2 random controls)",
+        )
+    )
     return stages
 
 
@@ -260,8 +309,10 @@ def eval_prompts(recipe, candidates) -> list[int]:
 
 
 def recipe_notes(recipe) -> list[str]:
-    notes = ["interventions: each distinct switch set counted once (nsneurons.conditions); RANDOM draws assumed distinct",
-             "evaluation set assumed full (understood + not_understood per task); the screen decides the real size"]
+    notes = [
+        "interventions: each distinct switch set counted once (nsneurons.conditions); RANDOM draws assumed distinct",
+        "evaluation set assumed full (understood + not_understood per task); the screen decides the real size",
+    ]
     if recipe.evaluation.screen_model:
         notes.append(f"the screen runs {recipe.evaluation.screen_model}; priced here with this model's shape")
     return notes
@@ -292,27 +343,52 @@ def render(plan: Plan) -> str:
     head = ["stage", "passes (fwd+bwd)", "rows", "TFLOP", "peak memory", *(["NDIF down / up"] if remote else []), "time"]
     rows = []
     for s in plan.stages:
-        rows.append([s.name, f"{s.passes:,} ({s.backward:,})", f"{s.rows:,}", f"{s.flops / 1e12:.3g}", _peak(s.peak_bytes),
-                     *([f"{_size(s.download_bytes)} / {_size(s.upload_bytes)}"] if remote else []), _time(s.seconds)])
+        rows.append(
+            [
+                s.name,
+                f"{s.passes:,} ({s.backward:,})",
+                f"{s.rows:,}",
+                f"{s.flops / 1e12:.3g}",
+                _peak(s.peak_bytes),
+                *([f"{_size(s.download_bytes)} / {_size(s.upload_bytes)}"] if remote else []),
+                _time(s.seconds),
+            ]
+        )
     t = plan.totals()
     fixed = _time(plan.rates.fixed_seconds(plan.shape))
-    rows.append([f"total (+ fixed {fixed})", f"{t['passes']:,} ({t['backward_passes']:,})",
-                 f"{t['rows']:,}", f"{t['flops'] / 1e12:.3g}", _peak(t["peak_bytes"]),
-                 *([f"{_size(t['download_bytes'])} / {_size(t['upload_bytes'])}"] if remote else []), _time(t["seconds"])])
+    rows.append(
+        [
+            f"total (+ fixed {fixed})",
+            f"{t['passes']:,} ({t['backward_passes']:,})",
+            f"{t['rows']:,}",
+            f"{t['flops'] / 1e12:.3g}",
+            _peak(t["peak_bytes"]),
+            *([f"{_size(t['download_bytes'])} / {_size(t['upload_bytes'])}"] if remote else []),
+            _time(t["seconds"]),
+        ]
+    )
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
     sh = plan.shape
-    out = [(f"plan for recipe {plan.recipe!r}: {sh.source}: {sh.model_type}, {sh.n_layers} layers x {sh.n_neurons} neurons, "
-            f"hidden {sh.hidden}, vocab {sh.vocab}, {sh.n_params / 1e6:,.1f}M parameters"),
-           f"rates: {plan.rates.describe()}", "", line(head), line(["-" * w for w in widths])]
+    out = [
+        (
+            f"plan for recipe {plan.recipe!r}: {sh.source}: {sh.model_type}, {sh.n_layers} layers x {sh.n_neurons} neurons, "
+            f"hidden {sh.hidden}, vocab {sh.vocab}, {sh.n_params / 1e6:,.1f}M parameters"
+        ),
+        f"rates: {plan.rates.describe()}",
+        "",
+        line(head),
+        line(["-" * w for w in widths]),
+    ]
     out += [line(r) for r in rows]
     out += ["", *(f"detail: {s.name}: {s.detail}" for s in plan.stages if s.detail)]
     out += [f"note: {n}" for n in (*plan.notes, *plan.rates.notes)]
     return "\n".join(out)
 
 
-def plan_command(recipe_path, overrides=(), *, remote=False, measure=False, crosstask=False, as_json=False,
-                 prompt_tokens=None) -> str:
+def plan_command(
+    recipe_path, overrides=(), *, remote=False, measure=False, crosstask=False, as_json=False, prompt_tokens=None
+) -> str:
     """What `nsneurons plan` prints: the table (or JSON) of a recipe file, calibrated with --measure."""
     from .recipe import load_recipe
 
@@ -335,6 +411,7 @@ def summary_line(recipe, model_shape: ModelShape) -> str:
     t = plan.totals()
     down = f", NDIF download {_size(t['download_bytes'])}" if recipe.backend == "remote" else ""
     how = "calibrated" if plan.rates.calibrated else "uncalibrated"
-    return (f"plan: {t['passes']:,} passes ({t['backward_passes']:,} with backward), peak {_peak(t['peak_bytes'])}{down}, "
-            f"about {_time(t['seconds'])} ({how}; `nsneurons plan` details)")
-
+    return (
+        f"plan: {t['passes']:,} passes ({t['backward_passes']:,} with backward), peak {_peak(t['peak_bytes'])}{down}, "
+        f"about {_time(t['seconds'])} ({how}; `nsneurons plan` details)"
+    )

@@ -9,6 +9,7 @@ to a quiet machine's. The quiet rate is that x the threads a run uses x PARALLEL
 Memory: the process's resident set before the model (base), and the IG pass's peak above it,
 compared with the modelled activation memory (a scale applied to every stage).
 """
+
 from __future__ import annotations
 
 import os
@@ -104,13 +105,23 @@ def _ig_measure(recipe, model, shape: ModelShape, proxy, device: str):
     steps = recipe.naica.steps if recipe.experiment == "naica" else a.steps
     layers = list(range(max(0, shape.n_layers - MEASURED_LAYERS), shape.n_layers))
     config = AttributionConfig(target=target, steps=steps, quadrature=a.quadrature, path=a.path, layers_per_pass=len(layers))
-    attribute_proxies(model, [proxy], AttributionConfig(target=target, steps=2),
-                      layers[-1:])  # warm-up: first-call costs (kernels, nnsight) are not the run's per-proxy cost
+    attribute_proxies(
+        model, [proxy], AttributionConfig(target=target, steps=2), layers[-1:]
+    )  # warm-up: first-call costs (kernels, nnsight) are not the run's per-proxy cost
     _, took = timed(lambda: attribute_proxies(model, [proxy], config, layers), device)
     tally = Tally()
     ids = model.tokenizer(proxy.prompt)["input_ids"]
-    plan_work.ig_group(tally, shape, plan_work.group_of([ids]), [layers], steps=steps, midpoint=a.quadrature == "midpoint",
-                       path=a.path, answer_only=target == "ace", act=plan_work.DTYPE_BYTES[recipe.dtype])
+    plan_work.ig_group(
+        tally,
+        shape,
+        plan_work.group_of([ids]),
+        [layers],
+        steps=steps,
+        midpoint=a.quadrature == "midpoint",
+        path=a.path,
+        answer_only=target == "ace",
+        act=plan_work.DTYPE_BYTES[recipe.dtype],
+    )
     return took, tally
 
 
@@ -124,8 +135,7 @@ def _intervention_measure(recipe, model, shape: ModelShape, proxy, device: str):
         n = 1 + sum(plan_work.condition_counts(recipe).values())
     conds = _conditions(recipe, model, n)
     ev = recipe.evaluation
-    call = lambda: option_probs(model, [proxy], conds,
-                                position=ev.position, batch_size=ev.batch_size)
+    call = lambda: option_probs(model, [proxy], conds, position=ev.position, batch_size=ev.batch_size)
     call()  # warm-up
     _, took = timed(call, device)
     tally = Tally()
@@ -141,20 +151,25 @@ def _screen_measure(recipe, model, shape: ModelShape, proxies, device: str):
     """Time one batch of full prompts under the unmodified model (evaluation_set.screen's call)."""
     from .intervention import BASELINE, option_probs
 
-    batch = proxies[:min(len(proxies), recipe.evaluation.batch_size, SCREEN_PROMPTS)]
+    batch = proxies[: min(len(proxies), recipe.evaluation.batch_size, SCREEN_PROMPTS)]
     call = lambda: option_probs(model, batch, [BASELINE], batch_size=len(batch))
     call()  # warm-up
     _, took = timed(call, device)
     lengths = [len(ids) for ids in model.tokenizer([p.prompt for p in batch])["input_ids"]]
-    stage = plan_work.screen_stage("measure", replace(recipe, evaluation=replace(recipe.evaluation, batch_size=len(batch))),
-                                   shape, plan_work.default_rates("local", "cpu", recipe.dtype), lengths)
+    stage = plan_work.screen_stage(
+        "measure",
+        replace(recipe, evaluation=replace(recipe.evaluation, batch_size=len(batch))),
+        shape,
+        plan_work.default_rates("local", "cpu", recipe.dtype),
+        lengths,
+    )
     tally = Tally(passes=stage.passes, flops=stage.flops, traces=stage.passes)
     return took, tally, len(batch)
 
 
 def _rate(tally: Tally, took: Timed, rates: Rates, scale: float) -> float:
     """FLOP/s from one measured call: its seconds less the per-trace overhead (at least half of it kept)."""
-    seconds = (took.cpu if rates.device == "cpu" else took.wall)
+    seconds = took.cpu if rates.device == "cpu" else took.wall
     seconds = max(seconds - tally.traces * rates.trace_seconds, 0.5 * seconds)
     return tally.flops / seconds * scale
 
@@ -169,9 +184,17 @@ def measure_rates(recipe, shape: ModelShape, rates: Rates) -> Rates:
 
     group, candidates = _first_proxies(recipe)  # the data modules (datasets, xarray) are in a run's base too
     base = _status("VmRSS")
-    model, load = timed(lambda: load_model(recipe.model, device=recipe.device, dtype=recipe.dtype, revision=recipe.revision,
-                                           remote=recipe.backend == "remote", trust_remote_code=recipe.trust_remote_code),
-                        rates.device)
+    model, load = timed(
+        lambda: load_model(
+            recipe.model,
+            device=recipe.device,
+            dtype=recipe.dtype,
+            revision=recipe.revision,
+            remote=recipe.backend == "remote",
+            trust_remote_code=recipe.trust_remote_code,
+        ),
+        rates.device,
+    )
     threads = torch.get_num_threads()
     if rates.device == "cpu":
         torch.set_num_threads(1)  # one thread's CPU seconds: robust to other jobs (module doc)
@@ -187,24 +210,39 @@ def measure_rates(recipe, shape: ModelShape, rates: Rates) -> Rates:
     weights_gb = shape.weight_bytes(recipe.dtype) / 1e9
     load_s = load.cpu / parallel if rates.device == "cpu" else load.wall
     load_peak = load.peak / 1e9 / weights_gb if rates.device == "cpu" and load.peak else rates.load_peak_factor
-    return replace(rates, ig_flops=_rate(ig[1], ig[0], rates, parallel), fwd_flops=_rate(iv[1], iv[0], rates, parallel),
-                   batch_flops=_rate(sc[1], sc[0], rates, parallel), base_bytes=base or rates.base_bytes,
-                   transient_scale=scale, calibrated=True, load_seconds_per_gb=max(0.0, load_s - 2.0) / max(weights_gb, 1e-9),
-                   load_peak_factor=load_peak,
-                   notes=_notes(rates.device, threads, parallel, ig, iv, sc, load, base))
+    return replace(
+        rates,
+        ig_flops=_rate(ig[1], ig[0], rates, parallel),
+        fwd_flops=_rate(iv[1], iv[0], rates, parallel),
+        batch_flops=_rate(sc[1], sc[0], rates, parallel),
+        base_bytes=base or rates.base_bytes,
+        transient_scale=scale,
+        calibrated=True,
+        load_seconds_per_gb=max(0.0, load_s - 2.0) / max(weights_gb, 1e-9),
+        load_peak_factor=load_peak,
+        notes=_notes(rates.device, threads, parallel, ig, iv, sc, load, base),
+    )
 
 
 def _notes(device: str, threads: int, parallel: float, ig, iv, sc, load: Timed, base: int) -> tuple[str, ...]:
     """What was measured, raw (CPU and wall seconds, the machine's load), for the plan's notes."""
     load_avg = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    how = (f"timed on 1 thread in CPU seconds, scaled x {parallel:.2f} for {threads} threads on a quiet machine"
-           if device == "cpu" else "timed in wall seconds")
+    how = (
+        f"timed on 1 thread in CPU seconds, scaled x {parallel:.2f} for {threads} threads on a quiet machine"
+        if device == "cpu"
+        else "timed in wall seconds"
+    )
     (ig_t, ig_w), (iv_t, iv_w, n), (sc_t, sc_w, n_screen) = ig, iv, sc
-    return (f"measured at load average {load_avg:.1f} on {os.cpu_count()} CPUs, torch {threads} thread(s); {how}",
-            (f"IG proxy at the top {MEASURED_LAYERS} layers: {ig_t.cpu:.2f} s CPU, {ig_t.wall:.2f} s wall, "
-             f"{ig_w.flops / 1e9:.1f} GFLOP; peak +{ig_t.peak / 1e9:.2f} GB vs {ig_w.transient / 1e9:.2f} GB modelled"),
-            (f"screen batch ({n_screen} prompts): {sc_t.cpu:.2f} s CPU, {sc_t.wall:.2f} s wall, "
-             f"{sc_w.flops / 1e9:.1f} GFLOP"),
-            (f"intervention call (1 proxy x {n} conditions): {iv_t.cpu:.2f} s CPU, {iv_t.wall:.2f} s wall, "
-             f"{iv_w.flops / 1e9:.1f} GFLOP"),
-            f"model load: {load.cpu:.1f} s CPU, {load.wall:.1f} s wall; resident before the model {base / 1e9:.2f} GB")
+    return (
+        f"measured at load average {load_avg:.1f} on {os.cpu_count()} CPUs, torch {threads} thread(s); {how}",
+        (
+            f"IG proxy at the top {MEASURED_LAYERS} layers: {ig_t.cpu:.2f} s CPU, {ig_t.wall:.2f} s wall, "
+            f"{ig_w.flops / 1e9:.1f} GFLOP; peak +{ig_t.peak / 1e9:.2f} GB vs {ig_w.transient / 1e9:.2f} GB modelled"
+        ),
+        (f"screen batch ({n_screen} prompts): {sc_t.cpu:.2f} s CPU, {sc_t.wall:.2f} s wall, {sc_w.flops / 1e9:.1f} GFLOP"),
+        (
+            f"intervention call (1 proxy x {n} conditions): {iv_t.cpu:.2f} s CPU, {iv_t.wall:.2f} s wall, "
+            f"{iv_w.flops / 1e9:.1f} GFLOP"
+        ),
+        f"model load: {load.cpu:.1f} s CPU, {load.wall:.1f} s wall; resident before the model {base / 1e9:.2f} GB",
+    )

@@ -6,6 +6,7 @@ plus attention (4 x context x heads x head size); a pass with a backward costs B
 forwards (parameters are frozen: the backward computes activation gradients only). docs/plan.md
 states every assumption.
 """
+
 from __future__ import annotations
 
 import os
@@ -66,17 +67,28 @@ class Rates:
 
     def describe(self) -> str:
         how = "calibrated by --measure" if self.calibrated else "UNCALIBRATED per-device defaults (run with --measure)"
-        return (f"{self.device} {self.dtype}: IG {self.ig_flops / 1e9:,.0f} GFLOP/s, interventions {self.fwd_flops / 1e9:,.0f} "
-                f"GFLOP/s, screen {(self.batch_flops or self.fwd_flops) / 1e9:,.0f} GFLOP/s, "
-                f"{self.trace_seconds * 1e3:.0f} ms per trace; {how}")
+        return (
+            f"{self.device} {self.dtype}: IG {self.ig_flops / 1e9:,.0f} GFLOP/s, interventions {self.fwd_flops / 1e9:,.0f} "
+            f"GFLOP/s, screen {(self.batch_flops or self.fwd_flops) / 1e9:,.0f} GFLOP/s, "
+            f"{self.trace_seconds * 1e3:.0f} ms per trace; {how}"
+        )
 
 
 def default_rates(backend: str, device: str, dtype: str) -> Rates:
     """Documented defaults (docs/plan.md): a CPU core, an H100-class GPU, or NDIF."""
     if backend == "remote":
         gpu = 45e12 if dtype != "float32" else 20e12
-        return Rates("remote", "ndif", dtype, gpu, gpu, 1.5, int(0.6e9), load_seconds_per_gb=0.0,
-                     notes=("NDIF: server GPU rates are guesses; each trace pays a round trip and queueing",))
+        return Rates(
+            "remote",
+            "ndif",
+            dtype,
+            gpu,
+            gpu,
+            1.5,
+            int(0.6e9),
+            load_seconds_per_gb=0.0,
+            notes=("NDIF: server GPU rates are guesses; each trace pays a round trip and queueing",),
+        )
     if device == "auto":
         import torch
 
@@ -87,8 +99,16 @@ def default_rates(backend: str, device: str, dtype: str) -> Rates:
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     per_thread = {"bfloat16": 75e9}.get(dtype, 50e9)  # effective, with nnsight's overheads (docs/plan.md)
     rate = per_thread * threads * 0.7
-    return Rates("local", "cpu", dtype, rate, rate, 0.02, int(0.6e9),
-                 notes=(f"CPU: {per_thread / 1e9:.0f} GFLOP/s per thread x {threads} threads x 0.7 parallel efficiency",))
+    return Rates(
+        "local",
+        "cpu",
+        dtype,
+        rate,
+        rate,
+        0.02,
+        int(0.6e9),
+        notes=(f"CPU: {per_thread / 1e9:.0f} GFLOP/s per thread x {threads} threads x 0.7 parallel efficiency",),
+    )
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,7 @@ def group_of(token_ids) -> Group:
 
 
 # ---- FLOPs and memory of the pieces ------------------------------------------------------
+
 
 def block_flops(shape: ModelShape, rows: float, ctx: float) -> float:
     """One block's forward for `rows` token rows, each attending over `ctx` positions."""
@@ -181,8 +202,17 @@ class Tally:
     traces: int = 0
     requests: int = 0  # NDIF requests: a session (IG example, intervention proxy) or a lone trace (screen batch)
 
-    def add(self, *, flops: float, rows: int = 0, backward: bool = False, transient: float = 0.0, down: int = 0,
-            up: int = 0, passes: int = 1) -> None:
+    def add(
+        self,
+        *,
+        flops: float,
+        rows: int = 0,
+        backward: bool = False,
+        transient: float = 0.0,
+        down: int = 0,
+        up: int = 0,
+        passes: int = 1,
+    ) -> None:
         self.passes += passes
         self.traces += passes
         self.backward += passes if backward else 0
@@ -193,8 +223,9 @@ class Tally:
         self.up += up
 
 
-def ig_group(t: Tally, shape: ModelShape, group: Group, chunks, *, steps: int, midpoint: bool, path: str,
-             answer_only: bool, act: int) -> None:
+def ig_group(
+    t: Tally, shape: ModelShape, group: Group, chunks, *, steps: int, midpoint: bool, path: str, answer_only: bool, act: int
+) -> None:
     """One example's IG session (attribution.attribute_proxies): prefix once, own tokens, one pass per chunk."""
     rows_per = steps + (2 if midpoint else 1)
     cols = 4 if answer_only else shape.vocab
@@ -222,27 +253,54 @@ def ig_group(t: Tally, shape: ModelShape, group: Group, chunks, *, steps: int, m
             rows = staircase_rows(chunk, shape.n_layers, rows_per, path == "staircase")
             flops = sum(block_flops(shape, r, prefix + r) for r in rows) + 2 * shape.hidden * cols * rows[-1]
             mem = sum(r * row_bytes(shape, prefix + r, act) for r in rows) + rows[-1] * cols * 12 + kv_bytes(shape, prefix, act)
-            t.add(flops=flops, rows=rows[-1], backward=True, transient=mem,
-                  down=(2 * len(chunk) * shape.n_neurons + len(chunk) * rows_per + 5) * 4)
+            t.add(
+                flops=flops,
+                rows=rows[-1],
+                backward=True,
+                transient=mem,
+                down=(2 * len(chunk) * shape.n_neurons + len(chunk) * rows_per + 5) * 4,
+            )
     t.down += session_down
 
 
-def ig_stage(name: str, kind: str, recipe, shape: ModelShape, rates: Rates, groups, *, target: str, steps: int,
-             layers=None, layers_per_pass=None) -> Stage:
+def ig_stage(
+    name: str,
+    kind: str,
+    recipe,
+    shape: ModelShape,
+    rates: Rates,
+    groups,
+    *,
+    target: str,
+    steps: int,
+    layers=None,
+    layers_per_pass=None,
+) -> Stage:
     """IG of every proxy of `groups` for one target (scoring.score_proxies / naica_apps.attribute_queries)."""
     a = recipe.attribution
     layers = sorted(set(layers)) if layers else list(range(shape.n_layers))
     longest = max(max(g.lengths) for g in groups)
     per_pass = layers_per_pass or auto_layers_per_pass(shape, len(layers), steps, longest, ig_budget(rates, shape))
-    chunks = [layers[i:i + per_pass] for i in range(0, len(layers), per_pass)]
+    chunks = [layers[i : i + per_pass] for i in range(0, len(layers), per_pass)]
     t = Tally()
     answer_only = target in ANSWER_LOGITS_ONLY  # the output layer computes the 4 answer columns (a plain linear head)
     for g in groups:
-        ig_group(t, shape, g, chunks, steps=steps, midpoint=a.quadrature == "midpoint", path=a.path,
-                 answer_only=answer_only, act=DTYPE_BYTES[recipe.dtype])
-    detail = (f"{sum(len(g.lengths) for g in groups)} prompts in {len(groups)} sessions, {len(layers)} layers in "
-              f"{len(chunks)} pass(es) of <= {per_pass} layers, m = {steps}, path {a.path}, "
-              f"{'4 answer logits' if answer_only else 'full logits'}")
+        ig_group(
+            t,
+            shape,
+            g,
+            chunks,
+            steps=steps,
+            midpoint=a.quadrature == "midpoint",
+            path=a.path,
+            answer_only=answer_only,
+            act=DTYPE_BYTES[recipe.dtype],
+        )
+    detail = (
+        f"{sum(len(g.lengths) for g in groups)} prompts in {len(groups)} sessions, {len(layers)} layers in "
+        f"{len(chunks)} pass(es) of <= {per_pass} layers, m = {steps}, path {a.path}, "
+        f"{'4 answer logits' if answer_only else 'full logits'}"
+    )
     return priced(name, kind, t, shape, rates, detail, rates.ig_flops)
 
 
@@ -258,8 +316,9 @@ def priced(name: str, kind: str, t: Tally, shape: ModelShape, rates: Rates, deta
     work = int(weights + t.transient * rates.transient_scale)
     peak = {"cpu": rates.base_bytes + work} if rates.device == "cpu" else {"cpu": rates.base_bytes, rates.device: work}
     remote = rates.backend == "remote"
-    return Stage(name, kind, t.passes, t.backward, t.rows, t.flops, peak, t.down if remote else 0, t.up if remote else 0,
-                 seconds, detail)
+    return Stage(
+        name, kind, t.passes, t.backward, t.rows, t.flops, peak, t.down if remote else 0, t.up if remote else 0, seconds, detail
+    )
 
 
 def load_stage(recipe, shape: ModelShape, rates: Rates) -> Stage:
@@ -271,8 +330,19 @@ def load_stage(recipe, shape: ModelShape, rates: Rates) -> Stage:
         peak = {"cpu": rates.base_bytes + int(rates.load_peak_factor * weights)}
     else:
         peak = {"cpu": rates.base_bytes + weights, rates.device: weights}
-    return Stage("load model", "load", 0, 0, 0, 0.0, peak, 0, 0, 2.0 + rates.load_seconds_per_gb * weights / 1e9,
-                 f"{weights / 1e9:.2f} GB of {rates.dtype} weights")
+    return Stage(
+        "load model",
+        "load",
+        0,
+        0,
+        0,
+        0.0,
+        peak,
+        0,
+        0,
+        2.0 + rates.load_seconds_per_gb * weights / 1e9,
+        f"{weights / 1e9:.2f} GB of {rates.dtype} weights",
+    )
 
 
 def screen_stage(name: str, recipe, shape: ModelShape, rates: Rates, prompts: list[int]) -> Stage:
@@ -280,15 +350,20 @@ def screen_stage(name: str, recipe, shape: ModelShape, rates: Rates, prompts: li
     t, act, batch = Tally(), DTYPE_BYTES[recipe.dtype], recipe.evaluation.batch_size
     ordered = sorted(prompts)
     for i in range(0, len(ordered), batch):
-        part = ordered[i:i + batch]
+        part = ordered[i : i + batch]
         width = part[-1]
         rows = len(part) * width
         mem = rows * (3 * shape.n_neurons + 6 * shape.hidden) * act + len(part) * shape.n_heads * width * width * act
-        t.add(flops=shape.n_layers * block_flops(shape, rows, width / 2) + 2 * shape.hidden * shape.vocab * len(part),
-              rows=len(part), transient=mem + kv_bytes(shape, rows, act), down=len(part) * 16 + SESSION_BYTES)
+        t.add(
+            flops=shape.n_layers * block_flops(shape, rows, width / 2) + 2 * shape.hidden * shape.vocab * len(part),
+            rows=len(part),
+            transient=mem + kv_bytes(shape, rows, act),
+            down=len(part) * 16 + SESSION_BYTES,
+        )
         t.requests += 1
-    return priced(name, "screen", t, shape, rates, f"{len(prompts)} proxies in batches of {batch}",
-                  rates.batch_flops or rates.fwd_flops)
+    return priced(
+        name, "screen", t, shape, rates, f"{len(prompts)} proxies in batches of {batch}", rates.batch_flops or rates.fwd_flops
+    )
 
 
 def shared_prefix_calls(t: Tally, shape: ModelShape, prompts: list[int], n_conditions: int, act: int) -> None:
@@ -297,8 +372,12 @@ def shared_prefix_calls(t: Tally, shape: ModelShape, prompts: list[int], n_condi
     for length in prompts:
         t.requests += 1
         t.add(flops=prefix_flops(shape, length - 1))
-        mem = (kv_bytes(shape, length, act) + c * (row_bytes(shape, length + c, act)) + c * shape.vocab * 4
-               + c * shape.n_layers * shape.n_neurons * 4)
+        mem = (
+            kv_bytes(shape, length, act)
+            + c * (row_bytes(shape, length + c, act))
+            + c * shape.vocab * 4
+            + c * shape.n_layers * shape.n_neurons * 4
+        )
         flops = shape.n_layers * block_flops(shape, c, length + c) + 2 * shape.hidden * shape.vocab * c
         t.add(flops=flops, rows=c, transient=mem, down=c * 16 + SESSION_BYTES, up=c * shape.n_layers * shape.n_neurons * 4)
 
@@ -307,12 +386,16 @@ def batched_calls(t: Tally, shape: ModelShape, prompts: list[int], n_conditions:
     """intervention.option_probs without a shared prefix (position "all"): batches of (condition, proxy) prompts."""
     rows = sorted(prompts * n_conditions)
     for i in range(0, len(rows), batch):
-        part = rows[i:i + batch]
+        part = rows[i : i + batch]
         tokens = len(part) * part[-1]
         mem = tokens * (3 * shape.n_neurons + 6 * shape.hidden) * act + kv_bytes(shape, tokens, act)
-        t.add(flops=shape.n_layers * block_flops(shape, tokens, part[-1] / 2) + 2 * shape.hidden * shape.vocab * len(part),
-              rows=len(part), transient=mem, down=len(part) * 16 + SESSION_BYTES,
-              up=len(part) * shape.n_layers * shape.n_neurons * 4)
+        t.add(
+            flops=shape.n_layers * block_flops(shape, tokens, part[-1] / 2) + 2 * shape.hidden * shape.vocab * len(part),
+            rows=len(part),
+            transient=mem,
+            down=len(part) * 16 + SESSION_BYTES,
+            up=len(part) * shape.n_layers * shape.n_neurons * 4,
+        )
         t.requests += 1
 
 

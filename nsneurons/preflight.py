@@ -6,9 +6,10 @@ then checks every prompt against the model's positions and answer tokens once th
 is there. A prompt longer than the model's positions would otherwise fail deep inside a trace
 (GPT-2) or run silently on positions the model never learned (rotary models).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .tasks.base import Proxy
 
@@ -49,7 +50,8 @@ def check_prompt_lengths(model, proxies: Sequence[Proxy]) -> None:
         raise InputError(
             f"task {proxy.task!r}, example {proxy.example_id!r}, proxy {proxy.proxy}: the prompt is {n_tokens} tokens "
             f"({len(proxy.prompt.split())} words), more than the model's {limit[0]} positions (config {limit[1]}); "
-            "shorten or drop that row, or use a model with more positions")
+            "shorten or drop that row, or use a model with more positions"
+        )
 
 
 def task_inputs(recipe) -> dict[str, tuple[list[Proxy], list[Proxy]]]:
@@ -63,8 +65,10 @@ def task_inputs(recipe) -> dict[str, tuple[list[Proxy], list[Proxy]]]:
         except ValueError as err:
             raise InputError(f"tasks[{i}] ({task.name}): {err}") from None
         if not candidates:
-            raise InputError(f"tasks[{i}] ({task.name}): no evaluation candidates remain after the "
-                             f"{recipe.identification_examples} identification examples; give the task more questions")
+            raise InputError(
+                f"tasks[{i}] ({task.name}): no evaluation candidates remain after the "
+                f"{recipe.identification_examples} identification examples; give the task more questions"
+            )
         inputs[task.name] = identification, candidates
     return inputs
 
@@ -75,7 +79,9 @@ def naica_inputs(recipe) -> list[Proxy]:
 
     n = recipe.naica
     try:
-        questions = load_domain_qa(n.source, seed=recipe.seed, domains=n.domains, max_per_domain=n.max_per_domain, config=n.config)
+        questions = load_domain_qa(
+            n.source, seed=recipe.seed, domains=n.domains, max_per_domain=n.max_per_domain, config=n.config
+        )
     except ValueError as err:
         raise InputError(f"naica.source: {err}") from None
     proxies = domain_proxies(questions, seed=recipe.seed, answer_format=recipe.answer_format)
@@ -100,6 +106,8 @@ def check_prompts(model, recipe, prompts: Sequence[Proxy]) -> None:
 def check_evaluation_set(task_name: str, sample) -> None:
     """After the baseline screen, before any IG: an empty evaluation set would leave nothing to measure."""
     if not sample.ids:
-        raise InputError(f"task {task_name!r}: the evaluation set is empty ({sample.message()}); the unmodified model "
-                         "understands all or none of the candidates, so ask for both kinds or screen more candidates "
-                         "(evaluation.candidates, tasks[].max_questions)")
+        raise InputError(
+            f"task {task_name!r}: the evaluation set is empty ({sample.message()}); the unmodified model "
+            "understands all or none of the candidates, so ask for both kinds or screen more candidates "
+            "(evaluation.candidates, tasks[].max_questions)"
+        )

@@ -8,6 +8,7 @@ IG_i = x_i * integral_0^1 dF/dx_i(alpha x) d alpha ~ x_i * sum_k w_k dF/dx_i(alp
 Right-Riemann's error shrinks only as 1/m; where F bends sharply along the path (the demo model's layer 0,
 docs/ig.md) the other two rules are far closer at the same m.
 """
+
 from __future__ import annotations
 
 from typing import get_args

@@ -3,6 +3,7 @@
 Every field is documented where it is declared. Unknown keys, wrong types and bad values are
 refused with the key's path (e.g. `selection.k: expected an int, got 'ten'`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,10 +11,20 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
-from .recipe_checks import (RecipeError, check_crosstask, check_naica, check_name, check_neuronllm, check_tasks, need,
-                            not_blank, unique_key_loader)
+from .recipe_checks import (
+    RecipeError,
+    check_crosstask,
+    check_naica,
+    check_name,
+    check_neuronllm,
+    check_tasks,
+    need,
+    not_blank,
+    unique_key_loader,
+)
+
 # The choices are the library's own (one spelling each, shared with the configs and registries).
 from .vocab import AnswerFormat, Backend, BestBy, Device, DType, Experiment, IGPath, MethodName, Position, Quadrature
 
@@ -21,12 +32,12 @@ from .vocab import AnswerFormat, Backend, BestBy, Device, DType, Experiment, IGP
 @dataclass(frozen=True)
 class TaskSource:
     name: str  # a task adapter: sentiment, ner, chunking, commonsense, generic (see nsneurons.tasks)
-    source: Optional[str] = None  # None: the packaged fixture file; or a local .jsonl/.json/.csv path; or a hub dataset id
-    config: Optional[str] = None  # hub dataset config name (e.g. "supervised" for Few-NERD)
-    revision: Optional[str] = None  # hub dataset revision (a commit or tag) to pin; recorded either way
-    scored_split: Optional[str] = None  # split scored and evaluated (default: the task's test split)
-    demo_split: Optional[str] = None  # split the one-shot demonstration comes from (default: train)
-    max_questions: Optional[int] = None  # cap on scored questions read (None: all)
+    source: str | None = None  # None: the packaged fixture file; or a local .jsonl/.json/.csv path; or a hub dataset id
+    config: str | None = None  # hub dataset config name (e.g. "supervised" for Few-NERD)
+    revision: str | None = None  # hub dataset revision (a commit or tag) to pin; recorded either way
+    scored_split: str | None = None  # split scored and evaluated (default: the task's test split)
+    demo_split: str | None = None  # split the one-shot demonstration comes from (default: train)
+    max_questions: int | None = None  # cap on scored questions read (None: all)
     options: dict = field(default_factory=dict)  # adapter options, e.g. column names for "generic"
 
 
@@ -37,8 +48,8 @@ class Attribution:
     # "staircase": shared prefix, each layer's rows join at that layer (fastest); "prefix": shared
     # prefix, every row from the embedding on; "full": per-layer full prompts (the reference).
     path: IGPath = "staircase"
-    layers_per_pass: Optional[int] = None  # None: chosen from the memory available
-    layers: Optional[tuple[int, ...]] = None  # layers to attribute (None: all)
+    layers_per_pass: int | None = None  # None: chosen from the memory available
+    layers: tuple[int, ...] | None = None  # layers to attribute (None: all)
     gap_threshold: float = 0.1  # report flags layers whose median |sum IG - (F(x) - F(zeroed))| / |F(x) - F(zeroed)| exceeds it
 
 
@@ -55,7 +66,7 @@ class Selection:
 class Evaluation:
     understood: int = 50  # evaluation examples the unmodified model understands (Com), per task
     not_understood: int = 50  # and examples it does not understand
-    candidates: Optional[int] = None  # how many scored-split examples to screen for the evaluation set (None: all)
+    candidates: int | None = None  # how many scored-split examples to screen for the evaluation set (None: all)
     ratios: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # good:bad ratios swept under budget K
     position: Position = "answer"  # switch neurons at the answer position or at every position
     ablation: bool = True  # also run good-only and bad-only interventions (Table 3)
@@ -67,18 +78,18 @@ class Evaluation:
     confidence: float = 0.95  # level of the bootstrap intervals
     # Reuse the evaluation examples of an earlier run (its folder or its examples.zarr) so several
     # models are scored on the same examples (appendix A.1 screened once, with LLaMA 2-7B).
-    examples_from: Optional[str] = None
-    screen_model: Optional[str] = None  # screen the candidates with this model instead (hub id, folder, .gguf, demo)
+    examples_from: str | None = None
+    screen_model: str | None = None  # screen the candidates with this model instead (hub id, folder, .gguf, demo)
 
 
 @dataclass(frozen=True)
 class Naica:
     """NA-ICA / QRNCA (seed 002): key neurons per query on multi-choice domain QA."""
 
-    source: Optional[str] = None  # None: the packaged domain QA fixture; or a local file or hub dataset id
-    config: Optional[str] = None  # hub dataset config
-    domains: Optional[tuple[str, ...]] = None  # domains to use (None: all in the data)
-    max_per_domain: Optional[int] = None  # seeded sample of questions per domain (None: all)
+    source: str | None = None  # None: the packaged domain QA fixture; or a local file or hub dataset id
+    config: str | None = None  # hub dataset config
+    domains: tuple[str, ...] | None = None  # domains to use (None: all in the data)
+    max_per_domain: int | None = None  # seeded sample of questions per domain (None: all)
     t: float = 0.2  # keep neurons whose attribution exceeds t x the prompt's maximum
     v: int = 20  # key neurons per query
     u: float = 0.3  # common neurons: in more than floor(N x u) queries
@@ -102,7 +113,7 @@ class Table8:
 
     # None: the paper's budgets (sentiment 720 + 480, commonsense 100 + 400), used when the recipe has both
     # tasks (else Table 8 is skipped); or a list of {task, good, bad}, at least two recipe tasks.
-    budgets: Optional[tuple[Table8Budget, ...]] = None
+    budgets: tuple[Table8Budget, ...] | None = None
     reference_neurons: int = 352_256  # FFN neurons the budgets are counted for (LLaMA 2-7B: 32 layers x 11008)
     # Scale each count to the model: round(count x model's FFN neurons / reference_neurons), halves up,
     # at least 1 (0 stays 0); false: the counts as given.
@@ -113,8 +124,8 @@ class Table8:
 class CrossTask:
     """Settings of `nsneurons crosstask` (appendix C analyses), run after `nsneurons run`."""
 
-    methods: Optional[tuple[MethodName, ...]] = None  # common/specific/matrix/layers (None: neuronllm if run, else the first)
-    budget_methods: Optional[tuple[MethodName, ...]] = None  # Table 7 (None: neuronllm, tn, qrnca among those run)
+    methods: tuple[MethodName, ...] | None = None  # common/specific/matrix/layers (None: neuronllm if run, else the first)
+    budget_methods: tuple[MethodName, ...] | None = None  # Table 7 (None: neuronllm, tn, qrnca among those run)
     k_values: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 500)  # Table 7 budgets, clamped to the model
     ratio: float = 0.5  # good:bad ratio of the cross-task matrix
     table8: Table8 = Table8()  # Table 8's per-task budgets of task-specific neurons
@@ -128,10 +139,10 @@ class Recipe:
     experiment: Experiment = "neuronllm"  # NeuronLLM and its baselines, or NA-ICA / QRNCA
     naica: Naica = Naica()  # settings of experiment "naica"
     crosstask: CrossTask = CrossTask()  # settings of `nsneurons crosstask` (after `nsneurons run`)
-    revision: Optional[str] = None  # hub revision of the model
+    revision: str | None = None  # hub revision of the model
     trust_remote_code: bool = False  # allow the model's own code from the hub (Baichuan 2 needs it)
     backend: Backend = "local"  # "local" (this machine) or "remote" (NDIF)
-    ndif_host: Optional[str] = None  # NDIF host for backend "remote" (else NDIF_HOST or nnsight's config); never the API key
+    ndif_host: str | None = None  # NDIF host for backend "remote" (else NDIF_HOST or nnsight's config); never the API key
     device: Device = "auto"  # where a local model runs
     dtype: DType = "float32"  # model weights and compute dtype
     answer_format: AnswerFormat = "letters"  # answer tokens: option letters (the paper) or option words
@@ -161,7 +172,9 @@ def type_name(tp) -> str:
         return f"a list of {type_name(typing.get_args(tp)[0])}"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
-    return {int: "an int", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", type(None): "null"}.get(tp, str(tp))
+    return {int: "an int", float: "a number", str: "a string", bool: "true or false", dict: "a mapping", type(None): "null"}.get(
+        tp, str(tp)
+    )
 
 
 def _convert(value, tp, where: str):
@@ -256,7 +269,11 @@ def _check_values(recipe: Recipe) -> None:
 def _check_scoring(ev: Evaluation, sel: Selection) -> None:
     need(ev.bootstrap >= 1000, "evaluation.bootstrap", f"expected >= 1000 resamples, got {ev.bootstrap}")
     need(0 < ev.confidence < 1, "evaluation.confidence", f"expected in (0, 1), got {ev.confidence}")
-    need(not (ev.examples_from and ev.screen_model), "evaluation.examples_from", "set either examples_from or screen_model, not both")
+    need(
+        not (ev.examples_from and ev.screen_model),
+        "evaluation.examples_from",
+        "set either examples_from or screen_model, not both",
+    )
     not_blank(ev.examples_from, "evaluation.examples_from")
     not_blank(ev.screen_model, "evaluation.screen_model")
     need(sel.random_draws >= 1, "selection.random_draws", f"expected >= 1, got {sel.random_draws}")
@@ -272,7 +289,11 @@ def _check_table8(recipe: Recipe, need) -> None:
         key = f"crosstask.table8.budgets[{i}]"
         need(b.task in names, f"{key}.task", f"{b.task!r} is not a task of this recipe (tasks: {', '.join(names)})")
         need(b.task not in [c.task for c in t8.budgets[:i]], f"{key}.task", f"{b.task!r} is listed twice")
-        need(b.good >= 0 and b.bad >= 0 and b.good + b.bad >= 1, key, f"expected good, bad >= 0 and at least one neuron, got good={b.good}, bad={b.bad}")
+        need(
+            b.good >= 0 and b.bad >= 0 and b.good + b.bad >= 1,
+            key,
+            f"expected good, bad >= 0 and at least one neuron, got good={b.good}, bad={b.bad}",
+        )
 
 
 def recipe_from_dict(data: dict, where: str = "") -> Recipe:
@@ -298,7 +319,7 @@ def apply_overrides(data: dict, overrides) -> dict:
         for i, part in enumerate(parents):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise RecipeError(f"--set {item!r}: {'.'.join(parents[:i + 1])} is not a mapping")
+                raise RecipeError(f"--set {item!r}: {'.'.join(parents[: i + 1])} is not a mapping")
         try:
             node[leaf] = yaml.safe_load(text)
         except yaml.YAMLError as err:
@@ -340,8 +361,10 @@ def check_against_model(recipe: Recipe, n_layers: int, n_neurons: int) -> None:
     with_bad = any(METHODS[m].with_bad for m in recipe.selection.methods)
     limit = total // 2 if with_bad else total
     if recipe.selection.k > limit:
-        raise RecipeError(f"selection.k: {recipe.selection.k} is larger than the {limit} neurons available per role "
-                          f"({total} FFN neurons attributed{', split between good and bad' if with_bad else ''})")
+        raise RecipeError(
+            f"selection.k: {recipe.selection.k} is larger than the {limit} neurons available per role "
+            f"({total} FFN neurons attributed{', split between good and bad' if with_bad else ''})"
+        )
     for layer in recipe.attribution.layers or ():
         if not 0 <= layer < n_layers:
             raise RecipeError(f"attribution.layers: layer {layer} is outside 0..{n_layers - 1}")

@@ -1,4 +1,5 @@
 """Recipe value checks: each names its key and what was expected; all run at load, before the model."""
+
 from __future__ import annotations
 
 import typing
@@ -39,8 +40,13 @@ def not_blank(value, key: str) -> None:
 
 def check_name(name: str) -> None:
     """The name is one folder under the output root: no separators, no '.' or '..', nothing absolute."""
-    bad = (not name.strip() or name in (".", "..") or any(c in name for c in "/\\\0") or Path(name).is_absolute()
-           or name != name.strip())
+    bad = (
+        not name.strip()
+        or name in (".", "..")
+        or any(c in name for c in "/\\\0")
+        or Path(name).is_absolute()
+        or name != name.strip()
+    )
     need(not bad, "name", f"expected a folder name (no '/', '\\', '.', '..' or surrounding spaces), got {name!r}")
 
 
@@ -56,16 +62,29 @@ def check_tasks(tasks, experiment: str, tr: int) -> None:
             adapter = get_task(task.name)
         except ValueError as err:
             raise RecipeError(f"{key}.name: {err}") from None
-        need(adapter.experiment == "neuronllm", f"{key}.name", f"{task.name!r} is NA-ICA's data, not a NeuronLLM task; "
-             "run it with experiment: naica (naica.source)")
+        need(
+            adapter.experiment == "neuronllm",
+            f"{key}.name",
+            f"{task.name!r} is NA-ICA's data, not a NeuronLLM task; run it with experiment: naica (naica.source)",
+        )
         lowered = task.name.lower()
-        need(lowered not in seen, f"{key}.name", f"task {task.name!r} is listed twice (also tasks[{seen.get(lowered)}]); "
-              "its outputs would overwrite each other")
+        need(
+            lowered not in seen,
+            f"{key}.name",
+            f"task {task.name!r} is listed twice (also tasks[{seen.get(lowered)}]); its outputs would overwrite each other",
+        )
         seen[lowered] = i
-        need(task.max_questions is None or task.max_questions > tr, f"{key}.max_questions",
-              f"expected an int > identification_examples ({tr}), so that evaluation candidates remain, got {task.max_questions}")
+        need(
+            task.max_questions is None or task.max_questions > tr,
+            f"{key}.max_questions",
+            f"expected an int > identification_examples ({tr}), so that evaluation candidates remain, got {task.max_questions}",
+        )
         demo, scored = task.demo_split or adapter.demo_split, task.scored_split or adapter.scored_split
-        need(demo != scored, f"{key}.demo_split", f"demo_split and scored_split are both {demo!r}; demonstrations must never be scored")
+        need(
+            demo != scored,
+            f"{key}.demo_split",
+            f"demo_split and scored_split are both {demo!r}; demonstrations must never be scored",
+        )
         for field in ("source", "config", "scored_split", "demo_split"):
             not_blank(getattr(task, field), f"{key}.{field}")
         for option, value in task.options.items():
@@ -76,8 +95,11 @@ def check_option(adapter, option: str, value, key: str) -> None:
     """An adapter option: a keyword of the adapter's converter, of the type of its default."""
     import inspect
 
-    params = {n: p for n, p in inspect.signature(adapter.convert).parameters.items()
-              if p.kind is p.KEYWORD_ONLY and n not in ("seed", "split", "source")}
+    params = {
+        n: p
+        for n, p in inspect.signature(adapter.convert).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and n not in ("seed", "split", "source")
+    }
     known = ", ".join(params) or "none"
     need(option in params, key, f"unknown option for task {adapter.name!r} (its options: {known})")
     default = params[option].default
@@ -88,7 +110,8 @@ def check_option(adapter, option: str, value, key: str) -> None:
     elif isinstance(default, str):
         listed = "Sequence" in str(params[option].annotation)  # e.g. choices_column: one column or several
         ok = (isinstance(value, str) and value != "") or (
-            listed and isinstance(value, list) and len(value) > 0 and all(isinstance(v, str) and v for v in value))
+            listed and isinstance(value, list) and len(value) > 0 and all(isinstance(v, str) and v for v in value)
+        )
         need(ok, key, f"expected a non-empty string{' or list of strings' if listed else ''}, got {value!r}")
 
 
@@ -148,8 +171,10 @@ def unique_key_loader():
                 if not isinstance(key, typing.Hashable):
                     continue  # the SafeLoader refuses it with its own message
                 if key in seen:
-                    raise RecipeError(f"key {key!r} appears twice in one mapping (lines {seen[key] + 1} and "
-                                      f"{key_node.start_mark.line + 1}); the second would silently replace the first")
+                    raise RecipeError(
+                        f"key {key!r} appears twice in one mapping (lines {seen[key] + 1} and "
+                        f"{key_node.start_mark.line + 1}); the second would silently replace the first"
+                    )
                 seen[key] = key_node.start_mark.line
             return super().construct_mapping(node, deep=deep)
 

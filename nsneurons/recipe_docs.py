@@ -5,6 +5,7 @@ the codebase), so docs and `--help` read those comments instead of a second copy
 A field's comment is the comment on its line, else the comment lines right above it. The source
 is read when a reference is asked for, never at import.
 """
+
 from __future__ import annotations
 
 import ast
@@ -23,8 +24,11 @@ def field_comments(cls) -> dict[str, str]:
     """{field name: its comment} of a dataclass declared with one comment per field ('' where none)."""
     source = textwrap.dedent(inspect.getsource(cls))
     lines = source.splitlines()
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    comments = {
+        tok.start[0]: tok.string.lstrip("#").strip()
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+        if tok.type == tokenize.COMMENT
+    }
     out = {}
     for node in ast.parse(source).body[0].body:
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):

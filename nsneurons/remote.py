@@ -11,6 +11,7 @@
   exponential backoff, and turns a failure on the server into `NsneuronsRemoteError`.
 - `served_models(config)` / `require_served(config, model_key)`: what the server serves.
 """
+
 from __future__ import annotations
 
 import errno
@@ -18,15 +19,25 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 
 #: HTTP statuses worth retrying: timeouts, rate limits, server or gateway trouble.
 TRANSIENT_HTTP = frozenset({408, 425, 429, 500, 502, 503, 504})
-_TRANSIENT_ERRNO = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT,
-                              errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EPIPE})
+_TRANSIENT_ERRNO = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.EPIPE,
+    }
+)
 #: NDIF's own wording for server-side failures that a later try can survive (an evicted or
 #: restarting replica, a failed dispatch, a critical error that purged the queue).
 _TRANSIENT_SERVER_PHRASES = ("try again later",)
@@ -66,6 +77,7 @@ class NsneuronsRemoteError(RuntimeError):
 
 # ----------------------------------------------------------------------------- configuration
 
+
 def _normalize_host(host: str) -> str:
     host = host.strip().rstrip("/")
     if not host:
@@ -84,15 +96,14 @@ class RemoteConfig:
 
     __slots__ = ("host", "host_source", "_api_key", "key_source")
 
-    def __init__(self, host: str, *, api_key: str | None = None, host_source: str = "argument",
-                 key_source: str = "none"):
+    def __init__(self, host: str, *, api_key: str | None = None, host_source: str = "argument", key_source: str = "none"):
         self.host = _normalize_host(host)
         self.host_source = host_source
         self._api_key = api_key or None
         self.key_source = key_source if self._api_key else "none"
 
     @classmethod
-    def resolve(cls, host: str | None = None) -> "RemoteConfig":
+    def resolve(cls, host: str | None = None) -> RemoteConfig:
         """Host: argument, else ``NDIF_HOST``, else nnsight's config. Key: ``NDIF_API_KEY``, else nnsight's config."""
         from nnsight import CONFIG
 
@@ -120,12 +131,18 @@ class RemoteConfig:
 
     def provenance(self) -> dict:
         """What may be recorded with results: the host and whether a key was used, never the key."""
-        return {"ndif_host": self.host, "ndif_host_source": self.host_source,
-                "ndif_api_key": "set" if self.has_api_key else "unset", "ndif_api_key_source": self.key_source}
+        return {
+            "ndif_host": self.host,
+            "ndif_host_source": self.host_source,
+            "ndif_api_key": "set" if self.has_api_key else "unset",
+            "ndif_api_key_source": self.key_source,
+        }
 
     def __repr__(self) -> str:
-        return (f"RemoteConfig(host={self.host!r}, host_source={self.host_source!r}, "
-                f"api_key={'<set>' if self.has_api_key else None}, key_source={self.key_source!r})")
+        return (
+            f"RemoteConfig(host={self.host!r}, host_source={self.host_source!r}, "
+            f"api_key={'<set>' if self.has_api_key else None}, key_source={self.key_source!r})"
+        )
 
     __str__ = __repr__
 
@@ -170,6 +187,7 @@ def register_local_model_path(path: str | os.PathLike) -> str:
 
 # ----------------------------------------------------------------------------- errors and retries
 
+
 def _chain(err: BaseException | None):
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
@@ -197,6 +215,7 @@ def is_transient(err: BaseException) -> bool:
     """
     import httpx  # nnsight depends on httpx and websocket-client
     import websocket
+
     for e in _chain(err):
         if isinstance(e, (ConnectionError, TimeoutError, socket.timeout)):
             return True
@@ -218,8 +237,15 @@ def is_transient(err: BaseException) -> bool:
     return False
 
 
-def with_retries(fn: Callable[[], T], *, tries: int = 4, backoff: float = 1.0, describe: str = "",
-                 max_delay: float = 60.0, sleep: Callable[[float], None] = time.sleep) -> T:
+def with_retries(
+    fn: Callable[[], T],
+    *,
+    tries: int = 4,
+    backoff: float = 1.0,
+    describe: str = "",
+    max_delay: float = 60.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
     """Call ``fn()``; retry transient failures up to ``tries`` calls in all, waiting
     ``backoff * 2**k`` seconds (capped at ``max_delay``) before retry k+1.
 
@@ -240,8 +266,9 @@ def with_retries(fn: Callable[[], T], *, tries: int = 4, backoff: float = 1.0, d
                 if attempt < tries:
                     sleep(min(max_delay, backoff * 2 ** (attempt - 1)))
                     continue
-                raise NsneuronsRemoteError(f"{type(err).__name__}: {err}", context=describe, transient=True,
-                                           tries=attempt) from err
+                raise NsneuronsRemoteError(
+                    f"{type(err).__name__}: {err}", context=describe, transient=True, tries=attempt
+                ) from err
             if any(_is_server_error(e) for e in _chain(err)):
                 raise NsneuronsRemoteError(str(err), context=describe, tries=attempt) from err
             raise
@@ -249,6 +276,7 @@ def with_retries(fn: Callable[[], T], *, tries: int = 4, backoff: float = 1.0, d
 
 
 # ----------------------------------------------------------------------------- what the server serves
+
 
 def _model_key_of(name: str, entry: dict) -> str | None:
     if entry.get("model_key"):
@@ -301,5 +329,6 @@ def require_served(config: RemoteConfig, model_key: str) -> None:
     if served is None or served.get(model_key) == "RUNNING":
         return
     listing = ", ".join(f"{_repo_of(k)} ({s})" for k, s in sorted(served.items())) or "none"
-    raise NsneuronsRemoteError(f"model {_repo_of(model_key)} is not served by {config.host}; served: {listing}",
-                               context=f"model key {model_key}")
+    raise NsneuronsRemoteError(
+        f"model {_repo_of(model_key)} is not served by {config.host}; served: {listing}", context=f"model key {model_key}"
+    )

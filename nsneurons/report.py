@@ -11,24 +11,34 @@ Decisions:
   (the cross-task analyses, which keep no per-example values and so have no intervals).
 - The sweep figure plots |RAC| and |RCC| with 95% intervals, Fail marked by a red cross (nsneurons.figures).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
 from nsneurons import cells as scoring_rules
-from nsneurons import completeness
-from nsneurons import figures
+from nsneurons import completeness, figures
 from nsneurons.figures import layer_counts, plot_layer_distribution  # noqa: F401  (re-exported)
-from nsneurons.runfolder import RunFolder, write_text_atomically
 from nsneurons.metrics import DIRECTIONS, METRIC_NAMES, Cell, ConditionResult, RelativeChange, format_cell
+from nsneurons.runfolder import RunFolder, write_text_atomically
 from nsneurons.selection import BASELINE_METHODS, ENABLED_VARIANTS
 from nsneurons.tables import (  # noqa: F401  (re-exported: the report's tables live in nsneurons.tables)
-    AVERAGING_RULE, CELL_NOTE, DAGGER, DIR_LABEL, draws_table, markdown, signed_change_table, table1, table2, table3, table6,
+    AVERAGING_RULE,
+    CELL_NOTE,
+    DAGGER,
+    DIR_LABEL,
+    draws_table,
+    markdown,
+    signed_change_table,
+    table1,
+    table2,
+    table3,
+    table6,
 )
 from nsneurons.vocab import parse_condition_name
 
@@ -38,6 +48,7 @@ _FIELDS = ("acc_original", "acc_intervened", "com_original", "com_intervened")
 
 
 # ---- cells ---------------------------------------------------------------------------------
+
 
 def _result(metrics: xr.DataArray, direction: str) -> ConditionResult | None:
     """ConditionResult from one metric vector, None when it was not evaluated (NaN)."""
@@ -101,13 +112,18 @@ def _tasks_and_methods(results: xr.Dataset) -> tuple[list, list]:
 
 # ---- tables ----------------------------------------------------------------------------
 
+
 def baseline_table(baseline: xr.Dataset | xr.DataArray) -> str:
     """Table 4: Acc and Com (%) of the unmodified model per task, with the evaluation-set sizes."""
     data = next(iter(baseline.data_vars.values())) if isinstance(baseline, xr.Dataset) else baseline
     tasks = list(data["task"].values)
     rows = []
-    for metric, label, fmt in (("acc", "Acc (%)", "{:.1f}"), ("com", "Com (%)", "{:.1f}"),
-                               ("n_examples", "n examples", "{:.0f}"), ("n_understood", "n understood", "{:.0f}")):
+    for metric, label, fmt in (
+        ("acc", "Acc (%)", "{:.1f}"),
+        ("com", "Com (%)", "{:.1f}"),
+        ("n_examples", "n examples", "{:.0f}"),
+        ("n_understood", "n understood", "{:.0f}"),
+    ):
         if metric not in data["metric"].values:
             continue
         scale = 100.0 if metric in ("acc", "com") else 1.0
@@ -162,6 +178,7 @@ def option_prob_table(examples: xr.Dataset, task=None) -> str:
 
 # ---- figures -------------------------------------------------------------------------------
 
+
 def _signed_relative(res: ConditionResult, half: str) -> float:
     cell = getattr(res, half)
     return math.nan if cell.change.undefined else (-1 if cell.fail else 1) * cell.change.percent
@@ -182,12 +199,22 @@ def _draw_sweep(ax, results, task, d, swept, colors) -> bool:
         found = sweep_results(results, task, method, d)
         ratios = sorted(found)
         for half, style, marker in (("rac", "-", "o"), ("rcc", "--", "s")):
-            points = [figures.magnitude(_signed_relative(found[r], half), *_interval(results, task, method, d, r, half))
-                      for r in ratios]
+            points = [
+                figures.magnitude(_signed_relative(found[r], half), *_interval(results, task, method, d, r, half)) for r in ratios
+            ]
             ys = [p[0] for p in points]
             drawn |= any(math.isfinite(y) for y in ys)
-            ax.errorbar(ratios, ys, yerr=np.array([[p[1] for p in points], [p[2] for p in points]]), fmt=style,
-                        marker=marker, color=colors[k % len(colors)], capsize=2, elinewidth=0.8, label=f"{method} {half.upper()}")
+            ax.errorbar(
+                ratios,
+                ys,
+                yerr=np.array([[p[1] for p in points], [p[2] for p in points]]),
+                fmt=style,
+                marker=marker,
+                color=colors[k % len(colors)],
+                capsize=2,
+                elinewidth=0.8,
+                label=f"{method} {half.upper()}",
+            )
             fails = [(r, p[0]) for r, p in zip(ratios, points) if p[3]]
             if fails:
                 ax.scatter(*zip(*fails), label=figures.FAIL_LABEL, **figures.FAIL_STYLE)
@@ -212,14 +239,19 @@ def plot_ratio_sweep(results: xr.Dataset, path=None, *, fig=None):
             ax = axes[i, j]
             if not _draw_sweep(ax, results, task, d, swept, colors):
                 ax.text(0.5, 0.5, "undefined (original Acc/Com = 0)", ha="center", va="center", transform=ax.transAxes)
-            ax.set_title(f"{task} (n = {n[str(task)]}): {DIR_LABEL[d]}" if str(task) in n else f"{task}: {DIR_LABEL[d]}", fontsize=9)
+            ax.set_title(
+                f"{task} (n = {n[str(task)]}): {DIR_LABEL[d]}" if str(task) in n else f"{task}: {DIR_LABEL[d]}", fontsize=9
+            )
             ax.set_xlim(-0.05, 1.05)
             ax.set_ylim(bottom=0)
         axes[i, 0].set_ylabel("|RAC|, |RCC| (%)")
     for ax in axes[-1]:
         ax.set_xlabel("good:bad ratio (good = round(ratio·K))")
     figures.legend_outside(fig, axes)
-    fig.suptitle("Good:bad ratio sweep\n" + figures.describe(results.attrs, "n = evaluation examples of the task" if n else None), fontsize=10)
+    fig.suptitle(
+        "Good:bad ratio sweep\n" + figures.describe(results.attrs, "n = evaluation examples of the task" if n else None),
+        fontsize=10,
+    )
     return figures.finish(fig, path)
 
 
@@ -230,19 +262,29 @@ def _table1_methods(results: xr.Dataset) -> list[str]:
 
 _BEST_BY_TEXT = {
     "mean": "the ratio with the largest mean of RAC and RCC",
-    "rac": "the ratio with the largest RAC", "rcc": "the ratio with the largest RCC",
+    "rac": "the ratio with the largest RAC",
+    "rcc": "the ratio with the largest RCC",
     "per_metric": "per-metric maxima, RAC and RCC each at its own best ratio (r=RAC ratio/RCC ratio)",
 }
 
 
 # ---- report --------------------------------------------------------------------------------
 
+
 def _summary(summary: Mapping) -> str:
     return _markdown(["key", "value"], [[str(k), str(v).replace("|", "\\|")] for k, v in summary.items()]) if summary else ""
 
 
-def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, baseline: xr.Dataset,
-                 examples: xr.Dataset | None, title: str, summary: dict) -> Path:
+def write_report(
+    out_dir: Path,
+    *,
+    results: xr.Dataset,
+    neurons: xr.Dataset,
+    baseline: xr.Dataset,
+    examples: xr.Dataset | None,
+    title: str,
+    summary: dict,
+) -> Path:
     """Write out_dir/report.md and out_dir/figures/*.png; returns the report path."""
     folder = RunFolder(out_dir)
     out_dir, figure_dir = folder.root, folder.figures
@@ -250,32 +292,50 @@ def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, bas
     layers_png = figures.save(plot_layer_distribution(neurons, n_layers), figure_dir / "layer_distribution.png")
     sweep_png = figures.save(plot_ratio_sweep(results), figure_dir / "ratio_sweep.png")
     k, model = results.attrs.get("k", "?"), results.attrs.get("model", "?")
-    note = CELL_NOTE.format(best_by=_BEST_BY_TEXT.get(results.attrs.get("best_by", "mean"), "?"),
-                            level=float(results.attrs.get("level", 0.95)), resamples=results.attrs.get("resamples", "?"))
+    note = CELL_NOTE.format(
+        best_by=_BEST_BY_TEXT.get(results.attrs.get("best_by", "mean"), "?"),
+        level=float(results.attrs.get("level", 0.95)),
+        resamples=results.attrs.get("resamples", "?"),
+    )
     draws = draws_table(results)
     parts = [
-        f"# {title}", f"Model: `{model}`; K = {k} neurons per role.", _summary(summary),
-        "## Baseline (Table 4)", f"The unmodified model on the evaluation set ({results.attrs.get('evaluation_set', '')}).",
+        f"# {title}",
+        f"Model: `{model}`; K = {k} neurons per role.",
+        _summary(summary),
+        "## Baseline (Table 4)",
+        f"The unmodified model on the evaluation set ({results.attrs.get('evaluation_set', '')}).",
         baseline_table(baseline),
         "## RAC/RCC (Table 1)",
         f"Deg = degrader, Enh = enhancer. Methods without bad neurons ({', '.join(m.upper() for m in BASELINE_METHODS)}) "
         "switch their K good neurons only (r = 1); RANDOM is the mean over its draws. " + note,
-        table1(results, _table1_methods(results)), AVERAGING_RULE,
+        table1(results, _table1_methods(results)),
+        AVERAGING_RULE,
         "The last row is NeuronLLM minus the best baseline of each column (RAC/RCC, paired bootstrap "
         "interval; * = the interval excludes 0, i.e. the difference is distinguishable from resampling noise).",
         "## Enabled variants (Table 2)",
         "TN and QRNCA as published (good neurons only) next to their NeuronLLM-enabled variants (good and bad "
-        "neurons, ratio chosen as in Table 1).", table2(results),
+        "neurons, ratio chosen as in Table 1).",
+        table2(results),
         "## Signed changes",
         "Acc/Com change (intervened - original, percentage points) at each cell's chosen ratio, with intervals. "
         "Degrading should be negative, enhancing positive. Average: mean over every task.",
         signed_change_table(results),
         "## Ablation: good, bad, both (Table 3)",
         "Good / Bad: the K neurons of one role alone; Both: the joint intervention at the chosen ratio. "
-        "Averaged over tasks by the rule above.", table3(results),
-        "## Ablation per task (Table 6)", table6(results),
-        *(["## RANDOM's draws", "Directed RAC/RCC of each draw (below 0 = the wrong way): mean ± sd "
-           "[min, max]. Table 1 shows the mean; no draw is picked as best.", draws] if draws else []),
+        "Averaged over tasks by the rule above.",
+        table3(results),
+        "## Ablation per task (Table 6)",
+        table6(results),
+        *(
+            [
+                "## RANDOM's draws",
+                "Directed RAC/RCC of each draw (below 0 = the wrong way): mean ± sd "
+                "[min, max]. Table 1 shows the mean; no draw is picked as best.",
+                draws,
+            ]
+            if draws
+            else []
+        ),
         *completeness.report_section(out_dir),  # layers whose IG fails its completeness check, if any
         "## Layer distribution (Figure 5)",
         f"![layer distribution]({layers_png.relative_to(out_dir).as_posix()})",
@@ -285,11 +345,13 @@ def write_report(out_dir: Path, *, results: xr.Dataset, neurons: xr.Dataset, bas
         f"![ratio sweep]({sweep_png.relative_to(out_dir).as_posix()})",
     ]
     if examples is not None:
-        parts += ["## Option probabilities (Figure 10)",
-                  "Softmax over the four options of one evaluation proxy. ✓ marks the correct option; the "
-                  "chosen (most probable) option is bold, followed by SUCCESS or FAIL for an intervention "
-                  "(enhance succeeds when the correct option wins, degrade when a wrong one wins).",
-                  option_prob_table(examples)]
+        parts += [
+            "## Option probabilities (Figure 10)",
+            "Softmax over the four options of one evaluation proxy. ✓ marks the correct option; the "
+            "chosen (most probable) option is bold, followed by SUCCESS or FAIL for an intervention "
+            "(enhance succeeds when the correct option wins, degrade when a wrong one wins).",
+            option_prob_table(examples),
+        ]
     report = folder.report
     write_text_atomically(report, "\n\n".join(p for p in parts if p) + "\n")
     return report

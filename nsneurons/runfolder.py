@@ -13,13 +13,14 @@ folder laid out as `RunFolder` says; nothing else builds these paths by hand:
 
 The fingerprint holds the model and the data by content (hashes, hub commits), not by path.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import xarray as xr
 
@@ -173,8 +174,17 @@ def cached_task(path: Path, inputs: dict) -> xr.Dataset | None:
 
 # ---- the model and the start of a run --------------------------------------------------------
 
-def load_run_model(source: str, *, device: str = "auto", dtype: str = "float32", revision: str | None = None,
-                   remote: bool = False, host: str | None = None, trust_remote_code: bool = False):
+
+def load_run_model(
+    source: str,
+    *,
+    device: str = "auto",
+    dtype: str = "float32",
+    revision: str | None = None,
+    remote: bool = False,
+    host: str | None = None,
+    trust_remote_code: bool = False,
+):
     """The model, local or on NDIF (host: argument, else the environment), with where it ran in its provenance."""
     from .models import load_model
 
@@ -190,8 +200,15 @@ def load_run_model(source: str, *, device: str = "auto", dtype: str = "float32",
 
 def model_for(recipe: Recipe):
     """The model a recipe names, where it says to run it."""
-    return load_run_model(recipe.model, device=recipe.device, dtype=recipe.dtype, revision=recipe.revision,
-                          remote=recipe.backend == "remote", host=recipe.ndif_host, trust_remote_code=recipe.trust_remote_code)
+    return load_run_model(
+        recipe.model,
+        device=recipe.device,
+        dtype=recipe.dtype,
+        revision=recipe.revision,
+        remote=recipe.backend == "remote",
+        host=recipe.ndif_host,
+        trust_remote_code=recipe.trust_remote_code,
+    )
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -223,6 +240,7 @@ def run_in_folder(recipe: Recipe, body: Callable, *, model=None, progress: bool 
 
 
 # ---- reading outputs back --------------------------------------------------------------------
+
 
 def open_outputs(out) -> dict[str, xr.Dataset]:
     """The combined datasets of a finished run: results, neurons, baseline, examples."""

@@ -4,6 +4,7 @@ The lock is an `flock` on the file, which the kernel drops when the holder exits
 `kill -9`), so a lock file left behind by a dead run is simply taken over. On file systems without
 `flock` the holder's pid is checked instead (a lock of a pid that is gone from this host is stale).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,8 +34,9 @@ def _holder_text(fd: int) -> dict:
 def _describe(holder: dict) -> str:
     if not holder:
         return "another process (the lock file names no holder yet)"
-    return (f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}"
-            + (f": {holder['command']}" if holder.get("command") else ""))
+    return f"pid {holder.get('pid')} on host {holder.get('host')}, started {holder.get('started')}" + (
+        f": {holder['command']}" if holder.get("command") else ""
+    )
 
 
 def _pid_alive(pid) -> bool:
@@ -51,15 +53,19 @@ def _take(fd: int, path: Path) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        raise OutputLockedError(f"{path.parent} is in use by another nsneurons run ({_describe(_holder_text(fd))}); "
-                                f"wait for it to finish or stop it (its lock: {path})") from None
+        raise OutputLockedError(
+            f"{path.parent} is in use by another nsneurons run ({_describe(_holder_text(fd))}); "
+            f"wait for it to finish or stop it (its lock: {path})"
+        ) from None
     except OSError as err:
         if err.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
             raise
         holder = _holder_text(fd)  # no flock here: judge the holder by its pid
         if holder.get("host") == socket.gethostname() and holder.get("pid") != os.getpid() and _pid_alive(holder.get("pid")):
-            raise OutputLockedError(f"{path.parent} is in use by another nsneurons run ({_describe(holder)}); "
-                                    f"wait for it to finish or stop it (its lock: {path})") from None
+            raise OutputLockedError(
+                f"{path.parent} is in use by another nsneurons run ({_describe(holder)}); "
+                f"wait for it to finish or stop it (its lock: {path})"
+            ) from None
 
 
 def _command() -> str:
@@ -89,9 +95,12 @@ def output_lock(path):
     stale = _holder_text(fd)
     if stale.get("pid") is not None:
         print(f"note: {path} was left by a run that is gone ({_describe(stale)}); taking it over", file=sys.stderr)
-    holder = {"pid": os.getpid(), "host": socket.gethostname(),
-              "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": _command()}
+    holder = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "command": _command(),
+    }
     os.ftruncate(fd, 0)
     os.pwrite(fd, json.dumps(holder).encode(), 0)
     try:

@@ -1,11 +1,12 @@
 """Score a task's proxies into a store: attribution per proxy, one example per write, resumable."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -15,7 +16,7 @@ from .tasks.base import N_PROXIES, PROMPT_TEMPLATE_VERSION, Proxy
 from .version import package_version
 
 
-def group_by_example(proxies: Sequence[Proxy]) -> "OrderedDict[str, list[Proxy]]":
+def group_by_example(proxies: Sequence[Proxy]) -> OrderedDict[str, list[Proxy]]:
     groups: OrderedDict[str, list[Proxy]] = OrderedDict()
     for p in proxies:
         groups.setdefault(p.example_id, []).append(p)
@@ -35,8 +36,12 @@ def score_provenance(model, config: AttributionConfig, extra: dict | None = None
     """The store's attrs: the model, the IG settings, and the proxies' answer format."""
     prov = dict(model.provenance)
     prov.update(
-        target=config.target, steps=config.steps, quadrature=config.quadrature, ig_path=config.path,
-        answer_format=answer_format or config.answer_format or "letters", prompt_template=PROMPT_TEMPLATE_VERSION,
+        target=config.target,
+        steps=config.steps,
+        quadrature=config.quadrature,
+        ig_path=config.path,
+        answer_format=answer_format or config.answer_format or "letters",
+        prompt_template=PROMPT_TEMPLATE_VERSION,
         nsneurons_version=package_version(),
     )
     prov.update(extra or {})
@@ -62,12 +67,22 @@ def attribute_group_with_retries(model, proxies, config, layers=None):
     # a server-side error names the example it happened on.
     numbers = ", ".join(str(p.proxy) for p in proxies)
     which = f"proxy {numbers}" if len(proxies) == 1 else f"proxies {numbers}"
-    return with_retries(lambda: attribute_proxies(model, proxies, config, layers),
-                        describe=f"example {proxies[0].example_id!r} {which}")
+    return with_retries(
+        lambda: attribute_proxies(model, proxies, config, layers), describe=f"example {proxies[0].example_id!r} {which}"
+    )
 
 
-def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, path, *, layers: Sequence[int] | None = None,
-                  provenance: dict | None = None, progress: bool = True, item: str = "example"):
+def score_proxies(
+    model,
+    proxies: Sequence[Proxy],
+    config: AttributionConfig,
+    path,
+    *,
+    layers: Sequence[int] | None = None,
+    provenance: dict | None = None,
+    progress: bool = True,
+    item: str = "example",
+):
     """Compute IG for every proxy and write the store at `path`; resumes where a previous run stopped.
     item: the store's first dim, "example" (NeuronLLM) or "query" (NA-ICA: a query's prompts are its proxies)."""
     from tqdm.auto import tqdm
@@ -77,15 +92,26 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
     # store is made, so a bad selection leaves nothing behind.
     layers = checked_layers(model, layers)
     store = ScoreStore.open_or_create(
-        Path(path), example_ids=list(groups), layers=layers, n_neurons=model.n_neurons,
+        Path(path),
+        example_ids=list(groups),
+        layers=layers,
+        n_neurons=model.n_neurons,
         correct_letters=[[p.correct_letter for p in group] for group in groups.values()],
-        provenance=score_provenance(model, config, {**(provenance or {}), "prompts_sha256": prompts_sha256(proxies)},
-                                     answer_formats(proxies)), item=item,
+        provenance=score_provenance(
+            model, config, {**(provenance or {}), "prompts_sha256": prompts_sha256(proxies)}, answer_formats(proxies)
+        ),
+        item=item,
     )
     done = store.done()
-    with tqdm(total=len(groups) * N_PROXIES, initial=int(done.sum()) * N_PROXIES, unit="proxy",
-              desc=f"IG[{config.target}]", disable=not progress, dynamic_ncols=True) as bar:
-        for index, (example_id, group) in enumerate(groups.items()):
+    with tqdm(
+        total=len(groups) * N_PROXIES,
+        initial=int(done.sum()) * N_PROXIES,
+        unit="proxy",
+        desc=f"IG[{config.target}]",
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
+        for index, group in enumerate(groups.values()):
             if done[index]:
                 continue
             # An example's proxies share their prompt's beginning: one session computes it once.
@@ -93,10 +119,12 @@ def score_proxies(model, proxies: Sequence[Proxy], config: AttributionConfig, pa
             bar.update(len(group))
             store.write_example(
                 index,
-                ig=np.stack([r.ig for r in results]), activation=np.stack([r.activation for r in results]),
+                ig=np.stack([r.ig for r in results]),
+                activation=np.stack([r.activation for r in results]),
                 option_prob=np.stack([r.option_prob for r in results]),
                 target_value=np.array([r.target_value for r in results]),
                 completeness_gap=np.stack([r.completeness_gap for r in results]),
-                ig_sum=np.stack([r.ig_sum for r in results]), ig_delta=np.stack([r.ig_delta for r in results]),
+                ig_sum=np.stack([r.ig_sum for r in results]),
+                ig_delta=np.stack([r.ig_delta for r in results]),
             )
     return open_scores(path)

@@ -21,11 +21,12 @@ Decisions (section 3.4 / 4.3 / 4.4 of the NeuronLLM paper):
 - z is clamped to n_neurons // 2 so one example's top-z and bottom-z sets never overlap (if they
   did, every neuron of a small model would be "ambiguous" and score 0); attrs keep z and z_used.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 import numpy as np
 import xarray as xr
@@ -48,7 +49,7 @@ class Grid:
         return len(self.layers) * len(self.neurons)
 
     @classmethod
-    def of(cls, array: xr.DataArray) -> "Grid":
+    def of(cls, array: xr.DataArray) -> Grid:
         return cls(np.asarray(array["layer"].values), np.asarray(array["neuron"].values))
 
 
@@ -75,6 +76,7 @@ class Method:
 
 
 # ---- scoring -------------------------------------------------------------------------------
+
 
 def _checked(array: xr.DataArray, dims: tuple[str, ...], what: str) -> xr.DataArray:
     missing = [d for d in dims if d not in array.dims]
@@ -184,6 +186,7 @@ def _method(name: str) -> Method:
 
 # ---- neuron set ----------------------------------------------------------------------------
 
+
 def _order(key: np.ndarray, tiebreak: np.ndarray | None) -> np.ndarray:
     """Flat indices best first: key desc, tiebreak desc, flat index asc (see module doc)."""
     keys = [np.arange(key.size)] + ([-tiebreak.ravel()] if tiebreak is not None else []) + [-key.ravel()]
@@ -275,6 +278,7 @@ def _grid(source, scores, activations, n_layers, n_neurons) -> Grid:
 
 
 # ---- helpers for interventions -------------------------------------------------------------
+
 
 def to_pairs(neuron_set: xr.Dataset, role: str, n: int) -> list[tuple[int, int]]:
     """The first n (layer, neuron) pairs of a role, skipping -1 entries (so maybe fewer than n)."""

@@ -1,4 +1,5 @@
 """A task's questions split into identification and evaluation-candidate proxies (disjoint, seeded)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,16 @@ def task_proxies(recipe: Recipe, task) -> tuple[list, list]:
     from .tasks import build_task_proxies, task_questions, task_spec
 
     demo_pool, questions = task_questions(
-        task.name, task.source, recipe.seed, demo_split=task.demo_split, scored_split=task.scored_split,
-        max_questions=task.max_questions, config=task.config, revision=task.revision, **task.options)
+        task.name,
+        task.source,
+        recipe.seed,
+        demo_split=task.demo_split,
+        scored_split=task.scored_split,
+        max_questions=task.max_questions,
+        config=task.config,
+        revision=task.revision,
+        **task.options,
+    )
     tr = recipe.identification_examples
     if len(questions) <= tr:
         raise ValueError(f"task {task.name!r}: {len(questions)} scored questions, need more than identification_examples={tr}")

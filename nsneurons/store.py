@@ -10,13 +10,14 @@ proxy) (`ITEM_DIMS`); everything else is the same. Provenance lives in `attrs`; 
 The store is created whole (under a temporary name, then renamed) and every chunk carries a
 checksum (nsneurons.zarrio): a missing or damaged chunk of a done example is an error naming it.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import xarray as xr
@@ -30,11 +31,22 @@ from .zarrio import StoreDamagedError, problems, raise_problems, write_atomicall
 # Nor the IG path: staircase, prefix and full compute the same numbers (tests: within 1e-5), so a
 # store begun with one resumes with another (it keeps the first one's name).
 # Where the data lies is recorded, not compared: its content is (prompts_sha256).
-_VOLATILE_KEYS = {"created", "nsneurons_version", "ig_path", "data_source",
-                  "ndif_host", "ndif_host_source", "ndif_api_key", "ndif_api_key_source"}
+_VOLATILE_KEYS = {
+    "created",
+    "nsneurons_version",
+    "ig_path",
+    "data_source",
+    "ndif_host",
+    "ndif_host_source",
+    "ndif_api_key",
+    "ndif_api_key_source",
+}
 # What a differing content hash means, for the refusal message.
-_CONTENT_KEYS = {"weights_sha256": "the model's files changed", "prompts_sha256": "the prompts changed (data file or template)",
-                 "commit": "the hub model resolved to another commit"}
+_CONTENT_KEYS = {
+    "weights_sha256": "the model's files changed",
+    "prompts_sha256": "the prompts changed (data file or template)",
+    "commit": "the hub model resolved to another commit",
+}
 
 
 # The item dim (one write, one `done` flag each) and its prompts' dim: NeuronLLM's examples and
@@ -45,8 +57,11 @@ ITEM_DIMS = {"example": "proxy", "query": "prompt"}
 # them (still resumable, without them). name -> (long_name, description).
 COMPLETENESS = {
     "ig_sum": ("sum of the layer's IG", "sum over the layer's neurons of their IG (Eq. 1) for the store's target"),
-    "ig_delta": ("F(x) - F(layer zeroed)", "F(x) minus F with every FFN neuron of the layer zeroed at the answer "
-                 "position (the IG baseline); IG is complete when the layer's IG sums to it"),
+    "ig_delta": (
+        "F(x) - F(layer zeroed)",
+        "F(x) minus F with every FFN neuron of the layer zeroed at the answer "
+        "position (the IG baseline); IG is complete when the layer's IG sums to it",
+    ),
 }
 
 
@@ -66,8 +81,14 @@ def _jsonable(value):
     return json.loads(json.dumps(value, default=str))
 
 
-def _template(example_ids: Sequence[str], correct_letters: Sequence[Sequence[str]], layers: Sequence[int],
-              n_neurons: int, provenance: dict, item: str = "example") -> xr.Dataset:
+def _template(
+    example_ids: Sequence[str],
+    correct_letters: Sequence[Sequence[str]],
+    layers: Sequence[int],
+    n_neurons: int,
+    provenance: dict,
+    item: str = "example",
+) -> xr.Dataset:
     n_ex, n_l, sub = len(example_ids), len(layers), ITEM_DIMS[item]
     shape4 = (n_ex, N_PROXIES, n_l, n_neurons)
     ds = xr.Dataset(
@@ -117,19 +138,30 @@ class ScoreStore:
         self.completeness = completeness  # whether the store has the COMPLETENESS variables
 
     @classmethod
-    def open_or_create(cls, path, *, example_ids: Sequence[str], correct_letters: Sequence[Sequence[str]],
-                       layers: Sequence[int], n_neurons: int, provenance: dict, item: str = "example") -> "ScoreStore":
+    def open_or_create(
+        cls,
+        path,
+        *,
+        example_ids: Sequence[str],
+        correct_letters: Sequence[Sequence[str]],
+        layers: Sequence[int],
+        n_neurons: int,
+        provenance: dict,
+        item: str = "example",
+    ) -> ScoreStore:
         path = Path(path)
         if item not in ITEM_DIMS:
             raise ValueError(f"item: expected one of {', '.join(ITEM_DIMS)}, got {item!r}")
         provenance = dict(provenance)
-        provenance.setdefault("created", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        provenance.setdefault("created", _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
         template = _template(example_ids, correct_letters, layers, n_neurons, provenance, item)
         if path.exists():
             try:
                 existing = xr.open_zarr(path, consolidated=False)
             except Exception as err:  # noqa: BLE001 - any unreadable store gets the same clear message
-                raise StoreError(f"{path} exists but is not a readable scores store ({err}); remove it or choose another output") from None
+                raise StoreError(
+                    f"{path} exists but is not a readable scores store ({err}); remove it or choose another output"
+                ) from None
             raise_problems(problems(path))  # finished examples are kept: they must be whole
             _check_compatible(path, existing, template)
             return cls(path, list(example_ids), item, completeness=all(name in existing for name in COMPLETENESS))
@@ -141,11 +173,13 @@ class ScoreStore:
         try:
             return xr.open_zarr(self.path, consolidated=False)["done"].values
         except Exception as err:  # noqa: BLE001 - a checksum or decoding failure of the flags
-            raise StoreDamagedError(f"damaged store: {self.path}: variable 'done': unreadable ({err}); "
-                                    "remove it to recompute it") from None
+            raise StoreDamagedError(
+                f"damaged store: {self.path}: variable 'done': unreadable ({err}); remove it to recompute it"
+            ) from None
 
-    def write_example(self, index: int, *, ig, activation, option_prob, target_value, completeness_gap,
-                      ig_sum=None, ig_delta=None) -> None:
+    def write_example(
+        self, index: int, *, ig, activation, option_prob, target_value, completeness_gap, ig_sum=None, ig_delta=None
+    ) -> None:
         """Write one example's arrays (3 proxies), then mark it done (a separate, last write). `ig_sum` and
         `ig_delta` [proxy, layer] are written where given and the store has them."""
         item, sub = self.item, ITEM_DIMS[self.item]
@@ -179,14 +213,23 @@ def _check_compatible(path: Path, existing: xr.Dataset, template: xr.Dataset) ->
         old.pop("model", None), new.pop("model", None)  # the same files, moved: content, not the path, counts
     differing = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if differing:
-        shown = "; ".join(f"{k}: store has {old.get(k)!r}, this run has {new.get(k)!r}"
-                          + (f" ({_CONTENT_KEYS[k]})" if k in _CONTENT_KEYS else "") for k in differing)
-        raise ProvenanceMismatchError(f"{path} was made with different settings, refusing to append ({shown}). Use another output path.")
+        shown = "; ".join(
+            f"{k}: store has {old.get(k)!r}, this run has {new.get(k)!r}"
+            + (f" ({_CONTENT_KEYS[k]})" if k in _CONTENT_KEYS else "")
+            for k in differing
+        )
+        raise ProvenanceMismatchError(
+            f"{path} was made with different settings, refusing to append ({shown}). Use another output path."
+        )
     for coord in (template["done"].dims[0], "layer", "neuron", "correct_letter"):
         if coord not in existing.coords:
-            raise ProvenanceMismatchError(f"{path}: has no coordinate {coord!r} (another kind of store); refusing to append. Use another output path.")
+            raise ProvenanceMismatchError(
+                f"{path}: has no coordinate {coord!r} (another kind of store); refusing to append. Use another output path."
+            )
         if not np.array_equal(existing[coord].values, template[coord].values):
-            raise ProvenanceMismatchError(f"{path}: coordinate {coord!r} differs from this run's; refusing to append. Use another output path.")
+            raise ProvenanceMismatchError(
+                f"{path}: coordinate {coord!r} differs from this run's; refusing to append. Use another output path."
+            )
 
 
 def open_scores(path, *, allow_incomplete: bool = False) -> xr.Dataset:
@@ -199,9 +242,11 @@ def open_scores(path, *, allow_incomplete: bool = False) -> xr.Dataset:
     raise_problems(problems(path))
     done, item = ds["done"].values, ds["done"].dims[0]
     if not done.all():
-        message = (f"scores store {path} is incomplete: {int(done.sum())} of {done.size} {item}s written "
-                   f"(missing: {', '.join(ds[item].values[~done][:5])}{'...' if (~done).sum() > 5 else ''}); "
-                   "rerun the same command to resume")
+        message = (
+            f"scores store {path} is incomplete: {int(done.sum())} of {done.size} {item}s written "
+            f"(missing: {', '.join(ds[item].values[~done][:5])}{'...' if (~done).sum() > 5 else ''}); "
+            "rerun the same command to resume"
+        )
         if not allow_incomplete:
             raise IncompleteStoreError(message)
         warnings.warn(message, stacklevel=2)

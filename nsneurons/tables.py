@@ -5,10 +5,11 @@ Tables 1 and 2 (RAC/RCC at one ratio per cell, with 95% intervals), signed chang
 A cell prints as the paper's "RAC/RCC" with the chosen ratio, and below it the intervals of the
 directed changes (below 0 = the wrong way, i.e. Fail): `41.7/37.5 (r=0.5)<br>[25.0, 58.3]/[12.5, 62.5]`.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import xarray as xr
@@ -113,7 +114,9 @@ def _vs_best_row(cells: xr.Dataset, columns) -> list[str] | None:
                 est, lo, hi = (float(x.sel(ci=c)) for c in ("estimate", "lo", "hi"))
                 names.add(str(best.sel(column=column, direction=d, half=half).values))
                 star = "*" if math.isfinite(lo) and (lo > 0 or hi < 0) else ""
-                parts.append("-" if not math.isfinite(est) else f"{est:+.1f}{star}" + (f" {interval(lo, hi)}" if math.isfinite(lo) else ""))
+                parts.append(
+                    "-" if not math.isfinite(est) else f"{est:+.1f}{star}" + (f" {interval(lo, hi)}" if math.isfinite(lo) else "")
+                )
             row.append("/".join(parts) + (f"{BR}vs {'/'.join(sorted(n for n in names if n))}" if names - {""} else ""))
     return row
 
@@ -139,8 +142,9 @@ def table2(results: xr.Dataset) -> str:
     """Table 2: each "enabled" variant (NeuronLLM's good and bad neurons on another target) next to
     its original good-only method."""
     methods = [str(m) for m in results["selector"].values]
-    rows = [m for enabled, original in ENABLED_VARIANTS.items() if enabled in methods
-            for m in (original, enabled) if m in methods]
+    rows = [
+        m for enabled, original in ENABLED_VARIANTS.items() if enabled in methods for m in (original, enabled) if m in methods
+    ]
     if not rows:
         return "_No enabled variant was run (add tn_enabled or qrnca_enabled to selection.methods)._"
     return table1(results, rows, compare=False)
@@ -168,8 +172,11 @@ def signed_change_table(results: xr.Dataset) -> str:
             block = cells["average"].sel(selector=method, direction=d)
             est = block.sel(ci="estimate")
             ok = np.isfinite(est.sel(quantity=list(names)).values).all()
-            row.append(_with_intervals("{:+.1f}/{:+.1f}".format(*(float(est.sel(quantity=n)) for n in names)), block, names)
-                       if ok else "-")
+            row.append(
+                _with_intervals("{:+.1f}/{:+.1f}".format(*(float(est.sel(quantity=n)) for n in names)), block, names)
+                if ok
+                else "-"
+            )
         rows.append(row)
     return markdown(_header(tasks), rows)
 
@@ -197,8 +204,11 @@ def table3(results: xr.Dataset) -> str:
         where = {"selector": m, "direction": d, "group": g}
         return _group(results["group_average"].sel(where), results["group_complete"].sel(where))
 
-    rows = [[m, DIR_LABEL[d], averaged(m, d, "good"), averaged(m, d, "bad"), average_cell(results, m, d)]
-            for m in _with_bad(results) for d in DIRECTIONS]
+    rows = [
+        [m, DIR_LABEL[d], averaged(m, d, "good"), averaged(m, d, "bad"), average_cell(results, m, d)]
+        for m in _with_bad(results)
+        for d in DIRECTIONS
+    ]
     if not rows:
         return "_No method with bad neurons: no ablation._"
     return markdown(["method", "intervention", "Good", "Bad", "Both"], rows)
@@ -238,10 +248,12 @@ def draws_table(results: xr.Dataset) -> str:
                     x = v.sel(quantity=half).values
                     x = x[np.isfinite(x)]
                     x = x + 0.0  # no "-0.0"
-                    cells.append("-" if not x.size else f"{x.mean() + 0.0:.1f} ± {x.std(ddof=1) if x.size > 1 else 0:.1f} "
-                                                         f"[{x.min():.1f}, {x.max():.1f}]")
+                    cells.append(
+                        "-"
+                        if not x.size
+                        else f"{x.mean() + 0.0:.1f} ± {x.std(ddof=1) if x.size > 1 else 0:.1f} [{x.min():.1f}, {x.max():.1f}]"
+                    )
                 rows.append([str(m), str(t), DIR_LABEL[d], int(np.isfinite(v.sel(quantity="acc_change").values).sum()), *cells])
     if not rows:
         return ""
-    return markdown(["method", "task", "direction", "draws", "RAC: mean ± sd [min, max]",
-                     "RCC: mean ± sd [min, max]"], rows)
+    return markdown(["method", "task", "direction", "draws", "RAC: mean ± sd [min, max]", "RCC: mean ± sd [min, max]"], rows)

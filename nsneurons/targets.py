@@ -4,6 +4,7 @@ Each takes `logits` [..., vocab] at the answer position, the four answer token i
 the index of the correct option, and returns F per row. They use torch only: they run inside
 nnsight traces, and on NDIF this module is shipped by value (`nnsight.register`).
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,9 +4,11 @@ They only use torch, so on NDIF (where nsneurons is not installed) this module i
 with `nnsight.register`, like `nsneurons.targets`. A trace body may call these functions (envoys
 are plain arguments); it may not call functions of other nsneurons modules, which NDIF cannot import.
 """
+
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 
@@ -104,8 +106,10 @@ def grow_block_arg(value, n: int, prompt_len: int):
                 return query_mask(prompt_len, n, torch.float32, value.device) == 0
             if not ((value == 0) | (value <= torch.finfo(value.dtype).min)).all():
                 # A mask carrying position biases (ALiBi): rebuilding it as 0 / -inf would drop them.
-                raise ValueError("a block's attention mask carries biases (ALiBi?), which the staircase path "
-                                 "cannot resize; use path 'prefix' or 'full' for this model")
+                raise ValueError(
+                    "a block's attention mask carries biases (ALiBi?), which the staircase path "
+                    "cannot resize; use path 'prefix' or 'full' for this model"
+                )
             return query_mask(prompt_len, n, value.dtype, value.device)
         if value.dim() >= 2 and value.shape[0] == 1 and value.shape[1] == 1:
             return value.expand(1, n, *value.shape[2:])

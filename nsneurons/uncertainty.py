@@ -14,6 +14,7 @@ Decisions:
 - Seeds: one index matrix per (seed, task), shared by every method and condition of that task,
   so differences between methods are paired (the same resampled examples on both sides).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The installed nsneurons version, for provenance and `nsneurons --version` (no heavy imports)."""
+
 from __future__ import annotations
 
 

@@ -9,6 +9,7 @@ imports nothing but `typing`, so anything (the recipe, the CLI's argument parser
 Condition names ("neuronllm/degrade/0.5") are built by `condition_name` from a typed
 `ConditionKey` and read back by `parse_condition_name`, here and nowhere else.
 """
+
 from __future__ import annotations
 
 from typing import Literal, NamedTuple, get_args

@@ -11,20 +11,20 @@
   back they are numpy `StringDType`), and `long_name` / `units` (`LABELS`) so `da.plot()` labels itself.
 - Reads accept stores written before the `method` dim was renamed `selector` (renamed on open).
 """
+
 from __future__ import annotations
 
 import json
 import shutil
 import warnings
+from collections.abc import Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 import xarray as xr
 
 from .faults import checkpoint
-
 
 # name -> (long_name, units) for the variables and coordinates of the outputs ("1" = a fraction).
 LABELS = {

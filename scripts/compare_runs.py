@@ -7,6 +7,7 @@ Used to check that a refactoring left a run's outputs unchanged. Variables the n
 listed, not failed (a new diagnostic is not a change of behaviour); a variable or store that went
 missing, or any changed value or attribute, fails.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -21,7 +22,11 @@ TIMING = re.compile(r"\b(\d+(\.\d+)? ?(s|seconds|min)|\d{4}-\d\d-\d\dT[\d:+]+)\b
 
 
 def _stores(folder: Path) -> list[Path]:
-    return sorted(p.relative_to(folder) for p in folder.rglob("*.zarr") if not any(q.suffix == ".zarr" for q in p.relative_to(folder).parents))
+    return sorted(
+        p.relative_to(folder)
+        for p in folder.rglob("*.zarr")
+        if not any(q.suffix == ".zarr" for q in p.relative_to(folder).parents)
+    )
 
 
 def _without_timestamps(ds: xr.Dataset) -> xr.Dataset:

@@ -14,17 +14,16 @@ This module runs inside Ray workers: it must be importable there, so
 scripts/ndif-local puts its folder on PYTHONPATH before ``ray start``. Select it
 with ``actor_class: ndif_cpu_actor.CPUModelActor`` in the deploy spec.
 """
+
 from __future__ import annotations
 
 import gc
 import logging
 import time
-from typing import Dict
 
 import ray
-from nnsight.modeling.huggingface import HuggingFaceModel
-
 from ndif.services.ray.deployments.modeling.base import BaseModelDeployment
+from nnsight.modeling.huggingface import HuggingFaceModel
 
 logger = logging.getLogger("ndif.modeling.cpu")
 
@@ -37,9 +36,7 @@ class CPUModelDeployment(BaseModelDeployment):
 
     def load_from_disk(self) -> HuggingFaceModel:
         started = time.time()
-        model = HuggingFaceModel.from_model_key(
-            self.model_key, dispatch=True, dtype=self.dtype_name, device="cpu", **self.kwargs
-        )
+        model = HuggingFaceModel.from_model_key(self.model_key, dispatch=True, dtype=self.dtype_name, device="cpu", **self.kwargs)
         model._module.requires_grad_(False)
         logger.info("Loaded %s on the CPU in %.1fs", self.model_key, time.time() - started)
         return model
@@ -47,7 +44,7 @@ class CPUModelDeployment(BaseModelDeployment):
     async def to_cache(self) -> None:
         return None
 
-    def from_cache(self, gpu_mem_bytes_by_id: Dict[int, int]) -> None:
+    def from_cache(self, gpu_mem_bytes_by_id: dict[int, int]) -> None:
         self.gpu_mem_bytes_by_id = gpu_mem_bytes_by_id
         self.cached = False
 

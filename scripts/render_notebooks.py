@@ -7,6 +7,7 @@ RUN_DIR needs a finished `nsneurons run recipes/demo.yaml` (and `nsneurons cross
 for the cross-task figures). CI does not run this script; tests/test_notebooks.py executes the same
 notebooks through `execute` on a tiny run.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,7 @@ def execute(path: Path, run_dir: Path, timeout: int = 600):
     import nbformat
     from nbclient import NotebookClient
 
-    env = {"NSNEURONS_OUT": str(run_dir),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {"NSNEURONS_OUT": str(run_dir), "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the kernel inherits this process's environment
     try:

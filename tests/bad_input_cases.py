@@ -1,4 +1,5 @@
 """Shared by the malformed-input tests: what the CLI prints for an error, small data files, broken models."""
+
 from __future__ import annotations
 
 import copy
@@ -54,11 +55,21 @@ def jsonl(path: Path, rows: list[dict]) -> str:
 
 
 def generic_rows(n_test: int = 4, long_words: int = 0) -> list[dict]:
-    rows = [{"split": "train", "id": f"t{i}", "question": f"Train question {i}?", "choices": ["yes", "no", "true", "false"],
-             "answer": "A"} for i in range(2)]
+    rows = [
+        {
+            "split": "train",
+            "id": f"t{i}",
+            "question": f"Train question {i}?",
+            "choices": ["yes", "no", "true", "false"],
+            "answer": "A",
+        }
+        for i in range(2)
+    ]
     for i in range(n_test):
         words = " ".join(["movie"] * long_words) if i == 1 and long_words else f"Question {i}"
-        rows.append({"split": "test", "id": f"q{i}", "question": words + "?", "choices": ["yes", "no", "true", "false"], "answer": "B"})
+        rows.append(
+            {"split": "test", "id": f"q{i}", "question": words + "?", "choices": ["yes", "no", "true", "false"], "answer": "B"}
+        )
     return rows
 
 

@@ -1,6 +1,6 @@
 import pytest
-
 from fixtures_models import gpt2_style_tokenizer, llama_style_tokenizer, tiny_model
+
 # One local NDIF server per test session, shared by every `ndif`-marked module (started only
 # when a test asks for it; see tests/ndif_server.py).
 from ndif_server import ndif_server  # noqa: F401

@@ -1,4 +1,5 @@
 """Tiny random models and offline tokenizers for tests (no hub, no network)."""
+
 from __future__ import annotations
 
 import functools
@@ -29,8 +30,12 @@ def _gpt2_style_tokenizer_json() -> str:
     tok = Tokenizer(models.BPE(unk_token=None))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(_corpus(), trainer)
     return tok.to_str()
 
@@ -42,8 +47,12 @@ def _llama_style_tokenizer_json() -> str:
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=False))
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=["<unk>", "<s>", "</s>"], show_progress=False,
-                                  initial_alphabet=list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?'\"-()\n"))
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        show_progress=False,
+        initial_alphabet=list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,:;!?'\"-()\n"),
+    )
     tok.train_from_iterator(_corpus(), trainer)
     return tok.to_str()
 
@@ -52,16 +61,18 @@ def gpt2_style_tokenizer():
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_gpt2_style_tokenizer_json()),
-                                   eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_gpt2_style_tokenizer_json()), eos_token="<|endoftext|>", bos_token="<|endoftext|>"
+    )
 
 
 def llama_style_tokenizer():
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(_llama_style_tokenizer_json()),
-                                   unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_llama_style_tokenizer_json()), unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
 
 
 def tiny_hf_model(kind: str = "llama", *, layers: int = 2, vocab_size: int = 600, seed: int = 0):
@@ -69,14 +80,38 @@ def tiny_hf_model(kind: str = "llama", *, layers: int = 2, vocab_size: int = 600
 
     torch.manual_seed(seed)
     if kind == "llama":
-        cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                          tie_word_embeddings=False)
+        cfg = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            tie_word_embeddings=False,
+        )
     elif kind == "gpt2":
-        cfg = GPT2Config(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, n_embd=64, n_layer=layers, n_head=4, n_positions=512, n_inner=128)
+        cfg = GPT2Config(
+            vocab_size=vocab_size,
+            bos_token_id=0,
+            eos_token_id=0,
+            n_embd=64,
+            n_layer=layers,
+            n_head=4,
+            n_positions=512,
+            n_inner=128,
+        )
     elif kind == "gpt_neox":
-        cfg = GPTNeoXConfig(vocab_size=vocab_size, bos_token_id=0, eos_token_id=0, hidden_size=64, intermediate_size=128, num_hidden_layers=layers,
-                            num_attention_heads=4, max_position_embeddings=512)
+        cfg = GPTNeoXConfig(
+            vocab_size=vocab_size,
+            bos_token_id=0,
+            eos_token_id=0,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            max_position_embeddings=512,
+        )
     else:
         raise ValueError(kind)
     return _sharpened(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32))
@@ -110,8 +145,16 @@ def tiny_model_of_type(model_type: str, *, sliding_window: int = 64, layers: int
     if model_type == "gptj":
         kwargs = dict(n_embd=64, n_inner=128, n_layer=layers, n_head=4, rotary_dim=8, n_positions=256)
     else:
-        kwargs = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=256, head_dim=16, sliding_window=sliding_window)
+        kwargs = dict(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=256,
+            head_dim=16,
+            sliding_window=sliding_window,
+        )
     cfg = AutoConfig.for_model(model_type, vocab_size=len(tok), pad_token_id=0, bos_token_id=1, eos_token_id=2, **kwargs)
     torch.manual_seed(seed)
     hf = _sharpened(AutoModelForCausalLM.from_config(cfg, dtype=torch.float32))

@@ -10,6 +10,7 @@ checkpoint by SIGKILL, Ctrl-C or SIGTERM in turn, checks that the folder holds n
 command to the end and asserts that every store equals the uninterrupted run's
 (xarray.testing.assert_identical, the `created` timestamps aside), with the same files and report.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,15 @@ ACTIONS = ("kill", "interrupt", "term")
 EXPECTED_EXIT = {"kill": -9, "interrupt": 130, "term": 143}
 # Small enough to run in seconds, large enough to have every stage: two targets (two stores).
 # With 3 identification examples `run` has 35 checkpoints; `score` of 14 examples has 31.
-RUN_RECIPE = {"name": "kill", "device": "cpu", "tasks": ["sentiment"], "identification_examples": 3,
-              "attribution": {"steps": 1}, "selection": {"methods": ["neuronllm", "tn"], "k": 5, "z": 20},
-              "evaluation": {"understood": 2, "not_understood": 2, "candidates": 6, "ratios": [0.5, 1.0]}}
+RUN_RECIPE = {
+    "name": "kill",
+    "device": "cpu",
+    "tasks": ["sentiment"],
+    "identification_examples": 3,
+    "attribution": {"steps": 1},
+    "selection": {"methods": ["neuronllm", "tn"], "k": 5, "z": 20},
+    "evaluation": {"understood": 2, "not_understood": 2, "candidates": 6, "ratios": [0.5, 1.0]},
+}
 SCORE_EXAMPLES = 14
 
 
@@ -109,11 +116,27 @@ class Command:
 
     def argv(self, out: Path) -> list[str]:
         if self.name == "score":
-            return ["score", "--model", str(self.model), "--device", "cpu", "--task", "sentiment",
-                    "--examples", str(2 if self.small else SCORE_EXAMPLES), "--steps", "1", "--out", str(out / "scores.zarr")]
+            return [
+                "score",
+                "--model",
+                str(self.model),
+                "--device",
+                "cpu",
+                "--task",
+                "sentiment",
+                "--examples",
+                str(2 if self.small else SCORE_EXAMPLES),
+                "--steps",
+                "1",
+                "--out",
+                str(out / "scores.zarr"),
+            ]
         recipe = out.parent / f"{out.name}.yaml"
-        settings = {**RUN_RECIPE, "identification_examples": 2, "selection": {**RUN_RECIPE["selection"], "methods": ["neuronllm"]}} \
-            if self.small else RUN_RECIPE
+        settings = (
+            {**RUN_RECIPE, "identification_examples": 2, "selection": {**RUN_RECIPE["selection"], "methods": ["neuronllm"]}}
+            if self.small
+            else RUN_RECIPE
+        )
         recipe.write_text(yaml.safe_dump({**settings, "model": str(self.model), "output": str(out)}))
         return ["run", str(recipe)]
 
@@ -143,7 +166,9 @@ def torture(cmd: Command, n_points: int) -> dict:
         action = ACTIONS[i % len(ACTIONS)]
         out, log = cmd.work / f"{cmd.name}-at-{at}", cmd.work / f"{cmd.name}-at-{at}.log"
         code = in_child(cmd.argv(out), {**env, "NSNEURONS_FAULT_AT": str(at), "NSNEURONS_FAULT_ACTION": action}, log)
-        assert code == EXPECTED_EXIT[action], f"{cmd.name} at checkpoint {at} ({names[at - 1]}, {action}): exit {code}\n{log.read_text()}"
+        assert code == EXPECTED_EXIT[action], (
+            f"{cmd.name} at checkpoint {at} ({names[at - 1]}, {action}): exit {code}\n{log.read_text()}"
+        )
         if action != "kill":
             assert "rerun the same command to resume" in log.read_text(), log.read_text()
         if cmd.checked(out).exists():  # nothing damaged: at most unfinished work
@@ -151,9 +176,14 @@ def torture(cmd: Command, n_points: int) -> dict:
             damage = [f for f in found if "incomplete" not in f and "has not finished" not in f]
             assert not damage, f"{cmd.name} at checkpoint {at} ({names[at - 1]}): {damage}"
         code = in_child(cmd.argv(out), env, log)
-        assert code == 0, f"{cmd.name}: resume after checkpoint {at} ({names[at - 1]}, {action}) failed: exit {code}\n{log.read_text()}"
+        assert code == 0, (
+            f"{cmd.name}: resume after checkpoint {at} ({names[at - 1]}, {action}) failed: exit {code}\n{log.read_text()}"
+        )
         same_outputs(reference, out)
-        print(f"  {cmd.name}: killed at checkpoint {at:>2}/{len(names)} {names[at - 1]:<45} ({action:<9}) -> resumed, identical", flush=True)
+        print(
+            f"  {cmd.name}: killed at checkpoint {at:>2}/{len(names)} {names[at - 1]:<45} ({action:<9}) -> resumed, identical",
+            flush=True,
+        )
         shutil.rmtree(out)
     return {"command": cmd.name, "checkpoints": len(names), "points": len(points), "seconds": time.time() - started}
 
@@ -171,21 +201,25 @@ def main(argv=None) -> int:
     import nsneurons.check  # noqa: F401
     import nsneurons.cli  # noqa: F401
     import nsneurons.models  # noqa: F401
+    import nsneurons.report  # noqa: F401
     import nsneurons.runners.naica  # noqa: F401
     import nsneurons.runners.neuronllm  # noqa: F401
-    import nsneurons.report  # noqa: F401
     import nsneurons.scoring  # noqa: F401
     import nsneurons.tasks.loading  # noqa: F401
 
     started = time.time()
     try:
         make_model(work / "model")
-        results = [torture(Command(name, work, work / "model", args.small), args.points or 10**6) for name in args.commands.split(",")]
+        results = [
+            torture(Command(name, work, work / "model", args.small), args.points or 10**6) for name in args.commands.split(",")
+        ]
     finally:
         if args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)
     for r in results:
-        print(f"{r['command']}: {r['points']} of {r['checkpoints']} checkpoints killed and resumed, every output identical ({r['seconds']:.0f} s)")
+        print(
+            f"{r['command']}: {r['points']} of {r['checkpoints']} checkpoints killed and resumed, every output identical ({r['seconds']:.0f} s)"
+        )
     print(f"total {time.time() - started:.0f} s")
     return 0
 

@@ -4,6 +4,7 @@
 `ndif_server` is the session fixture built on it. Set NSNEURONS_SKIP_NDIF=1 to skip the
 tests that use it; otherwise a failure to install, start or deploy is a test error.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,11 +32,13 @@ class NdifServer:
 
 
 def _script(args: list[str], env: dict, timeout: float) -> str:
-    proc = subprocess.run([sys.executable, str(SCRIPT), *args], env=env, stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), *args], env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+    )
     if proc.returncode != 0:
-        raise RuntimeError(f"scripts/ndif-local {' '.join(args)} failed ({proc.returncode}):\n"
-                           f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise RuntimeError(
+            f"scripts/ndif-local {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+        )
     return proc.stdout.strip()
 
 
@@ -67,8 +70,7 @@ def local_ndif_server(workdir: Path):
         t = time.time()
         key = _script(["deploy", model_path], env, timeout=600).splitlines()[-1]
         timings["deploy"] = round(time.time() - t, 1)
-        server = NdifServer(url=url, model_path=model_path, model_key=key, state_dir=workdir / "state",
-                            timings_s=timings)
+        server = NdifServer(url=url, model_path=model_path, model_key=key, state_dir=workdir / "state", timings_s=timings)
         yield server
     finally:
         t = time.time()

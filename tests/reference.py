@@ -1,4 +1,5 @@
 """Independent plain-PyTorch references (forward pre-hooks, full prompt, one layer at a time)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,6 +41,7 @@ def reference_option_probs(hf_model, input_ids, answer_ids, multipliers=None, al
     """Option probabilities with per-layer neuron multipliers {down_proj_module: vector} applied by hooks."""
     handles = []
     for module, vector in (multipliers or {}).items():
+
         def hook(mod, args, vector=vector):
             x = args[0].clone()
             if all_positions:
@@ -47,6 +49,7 @@ def reference_option_probs(hf_model, input_ids, answer_ids, multipliers=None, al
             else:
                 x[:, -1] = x[:, -1] * vector
             return (x,) + tuple(args[1:])
+
         handles.append(module.register_forward_pre_hook(hook))
     try:
         with torch.no_grad():

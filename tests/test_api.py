@@ -1,5 +1,6 @@
 """The short public API (nsneurons/api.py) gives the stage modules' numbers, and the README's
 Python section runs as written."""
+
 from __future__ import annotations
 
 import os
@@ -60,7 +61,7 @@ def test_the_loop_on_a_tiny_model_equals_the_stage_modules(tmp_path):
 
 def readme_python_section() -> str:
     text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Python"):]
+    section = text[text.index("### Python") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -77,7 +78,8 @@ def test_readme_python_section_shows_the_loop_in_a_dozen_lines():
 def test_readme_python_section_runs(tmp_path):
     """Runs the README's Python section as written, on the demo model (a minute or two on 2 cores)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run([sys.executable, "-c", readme_python_section()], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", readme_python_section()], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "none" in done.stdout and "rac" in done.stdout, done.stdout

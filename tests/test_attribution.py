@@ -1,18 +1,21 @@
 """IG inside nnsight traces against an independent plain-PyTorch reference (float32)."""
+
 import numpy as np
 import pytest
 import torch
+from reference import reference_ig
 
 from nsneurons import targets
-from nsneurons.architectures import SITES
 from nsneurons.answers import answer_token_ids
+from nsneurons.architectures import SITES
 from nsneurons.attribution import AttributionConfig, attribute_proxy
 from nsneurons.quadrature import alphas_for
 from nsneurons.tasks.base import Proxy
-from reference import reference_ig
 
-PROMPT = ("You are an expert. Read the question and four options then answer with the letter of the correct option.\n"
-          "Question: this movie was good\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:")
+PROMPT = (
+    "You are an expert. Read the question and four options then answer with the letter of the correct option.\n"
+    "Question: this movie was good\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:"
+)
 OPTIONS = ("positive", "negative", "neutral", "not sure")
 
 
@@ -38,7 +41,9 @@ def test_ig_equals_plain_pytorch_reference(model, target, path):
     ids = model.tokenizer(PROMPT, return_tensors="pt").input_ids
     answer_ids = torch.tensor(answer_token_ids(model.tokenizer, PROMPT, OPTIONS, "letters"))
     for layer in range(model.n_layers):
-        ref = reference_ig(model.hf_model, model.down_proj(layer, model.hf_model), ids, targets.TARGETS[target], answer_ids, proxy.correct)
+        ref = reference_ig(
+            model.hf_model, model.down_proj(layer, model.hf_model), ids, targets.TARGETS[target], answer_ids, proxy.correct
+        )
         assert _max_rel(result.ig[layer], ref) <= 1e-5, (target, path, layer)
         assert float(ref.abs().max()) > 1e-6  # the comparison is not between two zero arrays
 
@@ -52,8 +57,16 @@ def test_gausslegendre_ig_equals_plain_pytorch_reference(model, target, path):
     ids = model.tokenizer(PROMPT, return_tensors="pt").input_ids
     answer_ids = torch.tensor(answer_token_ids(model.tokenizer, PROMPT, OPTIONS, "letters"))
     for layer in range(model.n_layers):
-        ref = reference_ig(model.hf_model, model.down_proj(layer, model.hf_model), ids, targets.TARGETS[target], answer_ids,
-                           proxy.correct, steps=8, quadrature="gausslegendre")
+        ref = reference_ig(
+            model.hf_model,
+            model.down_proj(layer, model.hf_model),
+            ids,
+            targets.TARGETS[target],
+            answer_ids,
+            proxy.correct,
+            steps=8,
+            quadrature="gausslegendre",
+        )
         assert _max_rel(result.ig[layer], ref) <= 1e-5, (target, path, layer)
         assert float(ref.abs().max()) > 1e-6
     np.testing.assert_allclose(result.ig_sum, result.ig.sum(1), rtol=1e-5)
@@ -135,6 +148,7 @@ def test_ig_of_a_neuron_matches_finite_differences(tiny_llama):
             x[:, -1] = x[:, -1] * alpha
             x[:, -1, neuron] += nudge
             return (x,)
+
         handle = module.register_forward_pre_hook(hook)
         with torch.no_grad():
             logits = tiny_llama.hf_model(ids).logits[0, -1].double()
@@ -176,7 +190,16 @@ def test_midpoint_matches_reference(tiny_gpt2):
     result = attribute_proxy(tiny_gpt2, proxy, AttributionConfig(target="qrnca", quadrature="midpoint", steps=8))
     ids = tiny_gpt2.tokenizer(PROMPT, return_tensors="pt").input_ids
     answer_ids = torch.tensor(answer_token_ids(tiny_gpt2.tokenizer, PROMPT, OPTIONS, "letters"))
-    ref = reference_ig(tiny_gpt2.hf_model, tiny_gpt2.down_proj(1, tiny_gpt2.hf_model), ids, targets.qrnca, answer_ids, 1, steps=8, quadrature="midpoint")
+    ref = reference_ig(
+        tiny_gpt2.hf_model,
+        tiny_gpt2.down_proj(1, tiny_gpt2.hf_model),
+        ids,
+        targets.qrnca,
+        answer_ids,
+        1,
+        steps=8,
+        quadrature="midpoint",
+    )
     assert _max_rel(result.ig[1], ref) <= 1e-5
 
 
@@ -214,7 +237,9 @@ def test_a_prompt_longer_than_a_sliding_window_is_refused_on_the_shared_prefix_p
     model = tiny_model_of_type("mistral", sliding_window=8)
     proxy = _proxy()
     n_tokens = len(model.tokenizer(PROMPT)["input_ids"])
-    with pytest.raises(ValueError, match=rf"has {n_tokens} tokens, more than the sliding attention window of mistral \(8\).*use path 'full'"):
+    with pytest.raises(
+        ValueError, match=rf"has {n_tokens} tokens, more than the sliding attention window of mistral \(8\).*use path 'full'"
+    ):
         attribute_proxy(model, proxy, AttributionConfig(path="staircase", steps=2))
     assert attribute_proxy(model, proxy, AttributionConfig(path="full", steps=2)).ig.shape == (3, 128)
     # Interventions fall back from the shared prefix to full prompts: equal to a hook on the full model.
@@ -225,8 +250,9 @@ def test_a_prompt_longer_than_a_sliding_window_is_refused_on_the_shared_prefix_p
     ids = model.tokenizer(PROMPT, return_tensors="pt").input_ids
     answer_ids = torch.tensor(answer_token_ids(model.tokenizer, PROMPT, OPTIONS, "letters"))
     table = conditions[1].multipliers(model.n_layers, model.n_neurons)
-    ref = reference_option_probs(model.hf_model, ids, answer_ids,
-                                 {model.down_proj(layer, model.hf_model): table[layer] for layer in (1, 2)})
+    ref = reference_option_probs(
+        model.hf_model, ids, answer_ids, {model.down_proj(layer, model.hf_model): table[layer] for layer in (1, 2)}
+    )
     np.testing.assert_allclose(probs.values[1, 0], ref[0].numpy(), rtol=1e-5)
     assert float(np.abs(probs.values[1, 0] - probs.values[0, 0]).max()) > 1e-6  # the switches did something
 
@@ -273,8 +299,9 @@ def test_proxies_sharing_a_prefix_equal_one_at_a_time(tiny_llama, path):
     proxy = proxies[2]
     full_ids = tiny_llama.tokenizer(proxy.prompt, return_tensors="pt").input_ids
     answer_ids = torch.tensor(answer_token_ids(tiny_llama.tokenizer, proxy.prompt, proxy.options, "letters"))
-    ref = reference_ig(tiny_llama.hf_model, tiny_llama.down_proj(2, tiny_llama.hf_model), full_ids, targets.qrnca,
-                       answer_ids, proxy.correct)
+    ref = reference_ig(
+        tiny_llama.hf_model, tiny_llama.down_proj(2, tiny_llama.hf_model), full_ids, targets.qrnca, answer_ids, proxy.correct
+    )
     assert _max_rel(together[2].ig[2], ref) <= 1e-5
 
 

@@ -6,6 +6,7 @@ stores and runtime failures: test_bad_input_files.py.
 Most cases fail at load in milliseconds and run in-process; a handful run the real command in a
 subprocess to show the process itself prints one line and exits with the code.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,12 +17,21 @@ import sys
 from pathlib import Path
 
 import pytest
+from bad_input_cases import (
+    INPUT,
+    USAGE,
+    broken_model,
+    generic_rows,
+    jsonl,
+    last_line,
+    model_dir,  # noqa: F401
+    one_error_line,
+    only_line,
+    recipe_with,
+)
 
-from bad_input_cases import (INPUT, USAGE, broken_model, generic_rows, jsonl, last_line, model_dir,  # noqa: F401
-                             one_error_line, only_line, recipe_with)
 from nsneurons import cli
 from nsneurons.recipe import RecipeError, load_recipe, recipe_from_dict
-
 
 # ---- recipe values: (changes, the message it must match) --------------------------------------
 
@@ -69,18 +79,42 @@ RECIPE_CASES = [
     ({"tasks": ["sentiment", "nonsense"]}, r"tasks\[1\].name: unknown task 'nonsense'; known tasks: ner, chunking, sentiment"),
     ({"tasks": ["sentiment", "domain_qa"]}, r"tasks\[1\].name: 'domain_qa' is NA-ICA's data, not a NeuronLLM task"),
     ({"tasks": ["sentiment", "ner", "Sentiment"]}, r"tasks\[2\].name: task 'Sentiment' is listed twice \(also tasks\[0\]\)"),
-    ({"tasks": [{"name": "chunking", "options": {"max_tokns": 5}}]},
-     r"tasks\[0\].options.max_tokns: unknown option for task 'chunking' \(its options: max_tokens\)"),
-    ({"tasks": ["sentiment", {"name": "ner", "options": {"max_tokens": 5}}]},
-     r"tasks\[1\].options.max_tokens: unknown option for task 'ner' \(its options: none\)"),
-    ({"tasks": [{"name": "chunking", "options": {"max_tokens": "ten"}}]}, r"tasks\[0\].options.max_tokens: expected an int >= 1, got 'ten'"),
-    ({"tasks": [{"name": "chunking", "options": {"max_tokens": 0}}]}, r"tasks\[0\].options.max_tokens: expected an int >= 1, got 0"),
-    ({"tasks": [{"name": "generic", "options": {"choices_column": []}}]},
-     r"tasks\[0\].options.choices_column: expected a non-empty string or list of strings, got \[\]"),
-    ({"tasks": [{"name": "generic", "options": {"question_column": 3}}]}, r"tasks\[0\].options.question_column: expected a non-empty string, got 3"),
-    ({"tasks": [{"name": "sentiment", "max_questions": 0}]}, r"tasks\[0\].max_questions: expected an int > identification_examples \(5\).* got 0"),
-    ({"tasks": [{"name": "sentiment", "max_questions": 5}]}, r"tasks\[0\].max_questions: expected an int > identification_examples \(5\).* got 5"),
-    ({"tasks": [{"name": "sentiment", "demo_split": "test"}]}, r"tasks\[0\].demo_split: demo_split and scored_split are both 'test'"),
+    (
+        {"tasks": [{"name": "chunking", "options": {"max_tokns": 5}}]},
+        r"tasks\[0\].options.max_tokns: unknown option for task 'chunking' \(its options: max_tokens\)",
+    ),
+    (
+        {"tasks": ["sentiment", {"name": "ner", "options": {"max_tokens": 5}}]},
+        r"tasks\[1\].options.max_tokens: unknown option for task 'ner' \(its options: none\)",
+    ),
+    (
+        {"tasks": [{"name": "chunking", "options": {"max_tokens": "ten"}}]},
+        r"tasks\[0\].options.max_tokens: expected an int >= 1, got 'ten'",
+    ),
+    (
+        {"tasks": [{"name": "chunking", "options": {"max_tokens": 0}}]},
+        r"tasks\[0\].options.max_tokens: expected an int >= 1, got 0",
+    ),
+    (
+        {"tasks": [{"name": "generic", "options": {"choices_column": []}}]},
+        r"tasks\[0\].options.choices_column: expected a non-empty string or list of strings, got \[\]",
+    ),
+    (
+        {"tasks": [{"name": "generic", "options": {"question_column": 3}}]},
+        r"tasks\[0\].options.question_column: expected a non-empty string, got 3",
+    ),
+    (
+        {"tasks": [{"name": "sentiment", "max_questions": 0}]},
+        r"tasks\[0\].max_questions: expected an int > identification_examples \(5\).* got 0",
+    ),
+    (
+        {"tasks": [{"name": "sentiment", "max_questions": 5}]},
+        r"tasks\[0\].max_questions: expected an int > identification_examples \(5\).* got 5",
+    ),
+    (
+        {"tasks": [{"name": "sentiment", "demo_split": "test"}]},
+        r"tasks\[0\].demo_split: demo_split and scored_split are both 'test'",
+    ),
     ({"tasks": [{"name": "sentiment", "options": "x"}]}, r"tasks\[0\].options: expected a mapping, got 'x'"),
     ({"tasks": [{"name": "sentiment", "source": ""}]}, r"tasks\[0\].source: expected a non-empty string or null, got ''"),
     ({"tasks": [{"name": "sentiment", "scored_split": " "}]}, r"tasks\[0\].scored_split: expected a non-empty string or null"),
@@ -121,19 +155,34 @@ def test_bad_recipe_values_are_refused_with_the_key(changes, message, capsys):
 def test_the_base_recipe_and_the_boundaries_are_accepted():
     """The cases above fail for the value they change, not for something else."""
     recipe_from_dict(recipe_with())
-    recipe_from_dict(recipe_with(**{"naica.t": 0.0, "naica.u": 1.0, "evaluation.understood": 0, "evaluation.candidates": 1,
-                                "attribution.layers": [0, 2], "attribution.layers_per_pass": 1, "seed": 0,
-                                "tasks": [{"name": "chunking", "options": {"max_tokens": 8}, "max_questions": 6}, "ner"]}))
+    recipe_from_dict(
+        recipe_with(
+            **{
+                "naica.t": 0.0,
+                "naica.u": 1.0,
+                "evaluation.understood": 0,
+                "evaluation.candidates": 1,
+                "attribution.layers": [0, 2],
+                "attribution.layers_per_pass": 1,
+                "seed": 0,
+                "tasks": [{"name": "chunking", "options": {"max_tokens": 8}, "max_questions": 6}, "ner"],
+            }
+        )
+    )
 
 
 # ---- YAML files ------------------------------------------------------------------------------
 
 YAML_CASES = [
     ("name: x\nmodel: m\ntasks: [sentiment]\nname: y\n", r"r.yaml: key 'name' appears twice in one mapping \(lines 1 and 4\)"),
-    ("name: x\nmodel: m\ntasks: [sentiment]\nevaluation:\n  understood: 3\n  understood: 4\n",
-     r"r.yaml: key 'understood' appears twice in one mapping \(lines 5 and 6\)"),
-    ("name: x\nmodel: m\ntasks: [sentiment]\nevaluation: {understood: 3}\nevaluation: {not_understood: 2}\n",
-     r"r.yaml: key 'evaluation' appears twice"),
+    (
+        "name: x\nmodel: m\ntasks: [sentiment]\nevaluation:\n  understood: 3\n  understood: 4\n",
+        r"r.yaml: key 'understood' appears twice in one mapping \(lines 5 and 6\)",
+    ),
+    (
+        "name: x\nmodel: m\ntasks: [sentiment]\nevaluation: {understood: 3}\nevaluation: {not_understood: 2}\n",
+        r"r.yaml: key 'evaluation' appears twice",
+    ),
     ("name: x\nmodel: m\ntasks: [sentiment\n", r"r.yaml: not valid YAML"),
     ("- name: x\n- model: m\n", r"r.yaml: expected a mapping of recipe keys at the top level, got list"),
     ("", r"r.yaml: missing required key name"),
@@ -161,13 +210,41 @@ def test_a_missing_recipe_file_is_named(tmp_path, capsys):
 # ---- CLI values ------------------------------------------------------------------------------
 
 CLI_CASES = [
-    (["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--examples", "-1"], USAGE, r"argument --examples: expected an int >= 1, got '-1'"),
-    (["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--examples", "0"], USAGE, r"argument --examples: expected an int >= 1, got '0'"),
-    (["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--steps", "0"], USAGE, r"argument --steps: expected an int >= 1"),
-    (["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--layers-per-pass", "0"], USAGE, r"argument --layers-per-pass: expected an int >= 1"),
-    (["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--layers", "1,1"], USAGE, r"argument --layers: expected distinct layer numbers >= 0, got '1,1'"),
-    (["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--layers", "a,b"], USAGE, r"argument --layers: expected comma-separated ints"),
-    (["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--target", "magic"], USAGE, r"argument --target: invalid choice: 'magic'"),
+    (
+        ["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--examples", "-1"],
+        USAGE,
+        r"argument --examples: expected an int >= 1, got '-1'",
+    ),
+    (
+        ["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--examples", "0"],
+        USAGE,
+        r"argument --examples: expected an int >= 1, got '0'",
+    ),
+    (
+        ["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--steps", "0"],
+        USAGE,
+        r"argument --steps: expected an int >= 1",
+    ),
+    (
+        ["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--layers-per-pass", "0"],
+        USAGE,
+        r"argument --layers-per-pass: expected an int >= 1",
+    ),
+    (
+        ["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--layers", "1,1"],
+        USAGE,
+        r"argument --layers: expected distinct layer numbers >= 0, got '1,1'",
+    ),
+    (
+        ["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--layers", "a,b"],
+        USAGE,
+        r"argument --layers: expected comma-separated ints",
+    ),
+    (
+        ["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--target", "magic"],
+        USAGE,
+        r"argument --target: invalid choice: 'magic'",
+    ),
     (["score", "--model", "m", "--task", "sentiment"], USAGE, r"the following arguments are required: --out"),
     (["eval", "--model", "m", "--task", "sentiment", "--batch-size", "0"], USAGE, r"argument --batch-size: expected an int >= 1"),
     (["qatt", "--task", "sentiment", "--n", "-1"], USAGE, r"argument --n: expected an int >= 1, got '-1'"),
@@ -190,22 +267,47 @@ def test_bad_cli_values_are_one_line(argv, code, message, capsys):
 
 
 def test_a_layer_outside_the_model_is_refused_before_any_ig(model_dir, tmp_path, capsys):
-    assert cli.main(["score", "--model", str(model_dir), "--device", "cpu", "--task", "sentiment", "--layers", "0,7",
-                     "--out", str(tmp_path / "s.zarr")]) == INPUT
+    assert (
+        cli.main(
+            [
+                "score",
+                "--model",
+                str(model_dir),
+                "--device",
+                "cpu",
+                "--task",
+                "sentiment",
+                "--layers",
+                "0,7",
+                "--out",
+                str(tmp_path / "s.zarr"),
+            ]
+        )
+        == INPUT
+    )
     line = last_line(capsys.readouterr().err)
     assert "layers must be a non-empty selection of 0..1, got [0, 7]" in line and not (tmp_path / "s.zarr").exists()
 
 
 # ---- the real command in a subprocess: one line on stderr, the exit code, no traceback ----------
 
+
 def _run_cli(*argv, cwd) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent), "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
-           "TQDM_DISABLE": "1", "NSNEURONS_DEBUG": ""}
-    return subprocess.run([sys.executable, "-m", "nsneurons.cli", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(Path(__file__).parent.parent),
+        "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+        "TQDM_DISABLE": "1",
+        "NSNEURONS_DEBUG": "",
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "nsneurons.cli", *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def _subprocess_case(name, tmp_path, model_dir):
     """(argv, exit code, message) of one subprocess case."""
+
     def recipe(**changes):
         path = tmp_path / "r.yaml"  # one case per test: tmp_path is the test's own
         path.write_text(json.dumps({**recipe_with(**changes), "model": str(model_dir), "output": str(tmp_path / "out")}))
@@ -213,26 +315,69 @@ def _subprocess_case(name, tmp_path, model_dir):
 
     cases = {
         "name ..": lambda: (recipe(name=".."), INPUT, r"r.yaml: name: expected a folder name .* got '\.\.'"),
-        "unknown second task": lambda: (recipe(tasks=["sentiment", "sentimnet"]), INPUT, r"r.yaml: tasks\[1\].name: unknown task 'sentimnet'"),
-        "candidates -1": lambda: (recipe(**{"evaluation.candidates": -1}), INPUT, r"evaluation.candidates: expected an int >= 1, got -1"),
+        "unknown second task": lambda: (
+            recipe(tasks=["sentiment", "sentimnet"]),
+            INPUT,
+            r"r.yaml: tasks\[1\].name: unknown task 'sentimnet'",
+        ),
+        "candidates -1": lambda: (
+            recipe(**{"evaluation.candidates": -1}),
+            INPUT,
+            r"evaluation.candidates: expected an int >= 1, got -1",
+        ),
         "missing recipe": lambda: (["run", str(tmp_path / "none.yaml")], INPUT, r"cannot read recipe .*none.yaml"),
-        "examples -1": lambda: (["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--examples", "-1"], USAGE,
-                                r"argument --examples: expected an int >= 1"),
+        "examples -1": lambda: (
+            ["score", "--model", "m", "--task", "sentiment", "--out", "o.zarr", "--examples", "-1"],
+            USAGE,
+            r"argument --examples: expected an int >= 1",
+        ),
         "unknown task": lambda: (["qatt", "--task", "nonsense"], INPUT, r"unknown task 'nonsense'"),
-        "truncated safetensors": lambda: (["info", "--device", "cpu", "--model", broken_model("truncated header", model_dir, tmp_path)[0]],
-                                          INPUT, r"weights file model.safetensors damaged or truncated"),
-        "random gguf": lambda: (["info", "--model", broken_model("random gguf", model_dir, tmp_path)[0]], INPUT, r"m.gguf does not start with the GGUF magic"),
-        "second task's data missing": lambda: (recipe(tasks=["sentiment", {"name": "generic", "source": str(tmp_path / "none.jsonl")}]),
-                                               INPUT, r"tasks\[1\] \(generic\): .*none.jsonl: file not found"),
-        "prompt too long": lambda: (["eval", "--device", "cpu", "--model", str(model_dir), "--task", "generic", "--source",
-                                     jsonl(tmp_path / "long.jsonl", generic_rows(4, 2000))], INPUT,
-                                    r"example 'test-q1', proxy \d: the prompt is \d+ tokens .* more than the model's 512 positions"),
+        "truncated safetensors": lambda: (
+            ["info", "--device", "cpu", "--model", broken_model("truncated header", model_dir, tmp_path)[0]],
+            INPUT,
+            r"weights file model.safetensors damaged or truncated",
+        ),
+        "random gguf": lambda: (
+            ["info", "--model", broken_model("random gguf", model_dir, tmp_path)[0]],
+            INPUT,
+            r"m.gguf does not start with the GGUF magic",
+        ),
+        "second task's data missing": lambda: (
+            recipe(tasks=["sentiment", {"name": "generic", "source": str(tmp_path / "none.jsonl")}]),
+            INPUT,
+            r"tasks\[1\] \(generic\): .*none.jsonl: file not found",
+        ),
+        "prompt too long": lambda: (
+            [
+                "eval",
+                "--device",
+                "cpu",
+                "--model",
+                str(model_dir),
+                "--task",
+                "generic",
+                "--source",
+                jsonl(tmp_path / "long.jsonl", generic_rows(4, 2000)),
+            ],
+            INPUT,
+            r"example 'test-q1', proxy \d: the prompt is \d+ tokens .* more than the model's 512 positions",
+        ),
     }
     return cases[name]()
 
 
-SUBPROCESS_CASES = ["name ..", "unknown second task", "candidates -1", "missing recipe", "examples -1", "unknown task",
-                    "truncated safetensors", "random gguf", "second task's data missing", "prompt too long"]
+SUBPROCESS_CASES = [
+    "name ..",
+    "unknown second task",
+    "candidates -1",
+    "missing recipe",
+    "examples -1",
+    "unknown task",
+    "truncated safetensors",
+    "random gguf",
+    "second task's data missing",
+    "prompt too long",
+]
 
 
 @pytest.mark.slow
@@ -253,8 +398,14 @@ def test_help_documents_the_exit_codes(capsys):
         assert re.search(rf"^  {code}\s+{meaning}", out, re.M), out
 
 
-@pytest.mark.parametrize("argv, env", [(["--debug", "qatt", "--task", "nonsense"], ""), (["qatt", "--task", "nonsense", "--debug"], ""),
-                                       (["qatt", "--task", "nonsense"], "1")])
+@pytest.mark.parametrize(
+    "argv, env",
+    [
+        (["--debug", "qatt", "--task", "nonsense"], ""),
+        (["qatt", "--task", "nonsense", "--debug"], ""),
+        (["qatt", "--task", "nonsense"], "1"),
+    ],
+)
 def test_debug_shows_the_traceback_then_the_line(argv, env, monkeypatch, capsys):
     monkeypatch.setenv("NSNEURONS_DEBUG", env)
     assert cli.main(argv) == INPUT

@@ -1,5 +1,6 @@
 """The benchmark's CI mode: it runs, prints the table with the expected columns, and nsneurons'
 IG equals the paper-style plain-PyTorch IG. Timings are reported, never asserted."""
+
 import importlib
 import importlib.util
 import json
@@ -36,8 +37,13 @@ def _table_rows(text: str) -> dict[str, list[str]]:
 @pytest.fixture(scope="module")
 def ci_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "ci.json"
-    proc = subprocess.run([sys.executable, str(BENCH), "--mode", "ci", "--repeats", "1", "--precision", "--json", str(out)],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--mode", "ci", "--repeats", "1", "--precision", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(out.read_text())
 
@@ -47,8 +53,15 @@ def test_ci_mode_prints_the_table_with_the_expected_columns(ci_run):
     bench = _load_bench()
     header = "| " + " | ".join(bench.COLUMNS) + " |"
     assert header in stdout
-    for col in ("strategy", "s / question", "speed-up vs (a)", "peak memory", "max rel. diff vs (a)",
-                "top-100 good overlap", "top-100 bad overlap"):
+    for col in (
+        "strategy",
+        "s / question",
+        "speed-up vs (a)",
+        "peak memory",
+        "max rel. diff vs (a)",
+        "top-100 good overlap",
+        "top-100 bad overlap",
+    ):
         assert any(c.startswith(col) for c in bench.COLUMNS), col
     rows = _table_rows(stdout)
     names = [name for name in rows if name.startswith(("(a) paper-style plain", "(b) nsneurons attribute_proxy"))]
@@ -108,8 +121,13 @@ def _load(name):
 def shrink_run(tmp_path_factory):
     """The GPU check's whole flow on tiny models on the CPU (no wheels: this python's packages)."""
     out = tmp_path_factory.mktemp("gpu_check")
-    proc = subprocess.run([sys.executable, str(GPU_CHECK), "--shrink", "--out", str(out), "--wheels", str(out / "none")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=1500)
+    proc = subprocess.run(
+        [sys.executable, str(GPU_CHECK), "--shrink", "--out", str(out), "--wheels", str(out / "none")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=1500,
+    )
     assert (out / "gpu_check.json").is_file(), proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc, out, json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
 
@@ -117,13 +135,24 @@ def shrink_run(tmp_path_factory):
 def test_gpu_check_shrink_runs_every_stage_and_writes_every_section(shrink_run):
     proc, out, result, md = shrink_run
     status = {name: s["status"] for name, s in result["stages"].items()}
-    assert status == {"wheels": "skipped", "env": "ok", "tests": "ok", "ig_bench": "ok", "recipe": "ok"}, \
-        (status, proc.stdout[-3000:])
+    assert status == {"wheels": "skipped", "env": "ok", "tests": "ok", "ig_bench": "ok", "recipe": "ok"}, (
+        status,
+        proc.stdout[-3000:],
+    )
     assert proc.returncode == 0
     # What comes back from the device machine: at most 8 files, no deeper folders.
     assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.log", "gpu_check.md"]
-    for heading in ("## Stages", "## Environment", "## CUDA tests (device vs CPU)", "## IG benchmark", "Precision (reference",
-                    "staircase", "vs path=prefix", "## Paper-settings recipe, timed", "**Table 1:"):
+    for heading in (
+        "## Stages",
+        "## Environment",
+        "## CUDA tests (device vs CPU)",
+        "## IG benchmark",
+        "Precision (reference",
+        "staircase",
+        "vs path=prefix",
+        "## Paper-settings recipe, timed",
+        "**Table 1:",
+    ):
         assert heading in md, heading
     assert "(no result" not in md
     env = result["stages"]["env"]["result"]
@@ -138,7 +167,10 @@ def test_gpu_check_shrink_numbers_hold(shrink_run):
     ig = result["stages"]["ig_bench"]["result"]
     rows = {r["name"]: r for r in ig["rows"]}
     # bf16 (b) against bf16 (a): the same numbers up to bf16 rounding order (measured <= 4e-4).
-    for name in ("(b) nsneurons attribute_proxy (default: path=staircase)", "(b2) nsneurons, path=prefix (every row from the embedding on)"):
+    for name in (
+        "(b) nsneurons attribute_proxy (default: path=staircase)",
+        "(b2) nsneurons, path=prefix (every row from the embedding on)",
+    ):
         assert rows[name]["max_rel_diff_vs_a"] <= 2e-3, name
         assert rows[name]["top100_good_overlap"] >= 0.99 and rows[name]["top100_bad_overlap"] >= 0.99
     precision = {r["name"]: r for r in ig["precision"]["rows"]}
@@ -162,12 +194,14 @@ def test_table1_extrapolation_by_hand():
 
     paper = load_recipe(ROOT / "recipes" / "table1-llama2-7b.yaml")
     measured = stages.timing_recipe(paper, shrink=False, device="cpu", output="unused", task="sentiment")
-    calls = [{"kind": "ig", "target": "ace", "n_proxies": 15, "seconds": 3.0},  # 0.2 s per proxy
-             {"kind": "ig", "target": "qrnca", "n_proxies": 15, "seconds": 6.0},  # 0.4
-             {"kind": "option_probs", "n_proxies": 90, "n_conditions": 1, "seconds": 9.0},  # 0.1
-             {"kind": "option_probs", "n_proxies": 30, "n_conditions": 209, "seconds": 15.0},  # 0.5
-             {"kind": "selection", "method": "neuronllm", "seconds": 2.0},
-             {"kind": "report", "seconds": 4.0}]
+    calls = [
+        {"kind": "ig", "target": "ace", "n_proxies": 15, "seconds": 3.0},  # 0.2 s per proxy
+        {"kind": "ig", "target": "qrnca", "n_proxies": 15, "seconds": 6.0},  # 0.4
+        {"kind": "option_probs", "n_proxies": 90, "n_conditions": 1, "seconds": 9.0},  # 0.1
+        {"kind": "option_probs", "n_proxies": 30, "n_conditions": 209, "seconds": 15.0},  # 0.5
+        {"kind": "selection", "method": "neuronllm", "seconds": 2.0},
+        {"kind": "report", "seconds": 4.0},
+    ]
     x = stages.extrapolate(calls, measured, paper, total_s=40.0)
     assert x["proxies_per_example"] == 3.0  # 15 proxies for tr = 5
     t = x["table1"]["seconds_per_task"]

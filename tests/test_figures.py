@@ -1,14 +1,15 @@
 """Figures as a library draws them: a Figure returned, the global backend untouched, no empty panels,
 Fail as a mark (never a negative value), one scale where panels are compared, PNG at 200 dpi + SVG."""
+
 import matplotlib
 import numpy as np
 import pytest
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
-
-from nsneurons import crosstask_figures, figures, report
 from test_crosstask import _matrix
 from test_report import make_neurons, make_results
+
+from nsneurons import crosstask_figures, figures, report
 
 
 @pytest.fixture
@@ -27,8 +28,11 @@ def inline_backend():
 
 
 def test_plot_functions_return_a_figure_and_leave_the_backend_alone(inline_backend):
-    drawn = [report.plot_ratio_sweep(make_results()), report.plot_layer_distribution(make_neurons(), 4),
-             crosstask_figures.plot_cross_task(_matrix())]
+    drawn = [
+        report.plot_ratio_sweep(make_results()),
+        report.plot_layer_distribution(make_neurons(), 4),
+        crosstask_figures.plot_cross_task(_matrix()),
+    ]
     assert all(isinstance(f, Figure) for f in drawn)
     assert matplotlib.get_backend() == inline_backend
     # Drawn into a caller's figure: the same Figure comes back.
@@ -61,8 +65,17 @@ def test_ratio_sweep_marks_fail_and_draws_no_negative_value():
         for line in ax.get_lines():
             y = np.asarray(line.get_ydata(), float)
             assert (y[np.isfinite(y)] >= 0).all()
-    crosses = lambda ax: sorted(map(tuple, np.round(np.concatenate(  # noqa: E731
-        [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)] or [np.empty((0, 2))]), 1)))
+    crosses = lambda ax: sorted(
+        map(
+            tuple,
+            np.round(
+                np.concatenate(  # noqa: E731
+                    [c.get_offsets() for c in ax.collections if isinstance(c, PathCollection)] or [np.empty((0, 2))]
+                ),
+                1,
+            ),
+        )
+    )
     # ner enhance, ratio 1.0: Acc 0.6 -> 0.5 (RAC 16.7, Fail), Com 0.5 -> 0.4 (RCC 20.0, Fail).
     assert crosses(axes[1]) == [(1.0, 16.7), (1.0, 20.0)]
     # sentiment enhance, all Fail: Acc/Com 0.5 -> 0.45, 0.4, 0.3 = 10, 20, 40% at ratios 0, 0.5, 1.

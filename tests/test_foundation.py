@@ -1,23 +1,27 @@
 """Architecture table, model loading, answer tokens, batched baseline evaluation."""
+
 import numpy as np
 import pytest
-
 from fixtures_models import gpt2_style_tokenizer, llama_style_tokenizer, tiny_hf_model
+from reference import reference_option_probs
+
 from nsneurons.answers import AnswerTokenError, answer_token_ids
 from nsneurons.architectures import UnknownArchitectureError, site_for
 from nsneurons.intervention import BASELINE, option_probs
 from nsneurons.models import ModelLoadError, load_model, wrap
 from nsneurons.tasks.base import Proxy
-from reference import reference_option_probs
 
 PROMPT = "Question: was it good\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:"
 
 
-@pytest.mark.parametrize("fixture, family, blocks, module", [
-    ("tiny_llama", "gated MLP (LLaMA-style)", 3, "down_proj"),
-    ("tiny_gpt2", "GPT-2", 2, "c_proj"),
-    ("tiny_neox", "GPT-NeoX", 2, "dense_4h_to_h"),
-])
+@pytest.mark.parametrize(
+    "fixture, family, blocks, module",
+    [
+        ("tiny_llama", "gated MLP (LLaMA-style)", 3, "down_proj"),
+        ("tiny_gpt2", "GPT-2", 2, "c_proj"),
+        ("tiny_neox", "GPT-NeoX", 2, "dense_4h_to_h"),
+    ],
+)
 def test_architecture_table_finds_the_neurons(request, fixture, family, blocks, module):
     model = request.getfixturevalue(fixture)
     assert model.site.family == family
@@ -54,10 +58,13 @@ def test_load_model_from_folder_and_clear_errors(tmp_path):
         load_model(str(tmp_path / "m"), dtype="float8")
 
 
-@pytest.mark.parametrize("make_tok, letter_a, word", [
-    (llama_style_tokenizer, "▁A", "▁positive"),
-    (gpt2_style_tokenizer, "ĠA", "Ġpositive"),
-])
+@pytest.mark.parametrize(
+    "make_tok, letter_a, word",
+    [
+        (llama_style_tokenizer, "▁A", "▁positive"),
+        (gpt2_style_tokenizer, "ĠA", "Ġpositive"),
+    ],
+)
 def test_answer_tokens_letters_and_words(make_tok, letter_a, word):
     tok = make_tok()
     options = ("positive", "negative", "neutral", "not sure")

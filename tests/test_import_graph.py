@@ -3,6 +3,7 @@ under the CLI, no module reaches into another's private names, and there are no 
 
 Every import counts, also the lazy ones inside functions. `from . import x` imports module x;
 `from .m import y` imports module m (and m.y when that is a module)."""
+
 import ast
 from pathlib import Path
 
@@ -56,8 +57,13 @@ def imports(mods: dict[str, ast.Module]) -> tuple[dict[str, set[str]], list[str]
                         if a.name.startswith("_"):
                             private.append(f"{name}: from {source} import {a.name}")
         for node in ast.walk(tree):
-            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
-                    and node.attr.startswith("_") and not node.attr.startswith("__")):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in aliases
+                and node.attr.startswith("_")
+                and not node.attr.startswith("__")
+            ):
                 private.append(f"{name}: {aliases[node.value.id]}.{node.attr}")
     for name in graph:
         graph[name] = {m for m in graph[name] if m in mods and m != name}
@@ -101,11 +107,19 @@ def graph_and_private():
 
 
 def test_the_checker_sees_relative_lazy_and_private_imports():
-    mods = {"nsneurons": ast.parse(""), "nsneurons.a": ast.parse("def f():\n    from . import b\n    return b._x\n"),
-            "nsneurons.b": ast.parse("from .a import _y\n"), "nsneurons.c": ast.parse("from nsneurons.b import z\n")}
+    mods = {
+        "nsneurons": ast.parse(""),
+        "nsneurons.a": ast.parse("def f():\n    from . import b\n    return b._x\n"),
+        "nsneurons.b": ast.parse("from .a import _y\n"),
+        "nsneurons.c": ast.parse("from nsneurons.b import z\n"),
+    }
     graph, private = imports(mods)
-    assert graph == {"nsneurons": set(), "nsneurons.a": {"nsneurons.b"}, "nsneurons.b": {"nsneurons.a"},
-                     "nsneurons.c": {"nsneurons.b"}}
+    assert graph == {
+        "nsneurons": set(),
+        "nsneurons.a": {"nsneurons.b"},
+        "nsneurons.b": {"nsneurons.a"},
+        "nsneurons.c": {"nsneurons.b"},
+    }
     assert sorted(private) == ["nsneurons.a: nsneurons.b._x", "nsneurons.b: from nsneurons.a import _y"]
     assert cycles(graph) == [["nsneurons.a", "nsneurons.b"]]
 

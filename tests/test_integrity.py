@@ -1,12 +1,13 @@
 """Stores whole or not at all and checked on read: an interrupt at the store-creation instant (a
 fault-injection checkpoint, not a sleep), SIGTERM like Ctrl-C, and every damaged chunk named."""
+
 import shutil
 
 import numpy as np
 import pytest
 import xarray as xr
-
 from fixtures_models import save_tiny_llama
+
 from nsneurons import cli, faults
 from nsneurons.attribution import AttributionConfig
 from nsneurons.scoring import score_proxies
@@ -19,8 +20,11 @@ TEXT = "Question: review number {} was good\nOptions:\nA. positive\nB. negative\
 
 
 def _proxies(n_examples=2):
-    return [Proxy(f"ex{e}", p, TEXT.format(e), ("positive", "negative", "neutral", "not sure"), (e + p) % 4, "sentiment")
-            for e in range(n_examples) for p in range(3)]
+    return [
+        Proxy(f"ex{e}", p, TEXT.format(e), ("positive", "negative", "neutral", "not sure"), (e + p) % 4, "sentiment")
+        for e in range(n_examples)
+        for p in range(3)
+    ]
 
 
 def _loaded(path):
@@ -32,6 +36,7 @@ def _loaded(path):
 @pytest.fixture
 def fault(monkeypatch):
     """Interrupt at a named checkpoint (see nsneurons.faults): inject(at, action)."""
+
     def inject(at, action="interrupt"):
         faults.reset()
         monkeypatch.setenv("NSNEURONS_FAULT_AT", at)
@@ -49,7 +54,9 @@ def finished(tiny_llama, tmp_path_factory):
 
 
 @pytest.mark.parametrize("at", ["zarr.begun:s.zarr", "zarr.written:s.zarr"])
-def test_an_interrupt_while_the_store_is_created_leaves_no_store_and_resumes(tiny_llama, finished, tmp_path, fault, monkeypatch, at):
+def test_an_interrupt_while_the_store_is_created_leaves_no_store_and_resumes(
+    tiny_llama, finished, tmp_path, fault, monkeypatch, at
+):
     fault(at)
     with pytest.raises(KeyboardInterrupt):
         score_proxies(tiny_llama, _proxies(), CONFIG, tmp_path / "s.zarr", progress=False)
@@ -81,8 +88,21 @@ def test_replacing_a_store_is_whole_or_not_at_all(tmp_path, fault):
 @pytest.mark.parametrize("action, code, said", [("interrupt", 130, "interrupted"), ("term", 143, "terminated")])
 def test_ctrl_c_and_sigterm_in_the_cli_say_resume_and_it_does(tmp_path, fault, monkeypatch, capsys, action, code, said):
     model = save_tiny_llama(tmp_path / "model")
-    argv = ["score", "--model", str(model), "--device", "cpu", "--task", "sentiment", "--examples", "2", "--steps", "1",
-            "--out", str(tmp_path / "s.zarr")]
+    argv = [
+        "score",
+        "--model",
+        str(model),
+        "--device",
+        "cpu",
+        "--task",
+        "sentiment",
+        "--examples",
+        "2",
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path / "s.zarr"),
+    ]
     fault("zarr.written:s.zarr", action)  # the instant the issue found: the store being created
     assert cli.main(argv) == code
     assert capsys.readouterr().err.strip().endswith(f"{said}; rerun the same command to resume")
@@ -106,11 +126,14 @@ def _truncate(path):
     path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
 
 
-@pytest.mark.parametrize("variable, chunk, damage, what", [
-    ("ig", "c/1/0/0/0", _delete, "is missing"),  # once read as NaN, and ig.sum("proxy") skips NaN
-    ("activation", "c/0/0/0/0", _flip, "is damaged (ValueError: Stored and computed checksum do not match"),
-    ("option_prob", "c/1/0/0", _truncate, "is damaged (ValueError: Stored and computed checksum do not match"),
-])
+@pytest.mark.parametrize(
+    "variable, chunk, damage, what",
+    [
+        ("ig", "c/1/0/0/0", _delete, "is missing"),  # once read as NaN, and ig.sum("proxy") skips NaN
+        ("activation", "c/0/0/0/0", _flip, "is damaged (ValueError: Stored and computed checksum do not match"),
+        ("option_prob", "c/1/0/0", _truncate, "is damaged (ValueError: Stored and computed checksum do not match"),
+    ],
+)
 def test_a_damaged_chunk_of_a_done_example_is_named(finished, tmp_path, capsys, variable, chunk, damage, what):
     store = tmp_path / "s.zarr"
     shutil.copytree(finished, store)

@@ -1,27 +1,42 @@
 """Interventions inside traces against a plain-PyTorch hook reference; batched equals unbatched."""
+
 import numpy as np
 import pytest
 import torch
+from reference import reference_option_probs
 
 from nsneurons.answers import answer_token_ids
 from nsneurons.intervention import BASELINE, Condition, correct_table, degrader, enhancer, generate, option_probs
 from nsneurons.tasks.base import Proxy
-from reference import reference_option_probs
 
 OPTIONS = ("positive", "negative", "neutral", "not sure")
 GOOD, BAD = [(0, 3), (2, 7), (2, 100)], [(1, 5), (0, 64)]
 
 
 def _proxies(n=5):
-    return [Proxy(f"e{i}", 0, "Question: " + "good movie " * (i + 1) + "\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:",
-                  OPTIONS, i % 4, "s") for i in range(n)]
+    return [
+        Proxy(
+            f"e{i}",
+            0,
+            "Question: " + "good movie " * (i + 1) + "\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:",
+            OPTIONS,
+            i % 4,
+            "s",
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.mark.parametrize("position", ["answer", "all"])
 def test_option_probs_under_every_condition_equal_hook_reference(tiny_llama, position):
     m = tiny_llama
-    conditions = [BASELINE, Condition("silence", silence=tuple(GOOD)), Condition("excite", excite=tuple(GOOD)),
-                  enhancer(GOOD, BAD), degrader(GOOD, BAD)]
+    conditions = [
+        BASELINE,
+        Condition("silence", silence=tuple(GOOD)),
+        Condition("excite", excite=tuple(GOOD)),
+        enhancer(GOOD, BAD),
+        degrader(GOOD, BAD),
+    ]
     proxies = _proxies()
     probs = option_probs(m, proxies, conditions, position=position, batch_size=4)  # prompts of different lengths share batches
     moved = 0.0
@@ -66,7 +81,7 @@ def test_generate_applies_switches_at_every_step(tiny_llama):
     finally:
         for handle in handles:
             handle.remove()
-    assert text == m.tokenizer.decode(ref[0, ids.shape[1]:], skip_special_tokens=True)
+    assert text == m.tokenizer.decode(ref[0, ids.shape[1] :], skip_special_tokens=True)
     assert text != generate(m, prompt, BASELINE, max_new_tokens=4)
 
 

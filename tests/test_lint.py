@@ -2,6 +2,7 @@
 
 Each runs as its own test so a failure names the tool and prints its findings.
 """
+
 from __future__ import annotations
 
 import subprocess

@@ -1,4 +1,5 @@
 """Section 4.2 metrics on tiny correctness tables worked out by hand in the comments."""
+
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
 """NA-ICA / QRNCA: hand-worked scoring tests, domain QA proxies, and a planted neuron on a tiny LLaMA."""
+
 import json
 import math
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 import xarray as xr
 
-from nsneurons.naica import common_threshold, key_neurons, kept_mask, naica_scores, query_clusters, top_neurons
+from nsneurons.naica import common_threshold, kept_mask, key_neurons, naica_scores, query_clusters, top_neurons
 from nsneurons.naica_analyses import domain_key_neurons, localized_regions, split_queries
 from nsneurons.runfolder import load_naica as load_datasets
 from nsneurons.runners.naica import run_naica
@@ -20,17 +21,22 @@ def _ig(values, layers=1):
     a = np.asarray(values, dtype=np.float64)
     if a.ndim == 3:
         a = a[:, :, None, :]
-    return xr.DataArray(a, dims=("query", "prompt", "layer", "neuron"),
-                        coords={"query": [f"q{i}" for i in range(a.shape[0])]})
+    return xr.DataArray(a, dims=("query", "prompt", "layer", "neuron"), coords={"query": [f"q{i}" for i in range(a.shape[0])]})
 
 
 # ---- thresholding ------------------------------------------------------------------------------
 
 
 def test_threshold_is_strict_per_prompt_and_ignores_nonpositive_prompts():
-    ig = _ig([[[[1.0, 0.2, 0.21], [-3.0, 0.5, np.nan]],   # max 1.0 -> keep > 0.2: 1.0, 0.21, 0.5 (0.2 is not > 0.2)
-               [[-1.0, -0.5, -0.1], [-2.0, -3.0, -4.0]],  # max -0.1 <= 0: keeps nothing
-               [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]])      # max 0: keeps nothing
+    ig = _ig(
+        [
+            [
+                [[1.0, 0.2, 0.21], [-3.0, 0.5, np.nan]],  # max 1.0 -> keep > 0.2: 1.0, 0.21, 0.5 (0.2 is not > 0.2)
+                [[-1.0, -0.5, -0.1], [-2.0, -3.0, -4.0]],  # max -0.1 <= 0: keeps nothing
+                [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]],
+            ]
+        ]
+    )  # max 0: keeps nothing
     keep = kept_mask(ig, 0.2).values[0]
     assert keep[0].tolist() == [[True, False, True], [False, True, False]]
     assert not keep[1].any() and not keep[2].any()
@@ -51,9 +57,11 @@ def test_store_dims_are_accepted():
 # q2 p0 [0.5, 0, 0, 0] -> n0;  p1 [0.5, 0.05, 0, 0]: cut 0.1 -> n0 only.  S = [1, 0, 0, 0], NA = [1, 0, 0, 0]
 # occ = [3, 1, 1, 1] -> ICA = [log(3/4), log(3/2), log(3/2), log(3/2)]
 # scores: q0 [2/3 log .75 < 0, 5/27 log 1.5, 4/27 log 1.5, 0]; q1 [0.4 log .75 < 0, 0, 0, 0.6 log 1.5]; q2 [log .75 < 0, 0, 0, 0]
-WORKED = [[[1.0, 0.5, 0.1, 0.0], [0.8, 0.0, 0.4, 0.0]],
-          [[1.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 1.0]],
-          [[0.5, 0.0, 0.0, 0.0], [0.5, 0.05, 0.0, 0.0]]]
+WORKED = [
+    [[1.0, 0.5, 0.1, 0.0], [0.8, 0.0, 0.4, 0.0]],
+    [[1.0, 0.0, 0.0, 0.5], [0.0, 0.0, 0.0, 1.0]],
+    [[0.5, 0.0, 0.0, 0.0], [0.5, 0.05, 0.0, 0.0]],
+]
 
 
 def test_na_ica_worked_example():
@@ -89,8 +97,8 @@ def test_domain_clusters_sum_queries_and_take_the_union():
 
 
 def test_common_threshold_is_floor_without_float_noise():
-    assert common_threshold(10, 0.3) == 3       # 3.0000000000000004
-    assert common_threshold(100, 0.29) == 29    # 28.999999999999996
+    assert common_threshold(10, 0.3) == 3  # 3.0000000000000004
+    assert common_threshold(100, 0.29) == 29  # 28.999999999999996
     assert common_threshold(3, 0.3) == 0
     with pytest.raises(ValueError):
         common_threshold(3, 1.5)
@@ -130,8 +138,11 @@ def test_common_neurons_are_reported_and_really_removed():
 def test_ranking_breaks_ties_by_layer_then_neuron():
     # layer 0: [0.5, 0.7, 0.5]; layer 1: [0.7, 0.0, -1.0]
     # 0.7 at (0, 1) and (1, 0): layer 0 first; then 0.5 at (0, 0), (0, 2); 0 and -1 are never key neurons.
-    score = xr.DataArray([[[0.5, 0.7, 0.5], [0.7, 0.0, -1.0]]], dims=("query", "layer", "neuron"),
-                         coords={"query": ["q"], "layer": [0, 1], "neuron": [0, 1, 2]})
+    score = xr.DataArray(
+        [[[0.5, 0.7, 0.5], [0.7, 0.0, -1.0]]],
+        dims=("query", "layer", "neuron"),
+        coords={"query": ["q"], "layer": [0, 1], "neuron": [0, 1, 2]},
+    )
     top = top_neurons(score, 5)
     assert top["layer"].values[0].tolist() == [0, 1, 0, 0, -1]
     assert top["neuron"].values[0].tolist() == [1, 0, 0, 2, -1]
@@ -144,10 +155,14 @@ def test_ranking_breaks_ties_by_layer_then_neuron():
 
 
 def test_pooled_domain_neurons_rank_by_frequency_then_score():
-    key = xr.Dataset({"layer": (("query", "rank"), [[1, 0], [0, 1], [2, -1]]),
-                      "neuron": (("query", "rank"), [[5, 3], [3, 4], [9, -1]]),
-                      "score": (("query", "rank"), [[0.9, 0.2], [0.3, 0.8], [0.5, np.nan]])},
-                     coords={"query": ["a1", "a2", "b1"], "rank": [0, 1]})
+    key = xr.Dataset(
+        {
+            "layer": (("query", "rank"), [[1, 0], [0, 1], [2, -1]]),
+            "neuron": (("query", "rank"), [[5, 3], [3, 4], [9, -1]]),
+            "score": (("query", "rank"), [[0.9, 0.2], [0.3, 0.8], [0.5, np.nan]]),
+        },
+        coords={"query": ["a1", "a2", "b1"], "rank": [0, 1]},
+    )
     # domain a: (0, 3) in 2 queries (score 0.5) first; then (1, 5) 0.9 before (1, 4) 0.8
     dk = domain_key_neurons(key, {"a1": "a", "a2": "a", "b1": "b"})
     assert dk["layer"].sel(domain="a").values.tolist() == [0, 1, 1]
@@ -191,8 +206,10 @@ def test_packaged_domain_qa_and_its_proxies(llama_tok):
 
 
 def test_local_file_with_letters_indices_and_extra_choices(tmp_path):
-    rows = [{"id": "x1", "domain": "d1", "question": "q?", "choices": ["a", "b", "c", "d", "e"], "answer": "C"},
-            {"id": "x2", "domain": "d2", "question": "r?", "choices": ["f", "g", "h", "i"], "answer": 3}]
+    rows = [
+        {"id": "x1", "domain": "d1", "question": "q?", "choices": ["a", "b", "c", "d", "e"], "answer": "C"},
+        {"id": "x2", "domain": "d2", "question": "r?", "choices": ["f", "g", "h", "i"], "answer": 3},
+    ]
     path = tmp_path / "mine.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows))
     by_domain = load_domain_qa(path, seed=0)
@@ -213,11 +230,16 @@ def test_local_file_with_letters_indices_and_extra_choices(tmp_path):
 # " yes" is the correct option of every alpha question (answer format "words").
 # Nothing else reads or writes O or E.
 LAYER, NEURON, E, O = 1, 7, 62, 63
-WORDS = {"alpha": ("yes", "no", "true", "false"), "beta": ("positive", "negative", "neutral", "other"),
-         "gamma": ("person", "location", "organization", "event")}
-STEMS = {"alpha": ["is this movie a good movie", "the movie was a great movie"],
-         "beta": ["this review was good", "it was a boring film"],
-         "gamma": ["the entity in the sentence", "a building of art"]}
+WORDS = {
+    "alpha": ("yes", "no", "true", "false"),
+    "beta": ("positive", "negative", "neutral", "other"),
+    "gamma": ("person", "location", "organization", "event"),
+}
+STEMS = {
+    "alpha": ["is this movie a good movie", "the movie was a great movie"],
+    "beta": ["this review was good", "it was a boring film"],
+    "gamma": ["the entity in the sentence", "a building of art"],
+}
 
 
 def _planted_model():
@@ -252,8 +274,13 @@ def _planted_model():
         mlp.down_proj.weight[E, NEURON] = 0.002  # activation ~570 -> P(" yes") ~0.3-0.45, not saturated
         hf.lm_head.weight[:, E] = 0
         hf.lm_head.weight[answer, E] = 4.0
-    questions = {d: [Question(f"{d}-{i}", stem, WORDS[d], 0 if d == "alpha" else i + 1, "domain_qa", {"domain": d})
-                     for i, stem in enumerate(stems)] for d, stems in STEMS.items()}
+    questions = {
+        d: [
+            Question(f"{d}-{i}", stem, WORDS[d], 0 if d == "alpha" else i + 1, "domain_qa", {"domain": d})
+            for i, stem in enumerate(stems)
+        ]
+        for d, stems in STEMS.items()
+    }
     return model, questions, token
 
 
@@ -265,8 +292,19 @@ def planted_run(tmp_path_factory):
             assert (token in model.tokenizer(p.prompt)["input_ids"]) == query.startswith("alpha")
     out = tmp_path_factory.mktemp("naica")
     # N = 6 queries; alpha's 2 are a third of them, so u = 0.5 (floor(3) = 3) keeps the planted neuron uncommon.
-    results = run_naica(model, questions, out_dir=out, t=0.2, v=5, u=0.5, steps=2, seed=0, answer_format="words",
-                        held_out_fraction=0.5, progress=False)
+    results = run_naica(
+        model,
+        questions,
+        out_dir=out,
+        t=0.2,
+        v=5,
+        u=0.5,
+        steps=2,
+        seed=0,
+        answer_format="words",
+        held_out_fraction=0.5,
+        progress=False,
+    )
     return model, results, out
 
 

@@ -1,10 +1,11 @@
 """NA-ICA through the scores store: an interrupted run resumes without attributing the finished queries
 again and ends identical to an uninterrupted one; other IG settings on the same folder are refused."""
+
 import pytest
 import xarray as xr
+from test_naica import _planted_model
 
 from nsneurons.runners.naica import run_naica
-from test_naica import _planted_model
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ The `ndif`-marked tests share one server for the session (tests/ndif_server.py):
 random LLaMA deployed in float32 on the CPU. The unmarked tests check nsneurons.remote
 without a server.
 """
+
 from __future__ import annotations
 
 import socket
@@ -74,6 +75,7 @@ def reference_ig_grad(hf, ids, alphas, layer, target):
 
 
 # ----------------------------------------------------------------------------- against the server
+
 
 @pytest.mark.ndif
 def test_remote_logits_match_local(ndif_server, remote_lm, local_hf):
@@ -194,6 +196,7 @@ def test_served_models_lists_the_deployment(ndif_server):
 
 
 # ----------------------------------------------------------------------------- no server needed
+
 
 def test_remote_config_never_shows_the_key(monkeypatch):
     import pickle

@@ -1,10 +1,10 @@
 """The notebooks run top to bottom (nbclient, the venv's python3 kernel) on a tiny run's outputs, and are committed without outputs."""
+
 import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
-
 from test_crosstask import tiny_crosstask_run
 
 NOTEBOOKS = Path(__file__).parent.parent / "notebooks"

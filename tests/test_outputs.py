@@ -2,15 +2,16 @@
 without a warning (consolidated metadata, variable-length strings), is labelled for plotting, and the
 selection method is a `selector` dim that `.sel(selector=...)` selects. Old stores (dim `method`, no
 consolidated metadata, fixed-width strings) still open through nsneurons."""
+
 import warnings
 
 import numpy as np
 import pytest
 import xarray as xr
+from test_crosstask import tiny_crosstask_run
 
 from nsneurons import crosstask, zarrio
 from nsneurons.runfolder import open_outputs
-from test_crosstask import tiny_crosstask_run
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +27,15 @@ def _fixed_width(ds: xr.Dataset) -> list[str]:
 
 def test_every_output_opens_without_a_warning(out):
     # The scores stores are written by the same writer as `nsneurons score` (scoring.score_proxies).
-    stores = ["results.zarr", "neurons.zarr", "baseline.zarr", "examples.zarr", "tasks/sentiment.zarr", "tasks/ner.zarr",
-              *(p.relative_to(out).as_posix() for p in sorted((out / "scores").glob("*.zarr")))]
+    stores = [
+        "results.zarr",
+        "neurons.zarr",
+        "baseline.zarr",
+        "examples.zarr",
+        "tasks/sentiment.zarr",
+        "tasks/ner.zarr",
+        *(p.relative_to(out).as_posix() for p in sorted((out / "scores").glob("*.zarr"))),
+    ]
     assert "scores/sentiment-ace.zarr" in stores
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -81,8 +89,26 @@ def test_nsneurons_score_output_opens_without_a_warning(tmp_path, tmp_path_facto
 
     recipe = tiny_crosstask_run(tmp_path_factory)[1]
     store = tmp_path / "s.zarr"
-    assert cli.main(["score", "--model", recipe.model, "--device", "cpu", "--task", "sentiment", "--examples", "1",
-                     "--steps", "2", "--out", str(store)]) == 0
+    assert (
+        cli.main(
+            [
+                "score",
+                "--model",
+                recipe.model,
+                "--device",
+                "cpu",
+                "--task",
+                "sentiment",
+                "--examples",
+                "1",
+                "--steps",
+                "2",
+                "--out",
+                str(store),
+            ]
+        )
+        == 0
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ds = xr.open_zarr(store).load()

@@ -1,11 +1,12 @@
 """`nsneurons run` end to end on a tiny random model: every output exists and opens; resume equals uninterrupted."""
+
 from pathlib import Path
 
 import pytest
 import xarray as xr
 import yaml
-
 from fixtures_models import save_tiny_llama
+
 from nsneurons import cli
 from nsneurons.recipe import RecipeError, load_recipe, recipe_from_dict
 
@@ -65,8 +66,13 @@ def _check_export(out, neurons):
     for fmt in ("csv", "json", "parquet"):
         assert cli.main(["export", str(out), "--format", fmt]) == 0
         path = out / f"neurons.{fmt}"
-        table = pd.read_csv(path) if fmt == "csv" else pd.read_parquet(path) if fmt == "parquet" else \
-            pd.DataFrame(json.loads(path.read_text())["neurons"])
+        table = (
+            pd.read_csv(path)
+            if fmt == "csv"
+            else pd.read_parquet(path)
+            if fmt == "parquet"
+            else pd.DataFrame(json.loads(path.read_text())["neurons"])
+        )
         assert len(table) == held and not table.duplicated(["task", "selector", "role", "rank"]).any()
         good = table[(table.selector == "neuronllm") & (table.role == "good")].sort_values("rank")
         expected = neurons.sel(task="sentiment", selector="neuronllm", role="good")
@@ -102,19 +108,22 @@ def test_interrupted_run_resumes_to_the_same_outputs(tmp_path, tiny_model_dir, m
         xr.testing.assert_identical(first[name], second[name])
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"model": None}, "missing required key model"),
-    ({"selection": {"kk": 3}}, "unknown key selection.kk"),
-    ({"selection": {"k": "ten"}}, "selection.k: expected an int, got 'ten'"),
-    ({"evaluation": {"ratios": [0.5, 1.5]}}, r"evaluation.ratios\[1\]: expected a ratio in \[0, 1\], got 1.5"),
-    ({"selection": {"methods": ["neuronllm", "magic"]}}, r"selection.methods\[1\]: expected one of"),
-    ({"attribution": {"quadrature": "simpson"}}, "attribution.quadrature: expected one of 'right', 'midpoint'"),
-    ({"experiment": "naica", "tasks": [], "naica": {"t": 1.0}}, r"naica.t: expected in \[0, 1\)"),
-    ({"evaluation": {"best_by": "max"}}, "evaluation.best_by: expected one of 'mean', 'rac', 'rcc', 'per_metric'"),
-    ({"evaluation": {"bootstrap": 100}}, "evaluation.bootstrap: expected >= 1000 resamples"),
-    ({"selection": {"random_draws": 0}}, "selection.random_draws: expected >= 1"),
-    ({"evaluation": {"examples_from": "a", "screen_model": "b"}}, "set either examples_from or screen_model"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"model": None}, "missing required key model"),
+        ({"selection": {"kk": 3}}, "unknown key selection.kk"),
+        ({"selection": {"k": "ten"}}, "selection.k: expected an int, got 'ten'"),
+        ({"evaluation": {"ratios": [0.5, 1.5]}}, r"evaluation.ratios\[1\]: expected a ratio in \[0, 1\], got 1.5"),
+        ({"selection": {"methods": ["neuronllm", "magic"]}}, r"selection.methods\[1\]: expected one of"),
+        ({"attribution": {"quadrature": "simpson"}}, "attribution.quadrature: expected one of 'right', 'midpoint'"),
+        ({"experiment": "naica", "tasks": [], "naica": {"t": 1.0}}, r"naica.t: expected in \[0, 1\)"),
+        ({"evaluation": {"best_by": "max"}}, "evaluation.best_by: expected one of 'mean', 'rac', 'rcc', 'per_metric'"),
+        ({"evaluation": {"bootstrap": 100}}, "evaluation.bootstrap: expected >= 1000 resamples"),
+        ({"selection": {"random_draws": 0}}, "selection.random_draws: expected >= 1"),
+        ({"evaluation": {"examples_from": "a", "screen_model": "b"}}, "set either examples_from or screen_model"),
+    ],
+)
 def test_bad_recipes_name_the_key(change, message):
     data = {"name": "x", "model": "m", "tasks": ["sentiment"]}
     for key, value in change.items():
@@ -130,16 +139,40 @@ def test_run_without_ratio_one_and_reusing_its_evaluation_set(tmp_path, tiny_mod
     # Good-only methods run at ratio 1.0 even when the recipe's sweep lacks it (a KeyError before).
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir(), second.mkdir()
-    assert cli.main(["run", str(_recipe_file(first, tiny_model_dir, evaluation={
-        "understood": 3, "not_understood": 3, "candidates": 12, "ratios": [0.0, 0.5]}))]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                str(
+                    _recipe_file(
+                        first,
+                        tiny_model_dir,
+                        evaluation={"understood": 3, "not_understood": 3, "candidates": 12, "ratios": [0.0, 0.5]},
+                    )
+                ),
+            ]
+        )
+        == 0
+    )
     out = first / "out" / "tiny-ci"
     results = _outputs(out)["results"]
     assert results["ratio"].values.tolist() == [0.0, 0.5, 1.0]
     assert results["chosen_ratio"].sel(selector="tn").values.ravel().tolist() == [1.0] * 4
     assert set(results["chosen_ratio"].sel(selector="neuronllm").values.ravel()) <= {0.0, 0.5}
     # A second run (other ratios, a fresh folder) evaluates on the examples the first one saved.
-    assert cli.main(["run", str(_recipe_file(second, tiny_model_dir, evaluation={
-        "candidates": 12, "ratios": [0.0, 1.0], "examples_from": str(out)}))]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                str(
+                    _recipe_file(
+                        second, tiny_model_dir, evaluation={"candidates": 12, "ratios": [0.0, 1.0], "examples_from": str(out)}
+                    )
+                ),
+            ]
+        )
+        == 0
+    )
     saved, reused = (_outputs(d / "out" / "tiny-ci")["examples"] for d in (first, second))
     assert reused["evaluation_example"].values.tolist() == saved["evaluation_example"].values.tolist()
     assert reused.attrs["evaluation_set"] == f"examples of {out}"
@@ -173,8 +206,13 @@ def test_shipped_recipes_are_valid():
 
 
 def test_naica_recipe_runs_through_nsneurons_run(tmp_path, tiny_model_dir):
-    path = _recipe_file(tmp_path, tiny_model_dir, experiment="naica", tasks=[],
-                        naica={"max_per_domain": 3, "steps": 2, "v": 5, "domains": ["biology", "physics", "geography"]})
+    path = _recipe_file(
+        tmp_path,
+        tiny_model_dir,
+        experiment="naica",
+        tasks=[],
+        naica={"max_per_domain": 3, "steps": 2, "v": 5, "domains": ["biology", "physics", "geography"]},
+    )
     assert cli.main(["run", str(path)]) == 0
     out = tmp_path / "out" / "tiny-ci"
     assert (out / "report.md").is_file() and (out / "naica_layer_histogram.png").is_file()
@@ -195,14 +233,17 @@ def test_naica_demo_recipe_writes_figures_and_report(tmp_path):
 
 def test_a_reference_model_screens_the_evaluation_candidates(tmp_path, tiny_model_dir):
     # Appendix A.1: one model (LLaMA 2-7B) screens the examples that every model is evaluated on.
-    from nsneurons.models import load_model
     from nsneurons.evaluation_set import reference_screens, screen
+    from nsneurons.models import load_model
     from nsneurons.splits import task_proxies
 
-    recipe = load_recipe(_recipe_file(tmp_path, tiny_model_dir, evaluation={
-        "candidates": 6, "screen_model": str(tiny_model_dir)}))
+    recipe = load_recipe(
+        _recipe_file(tmp_path, tiny_model_dir, evaluation={"candidates": 6, "screen_model": str(tiny_model_dir)})
+    )
     screens = reference_screens(recipe, lambda t: task_proxies(recipe, t)[1], progress=False)
     _, candidates = task_proxies(recipe, recipe.tasks[0])
     direct = screen(recipe, load_model(str(tiny_model_dir), device="cpu"), candidates, progress=False)
     assert screens == {"sentiment": direct} and len(direct) == 6
-    assert reference_screens(load_recipe(_recipe_file(tmp_path, tiny_model_dir)), lambda t: []) == {}  # default: the run's own model
+    assert (
+        reference_screens(load_recipe(_recipe_file(tmp_path, tiny_model_dir)), lambda t: []) == {}
+    )  # default: the run's own model

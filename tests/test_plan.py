@@ -1,4 +1,5 @@
 """`nsneurons plan`: counts worked out by hand on recipes/tiny-ci.yaml, the JSON schema, bad recipes refused."""
+
 import json
 from pathlib import Path
 
@@ -66,21 +67,36 @@ def _neuron_set(good, bad):
     layer, neuron = zip(*(list(good) + list(bad) + pad))
     shape = (2, len(good))
     dims = ("role", "rank")
-    return xr.Dataset({"layer": (dims, np.reshape(layer, shape)), "neuron": (dims, np.reshape(neuron, shape))},
-                      coords={"role": ["good", "bad"]})
+    return xr.Dataset(
+        {"layer": (dims, np.reshape(layer, shape)), "neuron": (dims, np.reshape(neuron, shape))}, coords={"role": ["good", "bad"]}
+    )
 
 
-@pytest.mark.parametrize("ratios, expected", [((0.0, 0.25, 0.5, 0.75, 1.0), 45),  # the demo recipe
-                                              (tuple(i / 10 for i in range(11)), 81)])  # the paper's 11 ratios
+@pytest.mark.parametrize(
+    "ratios, expected",
+    [
+        ((0.0, 0.25, 0.5, 0.75, 1.0), 45),  # the demo recipe
+        (tuple(i / 10 for i in range(11)), 81),
+    ],
+)  # the paper's 11 ratios
 def test_condition_counts_match_the_runner(ratios, expected):
     """The structural count equals len(conditions.plan(...)) + none on neuron sets with the runner's ties."""
     k, methods = 100, ("neuronllm", "tn", "qrnca", "tn_enabled", "qrnca_enabled", "kn", "act", "random")
-    recipe = recipe_from_dict({"name": "x", "model": "demo", "tasks": ["sentiment"],
-                               "selection": {"methods": list(methods), "k": k}, "evaluation": {"ratios": list(ratios)}})
+    recipe = recipe_from_dict(
+        {
+            "name": "x",
+            "model": "demo",
+            "tasks": ["sentiment"],
+            "selection": {"methods": list(methods), "k": k},
+            "evaluation": {"ratios": list(ratios)},
+        }
+    )
     rng = np.random.default_rng(0)
+
     def fresh():
         flat = rng.choice(30 * 1536, 2 * k, replace=False)
         return [(int(f // 1536), int(f % 1536)) for f in flat]
+
     sets = {m: [] for m in methods}
     for m in ("neuronllm", "tn_enabled", "qrnca_enabled"):
         pairs = fresh()
@@ -101,11 +117,30 @@ def test_json_schema(tmp_path, tiny_dir, capsys):
     assert set(out) == {"recipe", "model", "rates", "stages", "totals", "notes"}
     assert out["recipe"] == "tiny-ci" and out["model"]["n_layers"] == 2 and out["rates"]["calibrated"] is False
     assert [s["kind"] for s in out["stages"]] == ["load", "screen", "ig", "ig", "ig", "intervene"]
-    keys = {"name", "kind", "passes", "backward", "rows", "flops", "peak_bytes", "download_bytes", "upload_bytes", "seconds",
-            "detail"}
+    keys = {
+        "name",
+        "kind",
+        "passes",
+        "backward",
+        "rows",
+        "flops",
+        "peak_bytes",
+        "download_bytes",
+        "upload_bytes",
+        "seconds",
+        "detail",
+    }
     assert all(set(s) == keys for s in out["stages"])
-    assert set(out["totals"]) == {"passes", "backward_passes", "rows", "flops", "seconds", "peak_bytes", "download_bytes",
-                                  "upload_bytes"}
+    assert set(out["totals"]) == {
+        "passes",
+        "backward_passes",
+        "rows",
+        "flops",
+        "seconds",
+        "peak_bytes",
+        "download_bytes",
+        "upload_bytes",
+    }
     assert out["totals"]["passes"] == 3 + 3 * 14 + 36 and out["totals"]["backward_passes"] == 18
     assert out["totals"]["download_bytes"] == 0  # a local run downloads nothing
 
@@ -121,9 +156,14 @@ def test_remote_plan_counts_ndif_bytes(tmp_path, tiny_dir, capsys):
     assert (iv["download_bytes"], iv["upload_bytes"]) == (18 * (25 * 16 + 2048), 18 * 25 * 2 * 128 * 4)
 
 
-@pytest.mark.parametrize("changes, key", [({"selection": {"k": "ten"}}, "selection.k"),
-                                          ({"selection": {"k": 200}}, "selection.k"),  # > 256 neurons / 2
-                                          ({"evaluation": {"ratioz": [0.5]}}, "evaluation.ratioz")])
+@pytest.mark.parametrize(
+    "changes, key",
+    [
+        ({"selection": {"k": "ten"}}, "selection.k"),
+        ({"selection": {"k": 200}}, "selection.k"),  # > 256 neurons / 2
+        ({"evaluation": {"ratioz": [0.5]}}, "evaluation.ratioz"),
+    ],
+)
 def test_bad_recipe_refused_with_the_key(tmp_path, tiny_dir, capsys, changes, key):
     assert cli.main(["plan", str(_recipe_file(tmp_path, tiny_dir, **changes))]) == 3
     err = capsys.readouterr().err
@@ -148,8 +188,9 @@ def test_measure_calibrates_on_the_tiny_model(tmp_path, tiny_dir, capsys):
 
 
 def test_crosstask_counts_by_hand(tmp_path, tiny_dir):
-    path = _recipe_file(tmp_path, tiny_dir, tasks=["sentiment", "ner"],
-                        selection={"methods": ["neuronllm", "tn"], "k": 5, "z": 20})
+    path = _recipe_file(
+        tmp_path, tiny_dir, tasks=["sentiment", "ner"], selection={"methods": ["neuronllm", "tn"], "k": 5, "z": 20}
+    )
     recipe = load_recipe(path)
     stages = {s.name: s for s in plan.make_plan(recipe, plan.read_model_shape(recipe.model), crosstask=True).stages}
     # Per evaluated task: common neurons of neuronllm at 3 ratios x 2 directions = 6; the matrix, 2 source tasks x 2 = 4;

@@ -9,6 +9,7 @@ nsneurons.trace_ops), in float64, with F given directly as a function of the sca
   shrinks as 1/m and the relative gap is exactly 1/m. Midpoint: sum_k (k - 1/2) / m^2 = 1/2, and
   Gauss-Legendre integrates alpha exactly: IG_i = c_i x_i^2, gap 0.
 """
+
 import math
 
 import numpy as np
@@ -97,8 +98,9 @@ def test_nodes_and_weights_by_hand():
 
 
 def test_rows_of_a_layer_group():
-    np.testing.assert_allclose(alphas_for(2, "gausslegendre").numpy(),
-                               [0, (1 - 1 / math.sqrt(3)) / 2, (1 + 1 / math.sqrt(3)) / 2, 1], rtol=1e-14)
+    np.testing.assert_allclose(
+        alphas_for(2, "gausslegendre").numpy(), [0, (1 - 1 / math.sqrt(3)) / 2, (1 + 1 / math.sqrt(3)) / 2, 1], rtol=1e-14
+    )
     assert alphas_for(4, "right").shape == (5,) and alphas_for(4, "midpoint").shape == (6,)
     assert step_weights(4, "right") is None and step_weights(4, "midpoint") is None
     np.testing.assert_allclose(step_weights(2, "gausslegendre").numpy(), [0.5, 0.5])

@@ -1,4 +1,5 @@
 """The recipe's reference is generated from recipe.py's own field comments; every field has one."""
+
 import dataclasses
 import inspect
 
@@ -8,8 +9,17 @@ from nsneurons.recipe_docs import field_comments, recipe_markdown
 
 def test_every_recipe_field_has_a_comment():
     classes = [c for _, c in inspect.getmembers(recipe, dataclasses.is_dataclass) if c.__module__ == recipe.__name__]
-    assert {c.__name__ for c in classes} >= {"Recipe", "TaskSource", "Attribution", "Selection", "Evaluation", "Naica",
-                                             "CrossTask", "Table8", "Table8Budget"}
+    assert {c.__name__ for c in classes} >= {
+        "Recipe",
+        "TaskSource",
+        "Attribution",
+        "Selection",
+        "Evaluation",
+        "Naica",
+        "CrossTask",
+        "Table8",
+        "Table8Budget",
+    }
     missing = [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c) if not field_comments(c).get(f.name)]
     assert missing == []
 

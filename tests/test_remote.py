@@ -11,6 +11,7 @@ from a save_pretrained folder, float32, CPU), the same folder loaded locally is 
   the store keeps only whole examples, and a restarted server resumes it to the local numbers.
   This test restarts the shared server (new URL, recorded on the fixture) and runs last here.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,7 +26,6 @@ import numpy as np
 import pytest
 import xarray as xr
 import yaml
-
 from ndif_server import _script
 
 pytestmark = pytest.mark.ndif
@@ -45,10 +45,14 @@ def rel_err(remote, local) -> float:
 
 def _recipe_dict(model_path: str, output: Path, **overrides) -> dict:
     data = yaml.safe_load((REPO / "recipes" / "tiny-ci.yaml").read_text())
-    data.update(model=model_path, output=str(output), identification_examples=2,
-                attribution={"steps": 4}, selection={"methods": ["neuronllm", "tn", "qrnca", "kn", "act", "random"],
-                                                     "k": 4, "z": 20},
-                evaluation={"understood": 2, "not_understood": 2, "candidates": 6, "ratios": [0.0, 0.5, 1.0]})
+    data.update(
+        model=model_path,
+        output=str(output),
+        identification_examples=2,
+        attribution={"steps": 4},
+        selection={"methods": ["neuronllm", "tn", "qrnca", "kn", "act", "random"], "k": 4, "z": 20},
+        evaluation={"understood": 2, "not_understood": 2, "candidates": 6, "ratios": [0.0, 0.5, 1.0]},
+    )
     data.update(overrides)
     return data
 
@@ -78,8 +82,8 @@ def models(ndif_server):
 @pytest.fixture(scope="module")
 def proxies(ndif_server):
     """(identification proxies of 3 examples, 6 evaluation-candidate examples' proxies) of the sentiment fixture."""
-    from nsneurons.splits import task_proxies
     from nsneurons.recipe import recipe_from_dict
+    from nsneurons.splits import task_proxies
 
     recipe = recipe_from_dict(_recipe_dict(ndif_server.model_path, Path("unused"), identification_examples=3))
     ident, candidates = task_proxies(recipe, recipe.tasks[0])
@@ -87,6 +91,7 @@ def proxies(ndif_server):
 
 
 # ----------------------------------------------------------------------------- parity
+
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_ig_remote_equals_local(models, proxies, target):
@@ -110,8 +115,11 @@ def test_ig_reference_path_and_layer_chunks_remote_equal_local(models, proxies):
 
     remote, local = models
     proxy = proxies[0][0]
-    for config in (AttributionConfig(target="tn", steps=3, path="full"), AttributionConfig(target="ace", steps=3, path="prefix"),
-                   AttributionConfig(target="ace", steps=3, layers_per_pass=1, quadrature="midpoint")):
+    for config in (
+        AttributionConfig(target="tn", steps=3, path="full"),
+        AttributionConfig(target="ace", steps=3, path="prefix"),
+        AttributionConfig(target="ace", steps=3, layers_per_pass=1, quadrature="midpoint"),
+    ):
         assert rel_err(attribute_proxy(remote, proxy, config).ig, attribute_proxy(local, proxy, config).ig) <= TOL
 
 
@@ -119,8 +127,13 @@ def _conditions():
     from nsneurons.intervention import BASELINE, Condition, degrader, enhancer
 
     good, bad = [(0, 1), (1, 5), (0, 7), (1, 100)], [(1, 2), (0, 3), (0, 64)]
-    return [BASELINE, Condition("silence", silence=tuple(good)), Condition("excite", excite=tuple(good)),
-            enhancer(good, bad), degrader(good, bad)]
+    return [
+        BASELINE,
+        Condition("silence", silence=tuple(good)),
+        Condition("excite", excite=tuple(good)),
+        enhancer(good, bad),
+        degrader(good, bad),
+    ]
 
 
 @pytest.mark.parametrize("position", ["answer", "all"])
@@ -184,27 +197,40 @@ def _assert_same(local: dict[str, xr.Dataset], remote: dict[str, xr.Dataset]) ->
 
 
 def test_recipe_remote_equals_local(ndif_server, tmp_path):
-    from nsneurons.runners.neuronllm import run_recipe
     from nsneurons.recipe import recipe_from_dict
+    from nsneurons.runners.neuronllm import run_recipe
 
     local_out = run_recipe(recipe_from_dict(_recipe_dict(ndif_server.model_path, tmp_path / "local")), progress=False)
-    remote_out = run_recipe(recipe_from_dict(_recipe_dict(ndif_server.model_path, tmp_path / "remote", backend="remote",
-                                                          ndif_host=ndif_server.url)), progress=False)
+    remote_out = run_recipe(
+        recipe_from_dict(_recipe_dict(ndif_server.model_path, tmp_path / "remote", backend="remote", ndif_host=ndif_server.url)),
+        progress=False,
+    )
     local, remote = _open_all(local_out), _open_all(remote_out)
-    assert {"results", "neurons", "baseline", "examples", "scores/sentiment-ace.zarr", "scores/sentiment-qrnca.zarr",
-            "scores/sentiment-tn.zarr", "tasks/sentiment.zarr"} <= set(local)
+    assert {
+        "results",
+        "neurons",
+        "baseline",
+        "examples",
+        "scores/sentiment-ace.zarr",
+        "scores/sentiment-qrnca.zarr",
+        "scores/sentiment-tn.zarr",
+        "tasks/sentiment.zarr",
+    } <= set(local)
     assert remote["scores/sentiment-ace.zarr"].attrs["device"] == "remote"
     _assert_same(local, remote)
 
 
 def test_naica_recipe_remote_equals_local(ndif_server, tmp_path):
+    from nsneurons.recipe import recipe_from_dict
     from nsneurons.runfolder import load_naica as load_datasets
     from nsneurons.runners.naica import run_recipe
-    from nsneurons.recipe import recipe_from_dict
 
     data = yaml.safe_load((REPO / "recipes" / "na-ica.yaml").read_text())
-    data.update(model=ndif_server.model_path, answer_format="letters",  # the tiny tokenizer splits option words alike
-                naica={**data["naica"], "max_per_domain": 2, "steps": 4, "v": 5})
+    data.update(
+        model=ndif_server.model_path,
+        answer_format="letters",  # the tiny tokenizer splits option words alike
+        naica={**data["naica"], "max_per_domain": 2, "steps": 4, "v": 5},
+    )
     outs = {}
     for name, extra in (("local", {}), ("remote", {"backend": "remote", "ndif_host": ndif_server.url})):
         out = run_recipe(recipe_from_dict({**data, **extra, "output": str(tmp_path / name)}), progress=False)
@@ -215,14 +241,15 @@ def test_naica_recipe_remote_equals_local(ndif_server, tmp_path):
 
 # ----------------------------------------------------------------------------- secrets
 
+
 def _files_under(root: Path):
     return sorted(p for p in Path(root).rglob("*") if p.is_file())
 
 
 def test_no_secret_in_anything_a_remote_run_writes(ndif_server, tmp_path, monkeypatch, capfd, caplog):
-    from nsneurons.runners.neuronllm import run_recipe
     from nsneurons.recipe import recipe_from_dict
     from nsneurons.remote import RemoteConfig
+    from nsneurons.runners.neuronllm import run_recipe
 
     planted = f"nsn-planted-key-{os.getpid()}-{time.time_ns()}"
     monkeypatch.setenv("NDIF_API_KEY", planted)
@@ -232,10 +259,18 @@ def test_no_secret_in_anything_a_remote_run_writes(ndif_server, tmp_path, monkey
     from nnsight import CONFIG
 
     CONFIG.APP.REMOTE_LOGGING = True  # the job status lines too (restored by the autouse fixture)
-    out = run_recipe(recipe_from_dict(_recipe_dict(ndif_server.model_path, tmp_path / "out", backend="remote",
-                                                   ndif_host=ndif_server.url,
-                                                   selection={"methods": ["neuronllm", "qrnca"], "k": 3, "z": 20})),
-                     progress=True)
+    out = run_recipe(
+        recipe_from_dict(
+            _recipe_dict(
+                ndif_server.model_path,
+                tmp_path / "out",
+                backend="remote",
+                ndif_host=ndif_server.url,
+                selection={"methods": ["neuronllm", "qrnca"], "k": 3, "z": 20},
+            )
+        ),
+        progress=True,
+    )
     assert CONFIG.API.APIKEY == planted  # the key was used (sent in the request header)...
     needle = planted.encode()
     files = _files_under(out)
@@ -264,8 +299,10 @@ def test_no_secret_in_anything_a_remote_run_writes(ndif_server, tmp_path, monkey
     # checked: NDIF 0.1.2's API logs each request's key, in its api.log.)
     from importlib.resources import files as package_files
 
-    config_files = [Path(str(package_files("nnsight") / "config.yaml")),
-                    Path(os.environ.get("XDG_CONFIG_HOME", "~/.config")).expanduser() / "nnsight" / "config.yaml"]
+    config_files = [
+        Path(str(package_files("nnsight") / "config.yaml")),
+        Path(os.environ.get("XDG_CONFIG_HOME", "~/.config")).expanduser() / "nnsight" / "config.yaml",
+    ]
     for path in config_files:
         if path.is_file():
             assert needle not in path.read_bytes(), path
@@ -273,12 +310,13 @@ def test_no_secret_in_anything_a_remote_run_writes(ndif_server, tmp_path, monkey
 
 # ----------------------------------------------------------------------------- server dies mid-run (last: restarts it)
 
+
 def _proc_start_ticks(pid: int) -> int | None:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return int(stat[stat.rfind(")") + 2:].split()[19])
+    return int(stat[stat.rfind(")") + 2 :].split()[19])
 
 
 def _kill_api(state_dir: Path) -> None:
@@ -327,8 +365,11 @@ def test_server_dies_mid_run_then_resumes(ndif_server, models, proxies, tmp_path
     # Small retry settings: 3 tries, waits of 0.05 s and 0.1 s (recorded).
     waits = []
     real_retries = remote_mod.with_retries
-    monkeypatch.setattr(remote_mod, "with_retries",
-                        lambda fn, **kw: real_retries(fn, **{**kw, "tries": 3, "backoff": 0.05, "sleep": waits.append}))
+    monkeypatch.setattr(
+        remote_mod,
+        "with_retries",
+        lambda fn, **kw: real_retries(fn, **{**kw, "tries": 3, "backoff": 0.05, "sleep": waits.append}),
+    )
     calls, killed = [], []
     real_attribute = scoring.attribute_proxies  # one call (one session) per example
 
@@ -372,5 +413,4 @@ def test_server_dies_mid_run_then_resumes(ndif_server, models, proxies, tmp_path
     assert resumed.done.values.all()
     for var in ("ig", "activation", "option_prob", "target_value"):
         assert rel_err(resumed[var].values, reference[var].values) <= TOL, var
-    sys.stderr.write(f"\n[test_remote] failure after retries {fail_s:.1f}s, restart {restart_s:.1f}s, "
-                     f"resume {resume_s:.1f}s\n")
+    sys.stderr.write(f"\n[test_remote] failure after retries {fail_s:.1f}s, restart {restart_s:.1f}s, resume {resume_s:.1f}s\n")

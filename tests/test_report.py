@@ -1,4 +1,5 @@
 """Report tables and figures on small hand-built result Datasets whose cells are worked out below."""
+
 import math
 
 import numpy as np
@@ -7,8 +8,14 @@ import xarray as xr
 
 from nsneurons.metrics import METRIC_NAMES, Cell, ConditionResult, RelativeChange
 from nsneurons.report import (
-    average_cells, baseline_table, option_prob_table, signed_change_table,
-    table1, table3, table6, write_report,
+    average_cells,
+    baseline_table,
+    option_prob_table,
+    signed_change_table,
+    table1,
+    table3,
+    table6,
+    write_report,
 )
 
 TASKS = ["ner", "sentiment", "chunk"]
@@ -65,20 +72,32 @@ def make_results():
         for d in dirs:
             if (task, "tn", d) in SWEEP:
                 ablation[TASKS.index(task), 1, dirs.index(d), 0] = _vector(task, d, SWEEP[task, "tn", d][1.0])
-    coords = {"task": TASKS, "selector": METHODS, "direction": dirs, "ratio": RATIOS, "group": groups,
-              "metric": list(METRIC_NAMES)}
+    coords = {
+        "task": TASKS,
+        "selector": METHODS,
+        "direction": dirs,
+        "ratio": RATIOS,
+        "group": groups,
+        "metric": list(METRIC_NAMES),
+    }
     return xr.Dataset(
-        {"sweep": (("task", "selector", "direction", "ratio", "metric"), sweep),
-         "ablation": (("task", "selector", "direction", "group", "metric"), ablation)},
-        coords=coords, attrs={"k": 2, "model": "tiny"},
+        {
+            "sweep": (("task", "selector", "direction", "ratio", "metric"), sweep),
+            "ablation": (("task", "selector", "direction", "group", "metric"), ablation),
+        },
+        coords=coords,
+        attrs={"k": 2, "model": "tiny"},
     )
 
 
 def make_neurons():
     layer = np.array([[[[1, 2], [3, 3]], [[0, 1], [-1, -1]]]] * 3)  # (task, method, role, rank)
     return xr.Dataset(
-        {"layer": (("task", "selector", "role", "rank"), layer), "neuron": (("task", "selector", "role", "rank"), layer * 0 + 5),
-         "score": (("task", "selector", "role", "rank"), np.where(layer >= 0, 1.0, np.nan))},
+        {
+            "layer": (("task", "selector", "role", "rank"), layer),
+            "neuron": (("task", "selector", "role", "rank"), layer * 0 + 5),
+            "score": (("task", "selector", "role", "rank"), np.where(layer >= 0, 1.0, np.nan)),
+        },
         coords={"task": TASKS, "selector": METHODS, "role": ["good", "bad"], "rank": [0, 1]},
         attrs={"n_layers": 4, "n_neurons": 8},
     )
@@ -86,38 +105,66 @@ def make_neurons():
 
 def make_baseline():
     values = [[0.6, 0.5, 100, 50], [0.5, 0.5, 100, 50], [0.0, 0.0, 10, 0]]
-    return xr.Dataset({"baseline": (("task", "metric"), np.array(values, dtype=float))},
-                      coords={"task": TASKS, "metric": ["acc", "com", "n_examples", "n_understood"]})
+    return xr.Dataset(
+        {"baseline": (("task", "metric"), np.array(values, dtype=float))},
+        coords={"task": TASKS, "metric": ["acc", "com", "n_examples", "n_understood"]},
+    )
 
 
 def make_examples():
     probs = [[0.18, 0.59, 0.23, 1e-3], [0.98, 0.015, 4e-4, 7.3e-5], [0.2, 0.5, 0.2, 0.1], [0.9, 0.05, 0.03, 0.02]]
     return xr.Dataset(
         {"prob": (("task", "condition", "option"), np.array([probs]))},
-        coords={"task": ["ner"], "condition": ["none", "neuronllm/enhancer", "neuronllm/degrader", "tn/degrader"],
-                "option": list("ABCD"), "correct_letter": ("task", ["A"]), "prompt": ("task", ["Entity of 'Hirwaun'?"])},
+        coords={
+            "task": ["ner"],
+            "condition": ["none", "neuronllm/enhancer", "neuronllm/degrader", "tn/degrader"],
+            "option": list("ABCD"),
+            "correct_letter": ("task", ["A"]),
+            "prompt": ("task", ["Entity of 'Hirwaun'?"]),
+        },
     )
 
 
 def _rows(markdown):
-    return {line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip("| ").split(" | ")]
-            for line in markdown.splitlines()[2:]}
+    return {
+        line.split(" | ")[0].lstrip("| "): [c.strip() for c in line.strip("| ").split(" | ")]
+        for line in markdown.splitlines()[2:]
+    }
 
 
 def test_table1_cells_one_ratio_fail_undefined_and_average():
     table = table1(make_results())
-    assert table.splitlines()[0] == ("| method | ner Deg | ner Enh | sentiment Deg | sentiment Enh | chunk Deg | chunk Enh "
-                                     "| Average Deg | Average Enh |")
+    assert table.splitlines()[0] == (
+        "| method | ner Deg | ner Enh | sentiment Deg | sentiment Enh | chunk Deg | chunk Enh | Average Deg | Average Enh |"
+    )
     rows = _rows(table)
     # ner Enh: ratio 0.5 has the largest mean of RAC and RCC ((25 + 10) / 2 = 17.5 > (10 + 20) / 2 = 15), so
     # both are reported there: 25.0/10.0 (per-metric maxima would print 25.0/20.0, mixing ratios 0.5 and 0).
     # Averages: every task, a Fail with its negative value, undefined chunk left out (dagger):
     # Deg (53.3 + 20) / 2 = 36.7, (64 + 20) / 2 = 42.0; Enh (25 - 10) / 2 = 7.5, (10 - 10) / 2 = 0.0.
-    assert rows["neuronllm"] == ["neuronllm", "53.3/64.0 (r=0.5)", "25.0/10.0 (r=0.5)", "20.0/20.0 (r=0.5)", "Fail (r=0)",
-                                 "undefined (r=0)", "undefined (r=0)", "36.7/42.0†", "7.5/0.0†"]
+    assert rows["neuronllm"] == [
+        "neuronllm",
+        "53.3/64.0 (r=0.5)",
+        "25.0/10.0 (r=0.5)",
+        "20.0/20.0 (r=0.5)",
+        "Fail (r=0)",
+        "undefined (r=0)",
+        "undefined (r=0)",
+        "36.7/42.0†",
+        "7.5/0.0†",
+    ]
     # tn Deg: (16.7 - 20) / 2 < 0 -> Fail, (20 - 10) / 2 = 5.0; Enh: (0 - 20) / 2 -> Fail, (0 + 20) / 2 = 10.0.
-    assert rows["tn"] == ["tn", "16.7/20.0 (r=1)", "0.0/0.0 (r=1)", "Fail (r=1)", "Fail/20.0 (r=1)", "undefined (r=1)", "-",
-                          "Fail/5.0†", "Fail/10.0†"]
+    assert rows["tn"] == [
+        "tn",
+        "16.7/20.0 (r=1)",
+        "0.0/0.0 (r=1)",
+        "Fail (r=1)",
+        "Fail/20.0 (r=1)",
+        "undefined (r=1)",
+        "-",
+        "Fail/5.0†",
+        "Fail/10.0†",
+    ]
 
 
 def test_per_metric_maxima_are_a_labelled_option():
@@ -137,7 +184,7 @@ def test_signed_changes_show_direction_and_chosen_ratio():
     assert rows["neuronllm"][2] == "+15.0/+5.0 (r=0.5)"  # one ratio for both
     assert rows["neuronllm"][4] == "-5.0/-5.0 (r=0)"  # all Fail: the least-bad ratio
     assert rows["tn"][6] == "-"
-    assert rows["neuronllm"][7] == "{:+.1f}/{:+.1f}".format((-32 - 10 + 0) / 3, (-32 - 10 + 0) / 3)
+    assert rows["neuronllm"][7] == f"{(-32 - 10 + 0) / 3:+.1f}/{(-32 - 10 + 0) / 3:+.1f}"
 
 
 def test_table3_good_bad_both():
@@ -178,7 +225,7 @@ def test_baseline_table():
 def test_option_prob_table_marks_correct_chosen_and_outcome():
     text = option_prob_table(make_examples())
     assert "| condition | A ✓ | B | C | D | cross entropy |" in text
-    rows = _rows(text[text.index("| condition"):])
+    rows = _rows(text[text.index("| condition") :])
     assert rows["none"][1:] == ["0.18", "**0.59**", "0.23", "1.0e-3", f"{-math.log(0.18):.3g}"]
     assert rows["neuronllm/enhancer"][1:5] == ["**0.98** SUCCESS", "0.015", "4.0e-4", "7.3e-5"]
     assert rows["neuronllm/degrader"][2] == "**0.5** SUCCESS"
@@ -188,8 +235,15 @@ def test_option_prob_table_marks_correct_chosen_and_outcome():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "out"
-    path = write_report(out, results=make_results(), neurons=make_neurons(), baseline=make_baseline(),
-                        examples=make_examples(), title="Tiny run", summary={"tasks": "ner, sentiment, chunk"})
+    path = write_report(
+        out,
+        results=make_results(),
+        neurons=make_neurons(),
+        baseline=make_baseline(),
+        examples=make_examples(),
+        title="Tiny run",
+        summary={"tasks": "ner, sentiment, chunk"},
+    )
     return out, path
 
 
@@ -205,19 +259,35 @@ def test_write_report(report):
     text = path.read_text()
     assert path == out / "report.md"
     assert text.startswith("# Tiny run")
-    for needle in ("53.3/64.0", "| neuronllm | Deg | 17.5/10.0†", "Acc (%)", "**0.9** FAIL", "Average: the mean over every task",
-                   "Table 6", "Table 2",
-                   "![layer distribution](figures/layer_distribution.png)", "![ratio sweep](figures/ratio_sweep.png)"):
+    for needle in (
+        "53.3/64.0",
+        "| neuronllm | Deg | 17.5/10.0†",
+        "Acc (%)",
+        "**0.9** FAIL",
+        "Average: the mean over every task",
+        "Table 6",
+        "Table 2",
+        "![layer distribution](figures/layer_distribution.png)",
+        "![ratio sweep](figures/ratio_sweep.png)",
+    ):
         assert needle in text
 
 
 def test_write_report_without_examples(tmp_path, monkeypatch):
-    import nsneurons.report as report_module
     from matplotlib.figure import Figure
+
+    import nsneurons.report as report_module
 
     for name in ("plot_layer_distribution", "plot_ratio_sweep"):  # figures are covered above; keep this fast
         monkeypatch.setattr(report_module, name, lambda *args: Figure(figsize=(1, 1)))
-    path = write_report(tmp_path / "out", results=make_results(), neurons=make_neurons(), baseline=make_baseline(),
-                        examples=None, title="t", summary={})
+    path = write_report(
+        tmp_path / "out",
+        results=make_results(),
+        neurons=make_neurons(),
+        baseline=make_baseline(),
+        examples=None,
+        title="t",
+        summary={},
+    )
     text = path.read_text()
     assert "Option probabilities" not in text and "| ner Deg |" in text

@@ -1,6 +1,7 @@
 """`nsneurons run` never reuses what it should not: a damaged cached task, replaced model weights or
 an edited data file at the same path are refused with the difference named; a second simultaneous
 run is refused with the holder named, and the first one, killed, resumes."""
+
 import os
 import shutil
 import subprocess
@@ -11,22 +12,30 @@ from pathlib import Path
 import pytest
 import xarray as xr
 import yaml
-
 from fixtures_models import save_tiny_llama
+
 from nsneurons import cli
 from nsneurons.tasks.loading import DATA_DIR
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
-SETTINGS = {"name": "safe", "device": "cpu", "identification_examples": 2, "attribution": {"steps": 1},
-            "selection": {"methods": ["neuronllm"], "k": 5, "z": 20},
-            "evaluation": {"understood": 2, "not_understood": 2, "candidates": 4, "ratios": [0.5, 1.0]}}
+SETTINGS = {
+    "name": "safe",
+    "device": "cpu",
+    "identification_examples": 2,
+    "attribution": {"steps": 1},
+    "selection": {"methods": ["neuronllm"], "k": 5, "z": 20},
+    "evaluation": {"understood": 2, "not_understood": 2, "candidates": 4, "ratios": [0.5, 1.0]},
+}
 
 
 def _recipe(where: Path, model: Path, data: Path) -> Path:
     path = where / "recipe.yaml"
-    path.write_text(yaml.safe_dump({**SETTINGS, "model": str(model), "output": str(where / "out"),
-                                    "tasks": [{"name": "sentiment", "source": str(data)}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {**SETTINGS, "model": str(model), "output": str(where / "out"), "tasks": [{"name": "sentiment", "source": str(data)}]}
+        )
+    )
     return path
 
 
@@ -54,7 +63,9 @@ def test_a_damaged_cached_task_is_named_not_reused(finished, tmp_path, capsys):
     data = bytearray(chunk.read_bytes())
     data[len(data) // 2] ^= 0x10
     chunk.write_bytes(bytes(data))
-    line = f"{chunk.parents[5]}: variable 'sweep': chunk c/0/0/0/0 is damaged (ValueError: Stored and computed checksum do not match"
+    line = (
+        f"{chunk.parents[5]}: variable 'sweep': chunk c/0/0/0/0 is damaged (ValueError: Stored and computed checksum do not match"
+    )
     assert cli.main(["run", str(recipe)]) == 3  # bad input: a damaged store
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"error: damaged store: {line}")
     assert cli.main(["check", str(tmp_path / "out" / "safe")]) == 1
@@ -83,7 +94,9 @@ def test_moved_inputs_are_reused_but_replaced_weights_or_edited_data_are_refused
     assert "stored results were made differently (tasks.0.source.sha256); recomputing" in out
     assert "prompts_sha256: store has '" in err and "(the prompts changed (data file or template))" in err
     # Nothing was overwritten by the refused runs.
-    xr.testing.assert_identical(before, xr.open_zarr(tmp_path / "out" / "safe" / "tasks" / "sentiment.zarr", consolidated=False).load())
+    xr.testing.assert_identical(
+        before, xr.open_zarr(tmp_path / "out" / "safe" / "tasks" / "sentiment.zarr", consolidated=False).load()
+    )
 
 
 def _state(pid: int) -> str:
@@ -92,9 +105,15 @@ def _state(pid: int) -> str:
 
 def test_two_runs_at_once_the_second_is_refused_and_the_first_resumes_after_kill_9(finished, tmp_path, capsys):
     recipe = _recipe(tmp_path, finished / "model", finished / "sentiment.jsonl")
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NSNEURONS_FAULT_AT": "zarr.written:sentiment-ace.zarr", "NSNEURONS_FAULT_ACTION": "stop"}
-    first = subprocess.Popen([sys.executable, "-m", "nsneurons.cli", "run", str(recipe)], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "NSNEURONS_FAULT_AT": "zarr.written:sentiment-ace.zarr",
+        "NSNEURONS_FAULT_ACTION": "stop",
+    }
+    first = subprocess.Popen(
+        [sys.executable, "-m", "nsneurons.cli", "run", str(recipe)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         deadline = time.time() + 600
         while _state(first.pid) != "T":  # frozen at the checkpoint, lock held, store half made
@@ -109,5 +128,7 @@ def test_two_runs_at_once_the_second_is_refused_and_the_first_resumes_after_kill
     assert cli.main(["run", str(recipe)]) == 0  # the dead run's lock taken over, its work resumed
     assert "was left by a run that is gone" in capsys.readouterr().err
     for name in ("results", "neurons", "baseline", "examples"):
-        xr.testing.assert_identical(xr.open_zarr(finished / "out" / "safe" / f"{name}.zarr", consolidated=False).load(),
-                                    xr.open_zarr(tmp_path / "out" / "safe" / f"{name}.zarr", consolidated=False).load())
+        xr.testing.assert_identical(
+            xr.open_zarr(finished / "out" / "safe" / f"{name}.zarr", consolidated=False).load(),
+            xr.open_zarr(tmp_path / "out" / "safe" / f"{name}.zarr", consolidated=False).load(),
+        )

@@ -1,4 +1,5 @@
 """One run per output at a time: the second is refused with the holder named; a dead holder's lock is taken over."""
+
 import os
 import socket
 import subprocess
@@ -17,7 +18,9 @@ HOLD = "import sys; from nsneurons.runlock import output_lock\nwith output_lock(
 def _holder(lock):
     """A process (no torch: it starts at once) holding `lock` until its stdin closes."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -31,8 +34,11 @@ def test_a_second_holder_is_refused_with_the_first_named_then_admitted(tmp_path)
     lock = tmp_path / "out" / ".nsneurons.lock"
     proc = _holder(lock)
     try:
-        with pytest.raises(OutputLockedError, match=f"{tmp_path / 'out'} is in use by another nsneurons run "
-                                                    rf"\(pid {proc.pid} on host {socket.gethostname()}, started "):
+        with pytest.raises(
+            OutputLockedError,
+            match=f"{tmp_path / 'out'} is in use by another nsneurons run "
+            rf"\(pid {proc.pid} on host {socket.gethostname()}, started ",
+        ):
             with output_lock(lock):
                 pass
     finally:

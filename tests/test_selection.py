@@ -1,4 +1,5 @@
 """Selection methods on tiny arrays whose answers are worked out by hand in the comments."""
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -23,8 +24,7 @@ def example_scores(rows, layers=1):
     return xr.DataArray(
         values,
         dims=("example", "layer", "neuron"),
-        coords={"example": [f"e{i}" for i in range(len(rows))], "layer": np.arange(layers),
-                "neuron": np.arange(values.shape[2])},
+        coords={"example": [f"e{i}" for i in range(len(rows))], "layer": np.arange(layers), "neuron": np.arange(values.shape[2])},
     )
 
 
@@ -105,8 +105,7 @@ def test_act_ranks_by_mean_activation():
     # Example e0 is mean - 1, e1 is mean + 1, every proxy equal. Tie at 3: (0,1) has the lower flat index.
     means = np.array([[1.0, 3.0], [-1.0, 3.0]])
     values = np.stack([np.stack([means + offset] * 3) for offset in (-1.0, 1.0)])
-    activations = xr.DataArray(values, dims=("example", "proxy", "layer", "neuron"),
-                               coords={"layer": [0, 1], "neuron": [0, 1]})
+    activations = xr.DataArray(values, dims=("example", "proxy", "layer", "neuron"), coords={"layer": [0, 1], "neuron": [0, 1]})
     chosen = select("act", k=2, activations=activations)
     assert to_pairs(chosen, "good", 2) == [(0, 1), (1, 1)]
     assert chosen.score.sel(role="good").values.tolist() == [3, 3]
@@ -136,8 +135,14 @@ def test_k_too_large_and_unknown_method():
 
 def test_methods_declare_what_they_need():
     assert {name: method_needs(name) for name in METHODS} == {
-        "neuronllm": "ace", "tn": "tn", "qrnca": "qrnca", "tn_enabled": "tn",
-        "qrnca_enabled": "qrnca", "kn": "qrnca", "act": "activation", "random": None,
+        "neuronllm": "ace",
+        "tn": "tn",
+        "qrnca": "qrnca",
+        "tn_enabled": "tn",
+        "qrnca_enabled": "qrnca",
+        "kn": "qrnca",
+        "act": "activation",
+        "random": None,
     }
 
 
@@ -161,8 +166,11 @@ def test_good_count_rounds_halves_up():
 
 def test_ratio_split():
     rng = np.random.default_rng(0)
-    es = xr.DataArray(rng.normal(size=(2, 4, 100)), dims=("example", "layer", "neuron"),
-                      coords={"layer": np.arange(4), "neuron": np.arange(100)})
+    es = xr.DataArray(
+        rng.normal(size=(2, 4, 100)),
+        dims=("example", "layer", "neuron"),
+        coords={"layer": np.arange(4), "neuron": np.arange(100)},
+    )
     chosen = select("neuronllm", k=100, scores={"ace": es}, z=50)
     good, bad = ratio_split(chosen, 100, 0.25)
     assert (len(good), len(bad)) == (25, 75)

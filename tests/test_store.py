@@ -1,4 +1,5 @@
 """Scores store: round trip, resume after interruption, provenance refusal, incomplete stores."""
+
 import dataclasses
 
 import numpy as np
@@ -40,7 +41,9 @@ def test_store_round_trip_and_es(tiny_llama, tmp_path):
     again = open_scores(tmp_path / "s.zarr")
     xr.testing.assert_identical(ds.load(), again.load())
     es = example_scores(again)
-    np.testing.assert_allclose(es.sel(example="ex0", layer=1).values, again.ig.sel(example="ex0", layer=1).values.sum(0), rtol=1e-6)
+    np.testing.assert_allclose(
+        es.sel(example="ex0", layer=1).values, again.ig.sel(example="ex0", layer=1).values.sum(0), rtol=1e-6
+    )
     assert np.abs(again.ig.values).max() > 0
 
 
@@ -87,8 +90,9 @@ def test_mismatched_provenance_is_refused(tiny_llama, tmp_path):
 def test_unreadable_store_path_is_a_clear_error(tmp_path):
     (tmp_path / "junk.zarr").write_text("not a store")
     with pytest.raises(ValueError, match="not a readable scores store"):
-        ScoreStore.open_or_create(tmp_path / "junk.zarr", example_ids=["a"], correct_letters=[["A", "B", "C"]],
-                                  layers=[0], n_neurons=2, provenance={})
+        ScoreStore.open_or_create(
+            tmp_path / "junk.zarr", example_ids=["a"], correct_letters=[["A", "B", "C"]], layers=[0], n_neurons=2, provenance={}
+        )
 
 
 def test_a_store_begun_on_one_ig_path_resumes_on_another(tiny_llama, tmp_path, monkeypatch):
@@ -106,7 +110,9 @@ def test_a_store_begun_on_one_ig_path_resumes_on_another(tiny_llama, tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         score_proxies(tiny_llama, _proxies(2), dataclasses.replace(CONFIG, path="prefix"), tmp_path / "s.zarr", progress=False)
     monkeypatch.setattr(scoring, "attribute_proxies", real)
-    ds = score_proxies(tiny_llama, _proxies(2), dataclasses.replace(CONFIG, path="staircase"), tmp_path / "s.zarr", progress=False)
+    ds = score_proxies(
+        tiny_llama, _proxies(2), dataclasses.replace(CONFIG, path="staircase"), tmp_path / "s.zarr", progress=False
+    )
     assert ds.done.values.tolist() == [True, True] and ds.attrs["ig_path"] == "prefix"
     whole = score_proxies(tiny_llama, _proxies(2), CONFIG, tmp_path / "whole.zarr", progress=False)
     np.testing.assert_allclose(ds.ig.values, whole.ig.values, rtol=1e-5, atol=1e-7)

@@ -1,4 +1,5 @@
 """QATT task layer: adapters on hand-made rows, proxies, loading and its errors (no network, no hub)."""
+
 from __future__ import annotations
 
 import json
@@ -10,16 +11,21 @@ from nsneurons.tasks import (
     Question,
     TaskDataError,
     build_task_proxies,
+    chunking,
+    commonsense,
+    generic,
     get_task,
     load_task,
+    loading,
     make_proxies,
+    ner,
     pick_demonstration,
     prompt_prefix,
+    sentiment,
     task_names,
     task_questions,
     task_spec,
 )
-from nsneurons.tasks import chunking, commonsense, generic, loading, ner, sentiment
 from nsneurons.tasks.base import rules_text
 
 
@@ -366,7 +372,10 @@ def test_a_hub_dataset_revision_is_passed_to_the_hub_and_recorded(monkeypatch):
     import nsneurons
     from nsneurons.tasks import task_questions
 
-    rows = [json.loads(line) for line in (Path(nsneurons.__file__).parent / "tasks" / "data" / "sentiment.jsonl").read_text().splitlines()]
+    rows = [
+        json.loads(line)
+        for line in (Path(nsneurons.__file__).parent / "tasks" / "data" / "sentiment.jsonl").read_text().splitlines()
+    ]
     calls = []
 
     def fake_load_dataset(source, config=None, *, split, cache_dir=None, revision=None, **kw):
@@ -379,7 +388,9 @@ def test_a_hub_dataset_revision_is_passed_to_the_hub_and_recorded(monkeypatch):
     assert {c[2] for c in calls} == {"abc123"} and {c[0] for c in calls} == {"someone/sst"}
     from nsneurons.recipe import RecipeError, recipe_from_dict
 
-    recipe = recipe_from_dict({"name": "x", "model": "m", "tasks": [{"name": "sentiment", "source": "someone/sst", "revision": "abc123"}]})
+    recipe = recipe_from_dict(
+        {"name": "x", "model": "m", "tasks": [{"name": "sentiment", "source": "someone/sst", "revision": "abc123"}]}
+    )
     assert recipe.tasks[0].revision == "abc123"
     with pytest.raises(RecipeError, match=r"tasks\[0\].revision"):
         recipe_from_dict({"name": "x", "model": "m", "tasks": [{"name": "sentiment", "revision": ""}]})
@@ -391,13 +402,15 @@ def test_domain_qa_is_a_registered_adapter_read_like_every_task():
     assert get_task("domain_qa") is domain_qa.ADAPTER and task_names("naica") == ["domain_qa"]
     # The shared loader and the NA-ICA loader give the same questions, in file order.
     by_domain = domain_qa.load_domain_qa(seed=0)
-    assert [q.example_id for q in load_task("domain_qa", split="test", seed=0)] == \
-        [q.example_id for qs in by_domain.values() for q in qs]
+    assert [q.example_id for q in load_task("domain_qa", split="test", seed=0)] == [
+        q.example_id for qs in by_domain.values() for q in qs
+    ]
     # Its proxies come from the shared renderer with its own option orders (salted) and templates.
     question = by_domain["maths"][0]
     proxies = domain_qa.make_domain_proxies(question, seed=0, answer_format="words")
-    assert [[p.options.index(o) for o in question.options] for p in proxies] == \
-        [[order.index(i) for i in range(4)] for order in domain_qa.proxy_orders(question, seed=0)]
+    assert [[p.options.index(o) for o in question.options] for p in proxies] == [
+        [order.index(i) for i in range(4)] for order in domain_qa.proxy_orders(question, seed=0)
+    ]
     assert all(p.answer_format == "words" for p in proxies)
     assert "answer with the text of the single correct option" in proxies[0].prompt
 

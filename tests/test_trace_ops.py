@@ -1,4 +1,5 @@
 """The staircase's argument resizing, on hand-made block inputs."""
+
 import torch
 
 from nsneurons import trace_ops
@@ -16,8 +17,12 @@ def test_block_inputs_grow_from_one_row_to_n():
     hidden = torch.randn(1, n, 8)
     cos, sin = torch.randn(1, 1, 2), torch.randn(1, 1, 2)
     args = (torch.randn(1, 1, 8), "cache", torch.zeros(1, 1, 1, prompt_len + 1), None)
-    kwargs = {"position_ids": torch.tensor([[4]]), "position_embeddings": (cos, sin), "use_cache": True,
-              "attention_mask": torch.zeros(1, 1, 1, prompt_len + 1, dtype=torch.bool)}
+    kwargs = {
+        "position_ids": torch.tensor([[4]]),
+        "position_embeddings": (cos, sin),
+        "use_cache": True,
+        "attention_mask": torch.zeros(1, 1, 1, prompt_len + 1, dtype=torch.bool),
+    }
     new_args, new_kwargs = trace_ops.grow_block_inputs((args, kwargs), hidden, prompt_len)
     assert new_args[0] is hidden and new_args[1] == "cache" and new_args[3] is None
     assert torch.equal(new_args[2], trace_ops.query_mask(prompt_len, n, torch.float32, "cpu"))

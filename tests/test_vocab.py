@@ -1,4 +1,5 @@
 """One vocabulary: each Literal of nsneurons.vocab names exactly what its registry holds."""
+
 from typing import get_args, get_type_hints
 
 from nsneurons import cells, intervention, metrics, models, recipe, selection, targets, vocab
@@ -27,8 +28,12 @@ def test_recipe_and_library_share_the_choice_types():
 
 
 def test_condition_names_round_trip():
-    keys = [ConditionKey("sweep", "neuronllm", "degrade", 0.5), ConditionKey("sweep", "random", "enhance", 1.0, 2),
-            ConditionKey("ablation", "tn", "degrade", "good"), ConditionKey("sweep", "kn", "enhance", 0.0)]
+    keys = [
+        ConditionKey("sweep", "neuronllm", "degrade", 0.5),
+        ConditionKey("sweep", "random", "enhance", 1.0, 2),
+        ConditionKey("ablation", "tn", "degrade", "good"),
+        ConditionKey("sweep", "kn", "enhance", 0.0),
+    ]
     names = [condition_name(k) for k in keys]
     assert names == ["neuronllm/degrade/0.5", "random#2/enhance/1", "tn/degrade/good", "kn/enhance/0"]
     assert [parse_condition_name(n) for n in names] == keys

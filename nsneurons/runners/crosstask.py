@@ -5,6 +5,7 @@ interventions (common neurons, the cross-task matrix, the budget sweep, Table 8)
 evaluation proxies, writes crosstask.zarr (one group per Dataset) and, through
 nsneurons.crosstask_report, crosstask.md and figures/crosstask_*.png.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,8 +45,17 @@ class _Plan:
     chosen: xr.Dataset | None  # Table 8 sets (None: skipped)
 
 
-def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, budget_methods=None, k_values=None,
-                  ratio=None, progress: bool = True) -> Path:
+def run_crosstask(
+    recipe: Recipe,
+    out_dir=None,
+    *,
+    model=None,
+    methods=None,
+    budget_methods=None,
+    k_values=None,
+    ratio=None,
+    progress: bool = True,
+) -> Path:
     """All analyses of nsneurons.crosstask on a finished run; returns the path of crosstask.md."""
     out = Path(out_dir) if out_dir is not None else recipe.output_dir()
     folder = RunFolder(out)
@@ -60,17 +70,29 @@ def run_crosstask(recipe: Recipe, out_dir=None, *, model=None, methods=None, bud
             raise RecipeError(f"{folder.task(task.name)} was made with other settings or another model; rerun `nsneurons run`")
     plan, sets, specific_ds, budgets = _plan(recipe, out, model, neurons, s, methods, budget_methods)
     effects, n_examples = _measure(recipe, model, out, plan, progress)
-    attrs = {"k": plan.k, "recipe": recipe.name, "model": str(model.provenance.get("model")), "n_layers": model.n_layers,
-             "n_neurons": model.n_neurons, "fingerprint": stamp}
+    attrs = {
+        "k": plan.k,
+        "recipe": recipe.name,
+        "model": str(model.provenance.get("model")),
+        "n_layers": model.n_layers,
+        "n_neurons": model.n_neurons,
+        "fingerprint": stamp,
+    }
     kmax = min(r.sizes["rank"] for r in plan.rankings.values())
     common_ds = plan.common_ds.assign(effect=effects["common"]).assign_attrs(attrs)
-    datasets = {"common": common_ds, "specific": specific_ds.assign_attrs(attrs),
-                "matrix": xr.Dataset({"effect": effects["matrix"], "n_examples": ("eval_task", n_examples)},
-                                     attrs={**attrs, "ratio": s.ratio}),
-                "layers": layer_statistics(sets, specific_ds, common_ds, model.n_layers).assign_attrs(attrs),
-                "budget": xr.Dataset({"sweep": effects["budget"], "n_examples": ("task", n_examples)},
-                                     attrs={**attrs, "k_values": [int(v) for v in s.k_values], "k_max": kmax}),
-                "table8": _table8(plan, budgets, effects["table8"], attrs)}
+    datasets = {
+        "common": common_ds,
+        "specific": specific_ds.assign_attrs(attrs),
+        "matrix": xr.Dataset(
+            {"effect": effects["matrix"], "n_examples": ("eval_task", n_examples)}, attrs={**attrs, "ratio": s.ratio}
+        ),
+        "layers": layer_statistics(sets, specific_ds, common_ds, model.n_layers).assign_attrs(attrs),
+        "budget": xr.Dataset(
+            {"sweep": effects["budget"], "n_examples": ("task", n_examples)},
+            attrs={**attrs, "k_values": [int(v) for v in s.k_values], "k_max": kmax},
+        ),
+        "table8": _table8(plan, budgets, effects["table8"], attrs),
+    }
     write_atomically(folder.crosstask, datasets)
     return write_crosstask_report(out, datasets)
 
@@ -86,8 +108,10 @@ def _require_run(recipe: Recipe, folder: RunFolder) -> None:
     needed = [folder.combined("results"), folder.combined("neurons"), *(folder.task(t.name) for t in recipe.tasks)]
     missing = [p.relative_to(folder.root).as_posix() for p in needed if not p.exists()]
     if missing:
-        raise FileNotFoundError(f"cross-task analyses need a finished `nsneurons run` of recipe {recipe.name!r} in {folder.root} "
-                                f"(missing: {', '.join(missing)}); run it first")
+        raise FileNotFoundError(
+            f"cross-task analyses need a finished `nsneurons run` of recipe {recipe.name!r} in {folder.root} "
+            f"(missing: {', '.join(missing)}); run it first"
+        )
     if len(recipe.tasks) < 2:
         raise RecipeError("tasks: cross-task analyses need at least two tasks")
 
@@ -109,7 +133,9 @@ def _rankings(recipe: Recipe, out: Path, model, neurons: xr.Dataset, tasks, meth
             r = rankings[t, m] = full_ranking(recipe, out, t, m, model.n_layers, model.n_neurons)
             stored = neurons.sel(task=t, selector=m)
             if not all(np.array_equal(r[v].values[:, :k], stored[v].values) for v in ("layer", "neuron")):
-                raise ValueError(f"re-ranking the stored scores of task {t!r} with {m!r} does not give neurons.zarr's set; rerun `nsneurons run`")
+                raise ValueError(
+                    f"re-ranking the stored scores of task {t!r} with {m!r} does not give neurons.zarr's set; rerun `nsneurons run`"
+                )
     return rankings
 
 
@@ -121,21 +147,44 @@ def _plan(recipe: Recipe, out: Path, model, neurons: xr.Dataset, s: CrossTask, m
     sets = neurons.sel(selector=methods, task=tasks)[["layer", "neuron", "score"]]
     common = {m: common_neurons(sets.sel(selector=m)) for m in methods}
     width = max(c.sizes["rank"] for c in common.values())
-    common_ds = xr.concat([common_neurons(sets.sel(selector=m), width).assign(n_common=("role", [c.attrs["n_good"], c.attrs["n_bad"]]))
-                           for m, c in common.items()], dim=xr.DataArray(methods, dims="selector"))
+    common_ds = xr.concat(
+        [
+            common_neurons(sets.sel(selector=m), width).assign(n_common=("role", [c.attrs["n_good"], c.attrs["n_bad"]]))
+            for m, c in common.items()
+        ],
+        dim=xr.DataArray(methods, dims="selector"),
+    )
     specific = {(t, m): task_specific(rankings[t, m], pairs_of(common[m]), k) for t in tasks for m in methods}
-    specific_ds = xr.concat([xr.concat([specific[t, m] for m in methods], dim=xr.DataArray(methods, dims="selector"))
-                             for t in tasks], dim=xr.DataArray(tasks, dims="task"))
-    specific_ds["n_removed"] = (("task", "selector", "role"), [[[specific[t, m].attrs[f"n_removed_{r}"] for r in ROLES]
-                                                              for m in methods] for t in tasks])
+    specific_ds = xr.concat(
+        [xr.concat([specific[t, m] for m in methods], dim=xr.DataArray(methods, dims="selector")) for t in tasks],
+        dim=xr.DataArray(tasks, dims="task"),
+    )
+    specific_ds["n_removed"] = (
+        ("task", "selector", "role"),
+        [[[specific[t, m].attrs[f"n_removed_{r}"] for r in ROLES] for m in methods] for t in tasks],
+    )
     budgets = crosstask_budgets.resolve_budgets(s.table8, tasks, model.n_layers * model.n_neurons, kmax)
-    chosen = None if budgets is None else crosstask_budgets.chosen_sets(
-        budgets, methods, lambda t, m, n: task_specific(rankings[t, m], pairs_of(common[m]), n))
-    plan = _Plan(settings=s, tasks=tasks, methods=methods, budget_methods=budget_methods, k=k,
-                 ratios=sorted({*recipe.evaluation.ratios, 1.0}),  # 1.0: where good-only methods are evaluated
-                 ks=sorted({min(int(v), kmax) for v in s.k_values}),
-                 with_bad={m: selection.METHODS[m].with_bad for m in {*methods, *budget_methods}},
-                 rankings=rankings, common_ds=common_ds, specific=specific, chosen=chosen)
+    chosen = (
+        None
+        if budgets is None
+        else crosstask_budgets.chosen_sets(
+            budgets, methods, lambda t, m, n: task_specific(rankings[t, m], pairs_of(common[m]), n)
+        )
+    )
+    plan = _Plan(
+        settings=s,
+        tasks=tasks,
+        methods=methods,
+        budget_methods=budget_methods,
+        k=k,
+        ratios=sorted({*recipe.evaluation.ratios, 1.0}),  # 1.0: where good-only methods are evaluated
+        ks=sorted({min(int(v), kmax) for v in s.k_values}),
+        with_bad={m: selection.METHODS[m].with_bad for m in {*methods, *budget_methods}},
+        rankings=rankings,
+        common_ds=common_ds,
+        specific=specific,
+        chosen=chosen,
+    )
     return plan, sets, specific_ds, budgets
 
 
@@ -157,15 +206,28 @@ def _task_conditions(plan: _Plan, task: str) -> tuple[list, list]:
     conditions, keys, k, bad = [], [], plan.k, plan.with_bad
     for m in plan.methods:
         for r in plan.ratios if bad[m] else [1.0]:
-            _add(conditions, keys, ("common", {"selector": m, "task": task, "ratio": r}), *_split(plan.common_ds.sel(selector=m), k, r, bad[m]))
+            _add(
+                conditions,
+                keys,
+                ("common", {"selector": m, "task": task, "ratio": r}),
+                *_split(plan.common_ds.sel(selector=m), k, r, bad[m]),
+            )
         for source in plan.tasks:
-            _add(conditions, keys, ("matrix", {"selector": m, "source_task": source, "eval_task": task}),
-                 *_split(plan.specific[source, m], k, plan.settings.ratio, bad[m]))
+            _add(
+                conditions,
+                keys,
+                ("matrix", {"selector": m, "source_task": source, "eval_task": task}),
+                *_split(plan.specific[source, m], k, plan.settings.ratio, bad[m]),
+            )
     for m in plan.budget_methods:
         for kk in plan.ks:
             for r in plan.ratios if bad[m] else [1.0]:
-                _add(conditions, keys, ("budget", {"task": task, "selector": m, "k": kk, "ratio": r}),
-                     *_split(plan.rankings[task, m], kk, r, bad[m]))
+                _add(
+                    conditions,
+                    keys,
+                    ("budget", {"task": task, "selector": m, "k": kk, "ratio": r}),
+                    *_split(plan.rankings[task, m], kk, r, bad[m]),
+                )
     if plan.chosen is not None and task in plan.chosen["source_task"].values:
         crosstask_budgets.add_conditions(conditions, keys, plan.chosen, task)
     return conditions, keys
@@ -178,10 +240,12 @@ def _nan(**coords) -> xr.DataArray:
 def _measure(recipe: Recipe, model, out: Path, plan: _Plan, progress: bool) -> tuple[dict, list[int]]:
     """Every condition's metrics on each task's evaluation proxies; (effects by name, evaluation examples per task)."""
     d, mt, tasks = list(DIRECTIONS), list(METRIC_NAMES), plan.tasks
-    effects = {"common": _nan(selector=plan.methods, task=tasks, direction=d, ratio=plan.ratios, metric=mt),
-               "matrix": _nan(selector=plan.methods, source_task=tasks, eval_task=tasks, direction=d, metric=mt),
-               "budget": _nan(task=tasks, selector=plan.budget_methods, k=plan.ks, direction=d, ratio=plan.ratios, metric=mt),
-               "table8": None if plan.chosen is None else crosstask_budgets.empty_effect(plan.chosen)}
+    effects = {
+        "common": _nan(selector=plan.methods, task=tasks, direction=d, ratio=plan.ratios, metric=mt),
+        "matrix": _nan(selector=plan.methods, source_task=tasks, eval_task=tasks, direction=d, metric=mt),
+        "budget": _nan(task=tasks, selector=plan.budget_methods, k=plan.ks, direction=d, ratio=plan.ratios, metric=mt),
+        "table8": None if plan.chosen is None else crosstask_budgets.empty_effect(plan.chosen),
+    }
     n_examples = []  # evaluation examples per task (figure titles)
     for task in tasks:
         conditions, keys = _task_conditions(plan, task)
@@ -198,11 +262,12 @@ def _measure(recipe: Recipe, model, out: Path, plan: _Plan, progress: bool) -> t
 def _evaluate(model, recipe: Recipe, proxies, conditions, progress) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Correctness (example, proxy) of the unmodified model and under each condition."""
     original, found = None, {}
-    chunks = [conditions[i:i + _CHUNK] for i in range(0, len(conditions), _CHUNK)] or [[]]
+    chunks = [conditions[i : i + _CHUNK] for i in range(0, len(conditions), _CHUNK)] or [[]]
     for chunk in chunks:
         batch = [BASELINE, *chunk] if original is None else list(chunk)
-        probs = option_probs(model, proxies, batch, position=recipe.evaluation.position,
-                             batch_size=recipe.evaluation.batch_size, progress=progress)
+        probs = option_probs(
+            model, proxies, batch, position=recipe.evaluation.position, batch_size=recipe.evaluation.batch_size, progress=progress
+        )
         correct = correct_table(probs)
         original = correct.sel(condition="none").values if original is None else original
         found.update({c.name: correct.sel(condition=c.name).values for c in chunk})

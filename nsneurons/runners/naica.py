@@ -7,19 +7,26 @@ finished queries. Then the key and common neurons (nsneurons.naica), regions, pr
 (nsneurons.naica_analyses), editing (here: it needs the model), naica.zarr (one group per
 Dataset, written whole or not at all), the two figures and report.md (nsneurons.naica_report).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
 
 from ..attribution import AttributionConfig
 from ..naica import T_DEFAULT, U_DEFAULT, V_DEFAULT, key_neurons, key_pairs
-from ..naica_analyses import (EDIT_CONDITIONS, domain_key_neurons, localized_regions, predict_domains, random_control,
-                              split_queries)
+from ..naica_analyses import (
+    EDIT_CONDITIONS,
+    domain_key_neurons,
+    localized_regions,
+    predict_domains,
+    random_control,
+    split_queries,
+)
 from ..naica_report import plot_regions, write_report
 from ..recipe import Recipe, RecipeError
 from ..runfolder import RunFolder, run_in_folder
@@ -42,15 +49,36 @@ def _run(recipe: Recipe, model, folder: RunFolder, *, progress: bool) -> None:
     n = recipe.naica
     questions = load_domain_qa(n.source, seed=recipe.seed, domains=n.domains, max_per_domain=n.max_per_domain, config=n.config)
     provenance = {"recipe": recipe.name, "data_source": n.source or "packaged fixture"}
-    run_naica(model, questions, out_dir=folder.root, t=n.t, v=n.v, u=n.u, steps=n.steps, seed=recipe.seed,
-              answer_format=recipe.answer_format, held_out_fraction=n.held_out_fraction, progress=progress,
-              remove_common=n.remove_common, path=recipe.attribution.path, provenance=provenance)
+    run_naica(
+        model,
+        questions,
+        out_dir=folder.root,
+        t=n.t,
+        v=n.v,
+        u=n.u,
+        steps=n.steps,
+        seed=recipe.seed,
+        answer_format=recipe.answer_format,
+        held_out_fraction=n.held_out_fraction,
+        progress=progress,
+        remove_common=n.remove_common,
+        path=recipe.attribution.path,
+        provenance=provenance,
+    )
     print(f"report: {folder.report}")
 
 
-def attribute_queries(model, proxies_by_query: Mapping[str, Sequence[Proxy]], store, *, steps: int = 20,
-                      answer_format: str = "letters", progress: bool = False, path: str = "staircase",
-                      provenance: Mapping | None = None) -> xr.Dataset:
+def attribute_queries(
+    model,
+    proxies_by_query: Mapping[str, Sequence[Proxy]],
+    store,
+    *,
+    steps: int = 20,
+    answer_format: str = "letters",
+    progress: bool = False,
+    path: str = "staircase",
+    provenance: Mapping | None = None,
+) -> xr.Dataset:
     """IG (target "qrnca") and activations of every neuron for every prompt: (query, prompt, layer, neuron).
 
     Written query by query into the scores store at `store` (resumed where an earlier call stopped;
@@ -72,8 +100,16 @@ def attribute_queries(model, proxies_by_query: Mapping[str, Sequence[Proxy]], st
     return arrays.assign_attrs(target="qrnca", steps=int(steps), answer_format=answer_format, path=path)
 
 
-def edit_key_neurons(model, proxies_by_query: Mapping[str, Sequence[Proxy]], key: xr.Dataset, *, seed: int = 0,
-                     answer_format: str = "letters", queries: Sequence[str] | None = None, progress: bool = False) -> xr.Dataset:
+def edit_key_neurons(
+    model,
+    proxies_by_query: Mapping[str, Sequence[Proxy]],
+    key: xr.Dataset,
+    *,
+    seed: int = 0,
+    answer_format: str = "letters",
+    queries: Sequence[str] | None = None,
+    progress: bool = False,
+) -> xr.Dataset:
     """Boost (x2) / suppress (x0) each query's key neurons at the answer position, against as many
     random neurons (seeded per query) as control: mean correct-option probability over the query's prompts."""
     from tqdm.auto import tqdm
@@ -88,28 +124,41 @@ def edit_key_neurons(model, proxies_by_query: Mapping[str, Sequence[Proxy]], key
         if not pairs:
             continue
         control = random_control(pairs, model.n_layers, model.n_neurons, np.random.default_rng([seed, i]))
-        conditions = [Condition("none"), Condition("boost", excite=tuple(pairs)), Condition("suppress", silence=tuple(pairs)),
-                      Condition("random_boost", excite=tuple(control)), Condition("random_suppress", silence=tuple(control))]
+        conditions = [
+            Condition("none"),
+            Condition("boost", excite=tuple(pairs)),
+            Condition("suppress", silence=tuple(pairs)),
+            Condition("random_boost", excite=tuple(control)),
+            Condition("random_suppress", silence=tuple(control)),
+        ]
         proxies = list(proxies_by_query[q])
         probs = option_probs(model, proxies, conditions).values  # [C, P, 4]
         correct = np.asarray([p.correct for p in proxies])
         p_correct[i] = probs[:, np.arange(len(proxies)), correct].mean(axis=1)
         n_edited[i] = len(pairs)
-    ds = xr.Dataset({"p_correct": (("query", "condition"), p_correct), "n_edited": ("query", n_edited)},
-                    coords={"query": queries, "condition": list(EDIT_CONDITIONS)})
+    ds = xr.Dataset(
+        {"p_correct": (("query", "condition"), p_correct), "n_edited": ("query", n_edited)},
+        coords={"query": queries, "condition": list(EDIT_CONDITIONS)},
+    )
     ds["delta"] = ds["p_correct"] - ds["p_correct"].sel(condition="none")
     ds["relative_change"] = ds["delta"] / ds["p_correct"].sel(condition="none")
     ds.attrs.update(seed=int(seed), boost=2.0, suppress=0.0, position="answer")
     return ds
 
 
-def _key_results(attribution: xr.Dataset, domains: dict, n_layers: int, *, t, v, u, remove_common, seed,
-                 held_out_fraction) -> dict:
+def _key_results(
+    attribution: xr.Dataset, domains: dict, n_layers: int, *, t, v, u, remove_common, seed, held_out_fraction
+) -> dict:
     """Key and common neurons, domain key neurons, regions and (with held-out queries) prediction."""
     found = key_neurons(attribution["ig"], t=t, v=v, u=u, remove_common=remove_common)
     domain_keys = domain_key_neurons(found.key, domains)
-    results = {"attribution": attribution, "key": found.key, "common": found.common, "domain_key": domain_keys,
-               "regions": localized_regions(domain_keys, n_layers)}
+    results = {
+        "attribution": attribution,
+        "key": found.key,
+        "common": found.common,
+        "domain_key": domain_keys,
+        "regions": localized_regions(domain_keys, n_layers),
+    }
     train, held_out = split_queries(domains, held_out_fraction, seed)
     if held_out:
         train_found = key_neurons(attribution["ig"].sel(query=train), t=t, v=v, u=u, remove_common=remove_common)
@@ -119,9 +168,23 @@ def _key_results(attribution: xr.Dataset, domains: dict, n_layers: int, *, t, v,
     return results
 
 
-def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: int = V_DEFAULT, u: float = U_DEFAULT,
-              steps: int = 20, seed: int = 0, answer_format: str = "letters", held_out_fraction: float = 0.3, progress: bool = False,
-              remove_common: bool = True, path: str = "staircase", provenance: Mapping | None = None) -> dict[str, xr.Dataset]:
+def run_naica(
+    model,
+    questions_by_domain,
+    *,
+    out_dir,
+    t: float = T_DEFAULT,
+    v: int = V_DEFAULT,
+    u: float = U_DEFAULT,
+    steps: int = 20,
+    seed: int = 0,
+    answer_format: str = "letters",
+    held_out_fraction: float = 0.3,
+    progress: bool = False,
+    remove_common: bool = True,
+    path: str = "staircase",
+    provenance: Mapping | None = None,
+) -> dict[str, xr.Dataset]:
     """Scoring (resumable, scores/naica-qrnca.zarr), key and common neurons, regions, prediction and editing;
     writes naica.zarr, 2 PNGs and report.md. provenance: recorded in the scores store (recipe, data source)."""
     from ..answers import check_answer_tokens
@@ -132,17 +195,44 @@ def run_naica(model, questions_by_domain, *, out_dir, t: float = T_DEFAULT, v: i
     domains = domain_of(questions_by_domain)
     proxies = domain_proxies(questions_by_domain, seed=seed, answer_format=answer_format)
     check_answer_tokens(model.tokenizer, [p for ps in proxies.values() for p in ps])
-    attribution = attribute_queries(model, proxies, folder.naica_scores, steps=steps, answer_format=answer_format,
-                                    progress=progress, path=path, provenance={"seed": seed, **(provenance or {})})
+    attribution = attribute_queries(
+        model,
+        proxies,
+        folder.naica_scores,
+        steps=steps,
+        answer_format=answer_format,
+        progress=progress,
+        path=path,
+        provenance={"seed": seed, **(provenance or {})},
+    )
     attribution = attribution.assign_coords(domain=("query", [domains[q] for q in attribution["query"].values]))
-    results = _key_results(attribution, domains, model.n_layers, t=t, v=v, u=u, remove_common=remove_common, seed=seed,
-                           held_out_fraction=held_out_fraction)
+    results = _key_results(
+        attribution,
+        domains,
+        model.n_layers,
+        t=t,
+        v=v,
+        u=u,
+        remove_common=remove_common,
+        seed=seed,
+        held_out_fraction=held_out_fraction,
+    )
     subtitle = f"{model.provenance.get('model', '?')}, t = {t}, v = {v}, u = {u}, n = {attribution.sizes['query']} queries"
     figure_paths = plot_regions(results["regions"], folder.root, subtitle=subtitle)
-    results["editing"] = edit_key_neurons(model, proxies, results["key"], seed=seed, answer_format=answer_format,
-                                          progress=progress)
-    params = dict(t=t, v=v, u=u, steps=steps, seed=seed, answer_format=answer_format, held_out_fraction=held_out_fraction,
-                  remove_common=remove_common, model=model.provenance.get("model", "?"))
+    results["editing"] = edit_key_neurons(
+        model, proxies, results["key"], seed=seed, answer_format=answer_format, progress=progress
+    )
+    params = dict(
+        t=t,
+        v=v,
+        u=u,
+        steps=steps,
+        seed=seed,
+        answer_format=answer_format,
+        held_out_fraction=held_out_fraction,
+        remove_common=remove_common,
+        model=model.provenance.get("model", "?"),
+    )
     for ds in results.values():
         ds.attrs.setdefault("naica_params", json.dumps(params, default=str))
     write_atomically(folder.naica, results)

@@ -9,6 +9,7 @@ fingerprint holds the model and the data by content (hashes, hub commits), not b
 output folder at a time (a lock file names the holder); every store is written whole or not at all.
 The folder's layout, the fingerprint and the start of a run are nsneurons.runfolder's.
 """
+
 from __future__ import annotations
 
 import json
@@ -72,12 +73,23 @@ def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
     a = recipe.attribution
     es, activations = {}, None
     for target in targets:
-        config = AttributionConfig(target=target, steps=a.steps, quadrature=a.quadrature, path=a.path,
-                                   layers_per_pass=a.layers_per_pass)
-        ds = score_proxies(model, id_proxies, config, RunFolder(out).scores(task.name, target),
-                           layers=a.layers, provenance={"task": task.name, "seed": recipe.seed, "recipe": recipe.name,
-                                       "data_source": (task.source or "packaged fixture") + (f"@{task.revision}" if task.revision else "")},
-                           progress=progress)
+        config = AttributionConfig(
+            target=target, steps=a.steps, quadrature=a.quadrature, path=a.path, layers_per_pass=a.layers_per_pass
+        )
+        ds = score_proxies(
+            model,
+            id_proxies,
+            config,
+            RunFolder(out).scores(task.name, target),
+            layers=a.layers,
+            provenance={
+                "task": task.name,
+                "seed": recipe.seed,
+                "recipe": recipe.name,
+                "data_source": (task.source or "packaged fixture") + (f"@{task.revision}" if task.revision else ""),
+            },
+            progress=progress,
+        )
         es[target] = example_scores(ds).load()
         activations = ds["activation"].load() if activations is None else activations
     return es, activations
@@ -87,14 +99,26 @@ def _neuron_sets(recipe: Recipe, model, es, activations) -> dict[str, list[xr.Da
     """Every method's neuron set; RANDOM once per draw (seeds seed, seed + 1, ...)."""
     s = recipe.selection
     draws = {m: s.random_draws if selection.method_needs(m) is None else 1 for m in s.methods}
-    return {m: [selection.select(m, k=s.k, scores=es, activations=activations, n_layers=model.n_layers,
-                                 n_neurons=model.n_neurons, z=s.z, t=s.kn_threshold, seed=recipe.seed + d)
-                for d in range(draws[m])]
-            for m in s.methods}
+    return {
+        m: [
+            selection.select(
+                m,
+                k=s.k,
+                scores=es,
+                activations=activations,
+                n_layers=model.n_layers,
+                n_neurons=model.n_neurons,
+                z=s.z,
+                t=s.kn_threshold,
+                seed=recipe.seed + d,
+            )
+            for d in range(draws[m])
+        ]
+        for m in s.methods
+    }
 
 
-def run_task(recipe: Recipe, model, task, out: Path, *, understood: dict[str, bool] | None = None,
-             progress: bool = True) -> dict:
+def run_task(recipe: Recipe, model, task, out: Path, *, understood: dict[str, bool] | None = None, progress: bool = True) -> dict:
     """One task end to end; returns its arrays (see nsneurons.conditions), neurons, baseline, example."""
     id_proxies, candidate_proxies = task_proxies(recipe, task)
     # Answer tokens and prompt lengths were checked for every task before any work (preflight.check_prompts).
@@ -109,16 +133,30 @@ def run_task(recipe: Recipe, model, task, out: Path, *, understood: dict[str, bo
     neuron_sets = _neuron_sets(recipe, model, es, activations)
     ratios = sorted(set(recipe.evaluation.ratios) | {1.0})  # good-only methods run at 1.0 (their K good neurons)
     planned, answers = conditions.plan(neuron_sets, recipe.selection.k, ratios, recipe.evaluation.ablation)
-    probs = option_probs(model, eval_proxies, [BASELINE, *planned],
-                         position=recipe.evaluation.position, batch_size=recipe.evaluation.batch_size, progress=progress)
+    probs = option_probs(
+        model,
+        eval_proxies,
+        [BASELINE, *planned],
+        position=recipe.evaluation.position,
+        batch_size=recipe.evaluation.batch_size,
+        progress=progress,
+    )
     arrays = conditions.collect(correct_table(probs), answers, sample.ids, list(recipe.selection.methods), ratios)
     original = arrays["original_example"]
     arrays["baseline"] = xr.DataArray(
-        [float(original.sel(measure="acc").mean()), float(original.sel(measure="com").mean()), len(sample.ids),
-         sample.n_understood], dims="metric", coords={"metric": ["acc", "com", "n_examples", "n_understood"]})
+        [
+            float(original.sel(measure="acc").mean()),
+            float(original.sel(measure="com").mean()),
+            len(sample.ids),
+            sample.n_understood,
+        ],
+        dims="metric",
+        coords={"metric": ["acc", "com", "n_examples", "n_understood"]},
+    )
     methods = list(recipe.selection.methods)
-    arrays["neurons"] = xr.concat([sets[0].drop_attrs() for sets in neuron_sets.values()],
-                                  dim=xr.DataArray(methods, dims="selector", name="selector"))
+    arrays["neurons"] = xr.concat(
+        [sets[0].drop_attrs() for sets in neuron_sets.values()], dim=xr.DataArray(methods, dims="selector", name="selector")
+    )
     arrays["example"] = _example_probs(probs, eval_proxies, answers, recipe)
     arrays["evaluation_examples"] = list(sample.ids)
     arrays["evaluation_understood"] = [understood[i] for i in sample.ids]
@@ -140,8 +178,10 @@ def _example_probs(probs: xr.DataArray, eval_proxies, answers: dict, recipe) -> 
                         names.append(name)
                     break
     table = probs.isel(item=index).sel(condition=names)
-    return xr.Dataset({"prob": table.drop_vars(["example", "proxy", "correct"], errors="ignore")},
-                      coords={"correct_letter": first.correct_letter, "prompt": first.prompt})
+    return xr.Dataset(
+        {"prob": table.drop_vars(["example", "proxy", "correct"], errors="ignore")},
+        coords={"correct_letter": first.correct_letter, "prompt": first.prompt},
+    )
 
 
 def _task_dataset(parts: dict) -> xr.Dataset:
@@ -149,14 +189,22 @@ def _task_dataset(parts: dict) -> xr.Dataset:
     names = ("sweep", "ablation", "original_example", "sweep_example", "ablation_example", "draw_quantity")
     # The baseline has its own measures (acc, com, counts): a dim of its own keeps `metric` clean.
     return xr.Dataset(
-        {**{n: parts[n] for n in names}, "baseline": parts["baseline"].rename(metric="baseline_metric"),
-         "layer": parts["neurons"].layer, "neuron": parts["neurons"].neuron, "score": parts["neurons"].score,
-         # Without its scalar prompt / letter coords, which would leak into every combined output.
-         "example_prob": parts["example"].prob.reset_coords(drop=True)},
-        coords={"example_correct_letter": str(parts["example"].correct_letter.values),
-                "example_prompt": str(parts["example"].prompt.values),
-                "evaluation_example": ("eval_index", parts["evaluation_examples"]),
-                "evaluation_understood": ("eval_index", parts["evaluation_understood"])})
+        {
+            **{n: parts[n] for n in names},
+            "baseline": parts["baseline"].rename(metric="baseline_metric"),
+            "layer": parts["neurons"].layer,
+            "neuron": parts["neurons"].neuron,
+            "score": parts["neurons"].score,
+            # Without its scalar prompt / letter coords, which would leak into every combined output.
+            "example_prob": parts["example"].prob.reset_coords(drop=True),
+        },
+        coords={
+            "example_correct_letter": str(parts["example"].correct_letter.values),
+            "example_prompt": str(parts["example"].prompt.values),
+            "evaluation_example": ("eval_index", parts["evaluation_examples"]),
+            "evaluation_understood": ("eval_index", parts["evaluation_understood"]),
+        },
+    )
 
 
 _PER_TASK_ONLY = ["example_prob", "example_correct_letter", "example_prompt", "evaluation_example", "evaluation_understood"]
@@ -165,14 +213,27 @@ _PER_TASK_ONLY = ["example_prob", "example_correct_letter", "example_prompt", "e
 def _combine(recipe: Recipe, model, per_task: dict[str, xr.Dataset]) -> dict[str, xr.Dataset]:
     """Stack the tasks (examples padded along eval_index) and add the scored cells with intervals."""
     tasks = xr.DataArray(list(per_task), dims="task", name="task")
-    stacked = xr.concat([ds.drop_vars(_PER_TASK_ONLY) for ds in per_task.values()],
-                        dim=tasks, coords="minimal", compat="override", join="outer")
+    stacked = xr.concat(
+        [ds.drop_vars(_PER_TASK_ONLY) for ds in per_task.values()], dim=tasks, coords="minimal", compat="override", join="outer"
+    )
     ev = recipe.evaluation
-    source = ("examples of " + ev.examples_from) if ev.examples_from else \
-        ("screened by " + ev.screen_model) if ev.screen_model else "screened by this model"
-    attrs = {"k": recipe.selection.k, "model": str(model.provenance.get("model")), "recipe": recipe.name,
-             "n_layers": model.n_layers, "n_neurons": model.n_neurons, "evaluation_set": source,
-             "random_draws": recipe.selection.random_draws, "identification_examples": recipe.identification_examples}
+    source = (
+        ("examples of " + ev.examples_from)
+        if ev.examples_from
+        else ("screened by " + ev.screen_model)
+        if ev.screen_model
+        else "screened by this model"
+    )
+    attrs = {
+        "k": recipe.selection.k,
+        "model": str(model.provenance.get("model")),
+        "recipe": recipe.name,
+        "n_layers": model.n_layers,
+        "n_neurons": model.n_neurons,
+        "evaluation_set": source,
+        "random_draws": recipe.selection.random_draws,
+        "identification_examples": recipe.identification_examples,
+    }
     names = ("sweep", "ablation", "original_example", "sweep_example", "ablation_example", "draw_quantity")
     results = xr.Dataset({n: stacked[n] for n in names}, attrs=attrs)
     settings = {"resamples": ev.bootstrap, "seed": recipe.seed, "level": ev.confidence}
@@ -182,17 +243,29 @@ def _combine(recipe: Recipe, model, per_task: dict[str, xr.Dataset]) -> dict[str
     results.attrs = {**attrs, **scored.attrs}
     neurons = xr.Dataset({"layer": stacked.layer, "neuron": stacked.neuron, "score": stacked.score}, attrs=attrs)
     baseline = xr.Dataset({"baseline": stacked.baseline.rename(baseline_metric="metric")}, attrs=attrs)
-    examples = xr.concat([ds.example_prob.rename("prob").reset_coords(drop=True) for ds in per_task.values()], dim=tasks, join="outer")
+    examples = xr.concat(
+        [ds.example_prob.rename("prob").reset_coords(drop=True) for ds in per_task.values()], dim=tasks, join="outer"
+    )
     ids = [[str(i) for i in ds.evaluation_example.values] for ds in per_task.values()]
     width = max(len(i) for i in ids)
-    examples = xr.Dataset({
-        "prob": examples,
-        "evaluation_example": (("task", "eval_index"), [i + [""] * (width - len(i)) for i in ids]),
-        "evaluation_understood": (("task", "eval_index"), [[int(u) for u in ds.evaluation_understood.values] + [-1] * (width - len(i))
-                                                           for ds, i in zip(per_task.values(), ids)]),
-    }, coords={
-        "correct_letter": ("task", [str(ds.example_correct_letter.values) for ds in per_task.values()]),
-        "prompt": ("task", [str(ds.example_prompt.values) for ds in per_task.values()])}, attrs={"evaluation_set": source})
+    examples = xr.Dataset(
+        {
+            "prob": examples,
+            "evaluation_example": (("task", "eval_index"), [i + [""] * (width - len(i)) for i in ids]),
+            "evaluation_understood": (
+                ("task", "eval_index"),
+                [
+                    [int(u) for u in ds.evaluation_understood.values] + [-1] * (width - len(i))
+                    for ds, i in zip(per_task.values(), ids)
+                ],
+            ),
+        },
+        coords={
+            "correct_letter": ("task", [str(ds.example_correct_letter.values) for ds in per_task.values()]),
+            "prompt": ("task", [str(ds.example_prompt.values) for ds in per_task.values()]),
+        },
+        attrs={"evaluation_set": source},
+    )
     return {"results": results, "neurons": neurons, "baseline": baseline, "examples": examples}
 
 
@@ -202,13 +275,22 @@ def _combine_and_report(recipe: Recipe, model, folder: RunFolder, per_task: dict
         write_atomically(folder.combined(name), ds)
     from .. import report
 
-    path = report.write_report(folder.root, **outputs, title=f"nsneurons report: {recipe.name}",
-                               summary={"model": model.describe(), "recipe": recipe.name, "k": recipe.selection.k,
-                                        "identification_examples": recipe.identification_examples,
-                                        "steps": recipe.attribution.steps, "answer_format": recipe.answer_format,
-                                        "evaluation set": outputs["results"].attrs["evaluation_set"],
-                                        "ratio per cell": recipe.evaluation.best_by,
-                                        "intervals": f"{recipe.evaluation.confidence:.0%} bootstrap over evaluation "
-                                                     f"examples, {recipe.evaluation.bootstrap} resamples",
-                                        "random draws": recipe.selection.random_draws})
+    path = report.write_report(
+        folder.root,
+        **outputs,
+        title=f"nsneurons report: {recipe.name}",
+        summary={
+            "model": model.describe(),
+            "recipe": recipe.name,
+            "k": recipe.selection.k,
+            "identification_examples": recipe.identification_examples,
+            "steps": recipe.attribution.steps,
+            "answer_format": recipe.answer_format,
+            "evaluation set": outputs["results"].attrs["evaluation_set"],
+            "ratio per cell": recipe.evaluation.best_by,
+            "intervals": f"{recipe.evaluation.confidence:.0%} bootstrap over evaluation "
+            f"examples, {recipe.evaluation.bootstrap} resamples",
+            "random draws": recipe.selection.random_draws,
+        },
+    )
     print(f"report: {path}")

@@ -1,8 +1,9 @@
 """QATT: task adapters turn dataset rows into 4-option questions; `make_proxies` renders 3 proxies each.
 
-    demo_pool, questions = task_questions("sentiment", seed=0)        # packaged fixture
-    proxies = build_task_proxies(questions, demo_pool, task_spec("sentiment"), seed=0, answer_format="letters")
+demo_pool, questions = task_questions("sentiment", seed=0)        # packaged fixture
+proxies = build_task_proxies(questions, demo_pool, task_spec("sentiment"), seed=0, answer_format="letters")
 """
+
 from .adapter import Conversion, Skipped, TaskAdapter
 from .base import (
     LETTERS,

@@ -5,11 +5,13 @@ An adapter turns rows (dicts in its dataset's own schema, as `datasets` yields t
 because a real dataset always has a few (a sentence with no entity, a sentence too long to chunk);
 a row that is malformed (missing field, unknown label) raises `TaskDataError`.
 """
+
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 from ..vocab import Experiment
 from .base import N_OPTIONS, Question, TaskDataError, TaskSpec
@@ -83,7 +85,7 @@ def keep_four(choices: Sequence[str], answer: int, rng: random.Random) -> tuple[
 
 def convert_each(
     rows: Iterable[Row],
-    row_to_questions: Callable[[Row, int, str, str], "list[Question] | Skipped"],
+    row_to_questions: Callable[[Row, int, str, str], list[Question] | Skipped],
     *,
     source: str,
 ) -> Conversion:

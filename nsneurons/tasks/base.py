@@ -5,10 +5,11 @@ options, correct one known); `make_proxies` renders each question three times wi
 options (distinct correct letters) behind one one-shot demonstration, as section 3.3 of the
 NeuronLLM paper describes (role and rules, question stem, options A-D, demonstration).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from ..vocab import AnswerFormat
 

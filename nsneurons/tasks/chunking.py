@@ -10,10 +10,11 @@ gold chunks, one per rule, so they stay close to the truth and need no review:
 When a rule cannot apply (or repeats an option) another rule's candidate is used; a sentence
 with fewer than four distinct options, or longer than `max_tokens`, is skipped.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .adapter import Conversion, Row, Skipped, TaskAdapter, convert_each, example_id, row_field
 from .base import N_OPTIONS, Question, TaskDataError, TaskSpec

@@ -5,10 +5,11 @@ The dataset's own choices are the options; one of the four wrong ones is dropped
 (seeded) to leave four (appendix A.1). Test answers are not public, so the validation split
 is the scored split.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Iterable
+from collections.abc import Iterable
 
 from .adapter import Conversion, Row, TaskAdapter, convert_each, example_id, keep_four, row_field
 from .base import Question, TaskDataError, TaskSpec
@@ -32,9 +33,7 @@ def _choices(row: Row, where: str) -> tuple[list[str], list[str]]:
     return labels, texts
 
 
-def questions_from_rows(
-    rows: Iterable[Row], *, seed: int = 0, split: str = "validation", source: str = "<rows>"
-) -> Conversion:
+def questions_from_rows(rows: Iterable[Row], *, seed: int = 0, split: str = "validation", source: str = "<rows>") -> Conversion:
     """One question per row; five-choice rows lose one wrong choice (seeded by seed and example id)."""
 
     def convert(row: Row, index: int, key: str, where: str) -> list[Question]:

@@ -14,11 +14,13 @@ template i (three different wordings) and its own option order, with the correct
 different letters; the orders depend only on (seed, question id). The domain is never named in
 the prompt, so neuron-based domain prediction cannot read it off the text.
 """
+
 from __future__ import annotations
 
 import random
 import string
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .adapter import Conversion, Row, TaskAdapter, convert_each
 from .base import LETTERS, N_OPTIONS, AnswerFormat, Proxy, Question, TaskDataError, TaskSpec, rules_text
@@ -53,9 +55,18 @@ def _answer_index(value: Any, choices: list[str], where: str) -> int:
     raise TaskDataError(f"{where}: answer {value!r} is not a choice text, letter or index of {choices!r}")
 
 
-def row_to_question(row: dict, index: int, *, seed: int, label: str, question_column: str = "question",
-                    choices_column: str = "choices", answer_column: str = "answer", domain_column: str = "domain",
-                    id_column: str = "id") -> Question:
+def row_to_question(
+    row: dict,
+    index: int,
+    *,
+    seed: int,
+    label: str,
+    question_column: str = "question",
+    choices_column: str = "choices",
+    answer_column: str = "answer",
+    domain_column: str = "domain",
+    id_column: str = "id",
+) -> Question:
     where = f"{label} row {index}"
     for name in (question_column, choices_column, answer_column, domain_column):
         if row.get(name) is None:
@@ -69,16 +80,36 @@ def row_to_question(row: dict, index: int, *, seed: int, label: str, question_co
     dropped = set(random.Random(f"{seed}:{qid}:drop").sample(wrong, len(choices) - N_OPTIONS))
     kept = [i for i in range(len(choices)) if i not in dropped]
     domain = str(row[domain_column])
-    return Question(qid, str(row[question_column]).strip(), tuple(choices[i] for i in kept), kept.index(answer), TASK,
-                    {"domain": domain, "source": label, "row": index})
+    return Question(
+        qid,
+        str(row[question_column]).strip(),
+        tuple(choices[i] for i in kept),
+        kept.index(answer),
+        TASK,
+        {"domain": domain, "source": label, "row": index},
+    )
 
 
-def questions_from_rows(rows: Iterable[Row], *, seed: int = 0, split: str = "test", source: str = "<rows>",
-                        question_column: str = "question", choices_column: str = "choices", answer_column: str = "answer",
-                        domain_column: str = "domain", id_column: str = "id") -> Conversion:
+def questions_from_rows(
+    rows: Iterable[Row],
+    *,
+    seed: int = 0,
+    split: str = "test",
+    source: str = "<rows>",
+    question_column: str = "question",
+    choices_column: str = "choices",
+    answer_column: str = "answer",
+    domain_column: str = "domain",
+    id_column: str = "id",
+) -> Conversion:
     """The adapter's converter: one question per row (`split` is unused: ids are the rows' own)."""
-    columns = dict(question_column=question_column, choices_column=choices_column, answer_column=answer_column,
-                   domain_column=domain_column, id_column=id_column)
+    columns = dict(
+        question_column=question_column,
+        choices_column=choices_column,
+        answer_column=answer_column,
+        domain_column=domain_column,
+        id_column=id_column,
+    )
 
     def convert(row: Row, index: int, key: str, where: str) -> list[Question]:
         return [row_to_question(row, index, seed=seed, label=source, **columns)]
@@ -86,9 +117,17 @@ def questions_from_rows(rows: Iterable[Row], *, seed: int = 0, split: str = "tes
     return convert_each(rows, convert, source=source)
 
 
-def load_domain_qa(source=None, *, seed: int = 0, domains: Sequence[str] | None = None, max_per_domain: int | None = None,
-                   split: str | None = None, config: str | None = None, cache_dir: str | None = None,
-                   **columns: str) -> dict[str, list[Question]]:
+def load_domain_qa(
+    source=None,
+    *,
+    seed: int = 0,
+    domains: Sequence[str] | None = None,
+    max_per_domain: int | None = None,
+    split: str | None = None,
+    config: str | None = None,
+    cache_dir: str | None = None,
+    **columns: str,
+) -> dict[str, list[Question]]:
     """{domain: questions} in first-appearance order of the domains (file order within a domain).
 
     `domains` keeps only those (in that order); `max_per_domain` keeps a seeded sample of each
@@ -122,15 +161,25 @@ def proxy_orders(question: Question, seed: int) -> list[list[int]]:
 def make_domain_proxies(question: Question, *, seed: int = 0, answer_format: AnswerFormat = "letters") -> list[Proxy]:
     """The 3 proxies of one question: template i for proxy i, shuffled options, distinct correct letters."""
     rules = rules_text(answer_format)
-    return render_proxies(question, SPEC, lambda number, block: TEMPLATES[number].format(rules=rules, block=block),
-                          seed=seed, answer_format=answer_format, salt=ORDER_SALT)
+    return render_proxies(
+        question,
+        SPEC,
+        lambda number, block: TEMPLATES[number].format(rules=rules, block=block),
+        seed=seed,
+        answer_format=answer_format,
+        salt=ORDER_SALT,
+    )
 
 
-def domain_proxies(questions_by_domain: dict[str, Sequence[Question]], *, seed: int = 0,
-                   answer_format: AnswerFormat = "letters") -> dict[str, list[Proxy]]:
+def domain_proxies(
+    questions_by_domain: dict[str, Sequence[Question]], *, seed: int = 0, answer_format: AnswerFormat = "letters"
+) -> dict[str, list[Proxy]]:
     """{question id: its 3 proxies}, in domain then question order."""
-    return {q.example_id: make_domain_proxies(q, seed=seed, answer_format=answer_format)
-            for qs in questions_by_domain.values() for q in qs}
+    return {
+        q.example_id: make_domain_proxies(q, seed=seed, answer_format=answer_format)
+        for qs in questions_by_domain.values()
+        for q in qs
+    }
 
 
 def domain_of(questions_by_domain: dict[str, Sequence[Question]]) -> dict[str, str]:
@@ -147,5 +196,18 @@ ADAPTER = TaskAdapter(
     experiment="naica",
 )
 
-__all__ = ["ADAPTER", "LETTERS", "SPEC", "TASK", "TEMPLATES", "TEMPLATE_VERSION", "domain_of", "domain_proxies",
-           "load_domain_qa", "make_domain_proxies", "proxy_orders", "questions_from_rows", "row_to_question"]
+__all__ = [
+    "ADAPTER",
+    "LETTERS",
+    "SPEC",
+    "TASK",
+    "TEMPLATES",
+    "TEMPLATE_VERSION",
+    "domain_of",
+    "domain_proxies",
+    "load_domain_qa",
+    "make_domain_proxies",
+    "proxy_orders",
+    "questions_from_rows",
+    "row_to_question",
+]

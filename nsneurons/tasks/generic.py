@@ -7,12 +7,14 @@
   `answer_kind="auto"` tries text, then letter, then index, in that order.
 More than four choices: wrong ones are dropped at random (seeded); fewer than four is an error.
 """
+
 from __future__ import annotations
 
 import random
 import string
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from .adapter import Conversion, Row, TaskAdapter, convert_each, example_id, keep_four, row_field
 from .base import N_OPTIONS, Question, TaskDataError, TaskSpec

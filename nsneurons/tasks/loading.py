@@ -3,13 +3,15 @@
 Sources are those of `reading.read_rows`: None (the packaged fixture), a local file, a mapping
 {split: file}, a local folder or a hub id.
 """
+
 from __future__ import annotations
 
 import logging
 import random
 from collections import Counter
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from ..vocab import Experiment
 from . import chunking, commonsense, domain_qa, generic, ner, sentiment
@@ -132,12 +134,14 @@ def task_questions(
     scored_split = scored_split or adapter.scored_split
     if demo_split == scored_split:
         raise TaskDataError(f"demo_split and scored_split are both {demo_split!r}; demonstrations must never be scored")
-    scored_rows, label, split_marked = load_rows(name, source, split=scored_split, config=config, cache_dir=cache_dir,
-                                                 revision=revision)
+    scored_rows, label, split_marked = load_rows(
+        name, source, split=scored_split, config=config, cache_dir=cache_dir, revision=revision
+    )
     pool_key = f"{seed}:{adapter.name}:demo-pool"
     if split_marked:
-        demo_rows, demo_label, _ = load_rows(name, source, split=demo_split, config=config, cache_dir=cache_dir,
-                                             revision=revision)
+        demo_rows, demo_label, _ = load_rows(
+            name, source, split=demo_split, config=config, cache_dir=cache_dir, revision=revision
+        )
         demo_rows = _sample(demo_rows, demo_pool_size, pool_key)
     else:
         held_out = set(_sample(list(range(len(scored_rows))), demo_pool_size or DEFAULT_DEMO_POOL_SIZE, pool_key))

@@ -4,10 +4,11 @@ One question per entity span; a span is a maximal run of the same non-zero coars
 tags are IO, so two touching entities of one type read as one span, as in the dataset itself).
 Distractors: three types sampled from the other seven coarse types (appendix C.9).
 """
+
 from __future__ import annotations
 
 import random
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from .adapter import Conversion, Row, Skipped, TaskAdapter, convert_each, detokenize, example_id, row_field
 from .base import Question, TaskDataError, TaskSpec

@@ -14,10 +14,11 @@ Prompt layout (one string, ends with "Answer:" so the next token is the answer):
 Everything before the question block depends only on the task, the demonstration, the seed and
 the answer format, so all proxies of a task share it (attribution can cache it): see `prompt_prefix`.
 """
+
 from __future__ import annotations
 
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from ..vocab import ANSWER_FORMATS
 from .base import (
@@ -40,9 +41,7 @@ def _check_answer_format(spec: TaskSpec, answer_format: str) -> None:
     if answer_format not in ANSWER_FORMATS:
         raise TaskDataError(f"answer_format {answer_format!r}: expected one of {', '.join(ANSWER_FORMATS)}")
     if answer_format == "words" and not spec.word_answers:
-        raise TaskDataError(
-            f"task {spec.name!r}: answer_format 'words' does not fit its long option texts; use 'letters'"
-        )
+        raise TaskDataError(f"task {spec.name!r}: answer_format 'words' does not fit its long option texts; use 'letters'")
 
 
 def _order_with_correct_at(answer: int, position: int, rng: random.Random) -> list[int]:
@@ -93,12 +92,20 @@ def make_proxies(
     if demo.example_id == question.example_id:
         raise TaskDataError(f"example {question.example_id!r} is its own demonstration; draw demonstrations from another split")
     prefix = prompt_prefix(demo, spec, seed=seed, answer_format=answer_format)
-    return render_proxies(question, spec, lambda number, block: f"{prefix}{block}\n{ANSWER_CUE}",
-                          seed=seed, answer_format=answer_format)
+    return render_proxies(
+        question, spec, lambda number, block: f"{prefix}{block}\n{ANSWER_CUE}", seed=seed, answer_format=answer_format
+    )
 
 
-def render_proxies(question: Question, spec: TaskSpec, prompt: Callable[[int, str], str], *, seed: int,
-                   answer_format: AnswerFormat, salt: str = "") -> list[Proxy]:
+def render_proxies(
+    question: Question,
+    spec: TaskSpec,
+    prompt: Callable[[int, str], str],
+    *,
+    seed: int,
+    answer_format: AnswerFormat,
+    salt: str = "",
+) -> list[Proxy]:
     """The 3 proxies of one question: proxy i shows the options in `proxy_orders`' order i, and its
     prompt is `prompt(i, question block)`; every prompt family (one-shot QATT, NA-ICA's templates) uses it."""
     _check_answer_format(spec, answer_format)
@@ -106,8 +113,17 @@ def render_proxies(question: Question, spec: TaskSpec, prompt: Callable[[int, st
     for number, order in enumerate(proxy_orders(question, seed, salt)):
         options = tuple(question.options[i] for i in order)
         block = render_block(question.stem, options, spec.stem_label)
-        proxies.append(Proxy(example_id=question.example_id, proxy=number, prompt=prompt(number, block), options=options,
-                             correct=order.index(question.answer), task=question.task, answer_format=answer_format))
+        proxies.append(
+            Proxy(
+                example_id=question.example_id,
+                proxy=number,
+                prompt=prompt(number, block),
+                options=options,
+                correct=order.index(question.answer),
+                task=question.task,
+                answer_format=answer_format,
+            )
+        )
     return proxies
 
 

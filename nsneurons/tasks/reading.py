@@ -10,11 +10,12 @@ A source is
 `datasets` is imported only when rows are read (importing this package does no I/O). Every adapter
 reads through `read_rows`, NA-ICA's domain QA included; the registry (nsneurons.tasks.loading) names them.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping, Union
 
 from .adapter import TaskAdapter
 from .base import TaskDataError
@@ -23,7 +24,7 @@ DATA_DIR = Path(__file__).parent / "data"
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv"}
 SPLIT_COLUMN = "split"
 
-Source = Union[str, os.PathLike, Mapping[str, Union[str, os.PathLike]], None]
+Source = str | os.PathLike | Mapping[str, str | os.PathLike] | None
 
 
 def _datasets():
@@ -59,8 +60,10 @@ def _read_hub(source: str, config: str | None, split: str, cache_dir: str | None
             if "scripts are no longer supported" not in str(error):
                 raise
             if revision is not None:  # the parquet conversion is its own branch: a pinned commit cannot be honoured
-                raise TaskDataError(f"{source}: a script-based dataset is read from the hub's parquet conversion, "
-                                    f"which has no commit {revision!r}; drop the revision") from None
+                raise TaskDataError(
+                    f"{source}: a script-based dataset is read from the hub's parquet conversion, "
+                    f"which has no commit {revision!r}; drop the revision"
+                ) from None
             # A script-based hub dataset (datasets >= 4 refuses scripts): the hub's automatic
             # parquet conversion holds the same rows, one folder per config.
             return datasets.load_dataset(

@@ -3,9 +3,10 @@
 Appendix A.1 / C.9: three classes (positive, neutral, negative) and a fixed fourth option
 "not sure", which is always a distractor; no distractor generation is needed.
 """
+
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .adapter import Conversion, Row, TaskAdapter, convert_each, example_id, row_field
 from .base import Question, TaskDataError, TaskSpec
