@@ -28,7 +28,7 @@ def _first_new_token(tokenizer, prompt_ids: list[int], prompt: str, continuation
     return full[len(prompt_ids)], len(full) - len(prompt_ids)
 
 
-def answer_token_ids(tokenizer, prompt: str, options: Sequence[str], answer_format: AnswerFormat) -> tuple[int, int, int, int]:
+def answer_token_ids(tokenizer, prompt: str, options: Sequence[str], answer_format: AnswerFormat) -> tuple[int, ...]:
     """Token ids of the four answers, in A..D order; distinct, each a single token (letters) or a first token (words)."""
     prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     if answer_format == "letters":
@@ -42,7 +42,7 @@ def answer_token_ids(tokenizer, prompt: str, options: Sequence[str], answer_form
         raise AnswerTokenError(f"option letters are not single tokens after the prompt: lengths {dict(zip(LETTERS, lengths))}")
     if len(set(ids)) < 4:
         labels = list(LETTERS) if answer_format == "letters" else list(options)
-        collisions = {}
+        collisions: dict[int, list[str]] = {}
         for label, tid in zip(labels, ids):
             collisions.setdefault(tid, []).append(label)
         clash = [names for names in collisions.values() if len(names) > 1]
@@ -70,7 +70,7 @@ def check_answer_format(proxies: Sequence[Proxy], answer_format: AnswerFormat | 
             )
 
 
-def proxy_answer_ids(tokenizer, proxy: Proxy) -> tuple[int, int, int, int]:
+def proxy_answer_ids(tokenizer, proxy: Proxy) -> tuple[int, ...]:
     """The four answer token ids of a proxy, in the answer format it was rendered for."""
     return answer_token_ids(tokenizer, proxy.prompt, proxy.options, proxy.answer_format)
 

@@ -88,7 +88,7 @@ def _sweep_q(results: xr.Dataset, task, method, direction) -> tuple[np.ndarray, 
     if not evaluated.any():
         return None
     ratios = cut["ratio"].values[evaluated]
-    return ratios, quantities(*(v[evaluated] for v in values), direction)
+    return ratios, quantities(*(v[evaluated] for v in values), direction=direction)
 
 
 def _example_arrays(results: xr.Dataset, task, var: str, where: dict) -> tuple[np.ndarray, np.ndarray] | None:
@@ -104,7 +104,7 @@ def _example_arrays(results: xr.Dataset, task, var: str, where: dict) -> tuple[n
 def _samples(arrays, idx: np.ndarray, direction: str) -> dict[str, np.ndarray]:
     orig, cond = arrays
     means = [resampled_means(a, idx) for a in (orig[0], cond[0], orig[1], cond[1])]
-    return quantities(*means, direction)
+    return quantities(*means, direction=direction)
 
 
 def _indices(results: xr.Dataset, resamples: int, seed: int) -> dict:
@@ -155,7 +155,7 @@ def _average(per_task: list, level: float) -> tuple[np.ndarray, np.ndarray, dict
     found = [c for c in per_task if c is not None]
     if not found:
         return block, complete, None
-    samples = {} if all(s is not None for _, s in found) else None
+    samples: dict[str, np.ndarray] | None = {} if all(s is not None for _, s in found) else None
     for i, name in enumerate(QUANTITIES):
         keep = [(e, s) for e, s in found if np.isfinite(e[name])]
         complete[i] = len(keep) == len(per_task)
@@ -250,14 +250,14 @@ def group_cells(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0, le
     avg = np.full(out.shape[1:], np.nan)
     complete = np.zeros(out.shape[1:-1], bool)
     for (m, d, g), _ in np.ndenumerate(avg[..., 0, 0]):
-        per_task = []
+        per_task: list[tuple[dict[str, float], dict[str, np.ndarray] | None] | None] = []
         for t, task in enumerate(tasks):
             where = {"selector": methods[m], "direction": DIRECTIONS[d], "group": groups[g]}
             values = [float(results["ablation"].sel(task=task, **where).sel(metric=f)) for f in _FIELDS]
             if not np.all(np.isfinite(values)):
                 per_task.append(None)
                 continue
-            estimate = {k: float(v) for k, v in quantities(*values, DIRECTIONS[d]).items()}
+            estimate = {k: float(v) for k, v in quantities(*values, direction=DIRECTIONS[d]).items()}
             arrays = _example_arrays(results, task, "ablation_example", where)
             samples = None if arrays is None or idx.get(task) is None else _samples(arrays, idx[task], DIRECTIONS[d])
             out[t, m, d, g] = _fill(estimate, samples, level)

@@ -158,7 +158,7 @@ class ConditionResult:
 
     def as_dict(self) -> dict[str, float]:
         def number(change: RelativeChange) -> float:
-            return math.nan if change.undefined else change.percent
+            return math.nan if change.percent is None else change.percent  # None exactly when undefined
 
         return {
             "acc_original": self.acc_original,

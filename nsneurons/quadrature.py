@@ -44,14 +44,14 @@ def alphas_for(steps: int, quadrature: Quadrature) -> torch.Tensor:
     """Rows of one layer group (float64): alpha = 0 (the baseline, for the completeness gap), the m
     quadrature points (rows 1..m), and alpha = 1 last (F(x) and the option probabilities) unless the
     m-th point is already 1 (right Riemann)."""
-    points, _ = points_and_weights(steps, quadrature)
+    nodes, _ = points_and_weights(steps, quadrature)
     if quadrature == "right":  # computed in torch as it always was (bit-identical stores)
         points = torch.arange(1, steps + 1, dtype=torch.float64) / steps
         return torch.cat([torch.zeros(1, dtype=torch.float64), points])
     if quadrature == "midpoint":
         points = (torch.arange(1, steps + 1, dtype=torch.float64) - 0.5) / steps
     else:
-        points = torch.from_numpy(points)
+        points = torch.from_numpy(nodes)
     return torch.cat([torch.zeros(1, dtype=torch.float64), points, torch.ones(1, dtype=torch.float64)])
 
 

@@ -32,7 +32,7 @@ class Question:
 
     example_id: str
     stem: str
-    options: tuple[str, str, str, str]
+    options: tuple[str, ...]  # N_OPTIONS texts (checked in __post_init__)
     answer: int
     task: str
     meta: dict = field(default_factory=dict, compare=False, hash=False)
@@ -55,7 +55,7 @@ class Proxy:
     example_id: str
     proxy: int  # 0, 1, 2
     prompt: str  # full text, ends with "Answer:"
-    options: tuple[str, str, str, str]  # option texts in A..D order
+    options: tuple[str, ...]  # the N_OPTIONS option texts in A..D order
     correct: int  # index of the correct option in `options`
     task: str
     answer_format: AnswerFormat = "letters"  # what the prompt asks for; the answer tokens follow it (nsneurons.answers)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from .adapter import Conversion, Row, TaskAdapter, convert_each
@@ -56,7 +56,7 @@ def _answer_index(value: Any, choices: list[str], where: str) -> int:
 
 
 def row_to_question(
-    row: dict,
+    row: Mapping[str, Any],
     index: int,
     *,
     seed: int,

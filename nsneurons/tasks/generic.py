@@ -31,7 +31,7 @@ SPEC = TaskSpec(
 
 def generic_spec(role: str | None = None, instruction: str | None = None, stem_label: str | None = None) -> TaskSpec:
     """The generic task's spec with the caller's own role/instruction where given."""
-    changes = {k: v for k, v in dict(role=role, instruction=instruction, stem_label=stem_label).items() if v}
+    changes: dict[str, Any] = {k: v for k, v in dict(role=role, instruction=instruction, stem_label=stem_label).items() if v}
     return replace(SPEC, **changes)
 
 
