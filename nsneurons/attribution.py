@@ -76,7 +76,7 @@ class ProxyAttribution:
 def _auto_layers_per_pass(model, n_layers: int, steps: int, prompt_len: int) -> int:
     """Layers per pass from a memory budget: logits and activations per query row dominate."""
     cfg = model.hf_model.config
-    hidden = getattr(cfg, "hidden_size", None) or getattr(cfg, "n_embd", 1024)
+    hidden = getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 1024)  # absent or None/0: GPT-2's n_embd
     bytes_per_row = 4 * (2 * cfg.vocab_size + model.n_layers * (12 * hidden + 4 * model.n_neurons) + 2 * prompt_len)
     if model.on_server:
         budget = 8 << 30

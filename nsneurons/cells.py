@@ -88,7 +88,8 @@ def _sweep_q(results: xr.Dataset, task, method, direction) -> tuple[np.ndarray, 
     if not evaluated.any():
         return None
     ratios = cut["ratio"].values[evaluated]
-    return ratios, quantities(*(v[evaluated] for v in values), direction=direction)
+    acc_o, acc_i, com_o, com_i = (v[evaluated] for v in values)
+    return ratios, quantities(acc_o, acc_i, com_o, com_i, direction)
 
 
 def _example_arrays(results: xr.Dataset, task, var: str, where: dict) -> tuple[np.ndarray, np.ndarray] | None:
@@ -103,8 +104,8 @@ def _example_arrays(results: xr.Dataset, task, var: str, where: dict) -> tuple[n
 
 def _samples(arrays, idx: np.ndarray, direction: str) -> dict[str, np.ndarray]:
     orig, cond = arrays
-    means = [resampled_means(a, idx) for a in (orig[0], cond[0], orig[1], cond[1])]
-    return quantities(*means, direction=direction)
+    acc_o, acc_i, com_o, com_i = (resampled_means(a, idx) for a in (orig[0], cond[0], orig[1], cond[1]))
+    return quantities(acc_o, acc_i, com_o, com_i, direction)
 
 
 def _indices(results: xr.Dataset, resamples: int, seed: int) -> dict:
@@ -257,7 +258,8 @@ def group_cells(results: xr.Dataset, *, resamples: int = 1000, seed: int = 0, le
             if not np.all(np.isfinite(values)):
                 per_task.append(None)
                 continue
-            estimate = {k: float(v) for k, v in quantities(*values, direction=DIRECTIONS[d]).items()}
+            acc_o, acc_i, com_o, com_i = values
+            estimate = {k: float(v) for k, v in quantities(acc_o, acc_i, com_o, com_i, DIRECTIONS[d]).items()}
             arrays = _example_arrays(results, task, "ablation_example", where)
             samples = None if arrays is None or idx.get(task) is None else _samples(arrays, idx[task], DIRECTIONS[d])
             out[t, m, d, g] = _fill(estimate, samples, level)

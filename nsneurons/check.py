@@ -6,6 +6,7 @@ scores store with examples still to compute, an output the recipe promises but t
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ def _incomplete(path: Path) -> list[str]:
         root = zarr.open_group(path, mode="r")
         if "done" not in root.array_keys():
             return []
-        done = np.asarray(root["done"][:])  # an array, whatever zarr's union type says
+        done = np.asarray(typing.cast("zarr.Array", root["done"])[:])  # an array, whatever zarr's union type says
     except Exception:  # noqa: BLE001 - already reported by `problems`
         return []
     if done.all():

@@ -26,7 +26,7 @@ import xarray as xr
 from . import metrics, selection
 from .cells import QUANTITIES, quantities
 from .intervention import Condition, degrader, enhancer
-from .vocab import ConditionKey, condition_name
+from .vocab import ConditionKey, Direction, condition_name
 
 MEASURES = ("acc", "com")
 Key = ConditionKey  # (kind, method, direction, where, draw); its stored name is vocab.condition_name(key)
@@ -76,7 +76,7 @@ def per_example(correct: xr.DataArray, name: str, examples: Sequence[str]) -> np
     return np.stack([table.mean(axis=1), (table.sum(axis=1) >= 2).astype(float)])
 
 
-def _metric_vector(original: np.ndarray, intervened: np.ndarray, direction: str) -> list[float]:
+def _metric_vector(original: np.ndarray, intervened: np.ndarray, direction: Direction) -> list[float]:
     result = metrics.ConditionResult(
         direction, *(float(x) for x in (original[0].mean(), intervened[0].mean(), original[1].mean(), intervened[1].mean()))
     )
@@ -108,15 +108,15 @@ def collect(
     }
     draws = 1 + max(key.draw for key in answers)
     draw_q = _empty({**base, "draw": np.arange(draws), "quantity": list(QUANTITIES)})
-    grouped: dict[tuple, list[np.ndarray]] = {}
+    grouped: dict[ConditionKey, list[np.ndarray]] = {}
     for key, name in answers.items():
         grouped.setdefault(key._replace(draw=0), []).append(per_example(correct, name, examples))
         if key.kind == "sweep" and key.where == 1.0:
             values = per_example(correct, name, examples)
             q = quantities(original[0].mean(), values[0].mean(), original[1].mean(), values[1].mean(), key.direction)
             draw_q.loc[dict(selector=key.method, direction=key.direction, draw=key.draw)] = [float(q[x]) for x in QUANTITIES]
-    for key, values in grouped.items():
-        mean = np.mean(values, axis=0)  # over draws
+    for key, per_draw in grouped.items():
+        mean = np.mean(per_draw, axis=0)  # over draws
         cut = {"selector": key.method, "direction": key.direction, ("ratio" if key.kind == "sweep" else "group"): key.where}
         out[f"{key.kind}_example"].loc[cut] = mean
         out[key.kind].loc[cut] = _metric_vector(original, mean, key.direction)

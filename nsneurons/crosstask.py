@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -48,9 +49,8 @@ CrossTaskSettings = CrossTask  # the recipe's `crosstask:` section
 
 def settings_of(recipe: Recipe, **overrides) -> CrossTask:
     """The recipe's `crosstask:` section with non-None keyword overrides."""
-    s = dataclasses.replace(
-        recipe.crosstask, **{k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
-    )
+    changes: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+    s = dataclasses.replace(recipe.crosstask, **changes)
     if not 0.0 <= s.ratio <= 1.0:
         raise RecipeError(f"crosstask.ratio: expected a ratio in [0, 1], got {s.ratio}")
     if not s.k_values or min(s.k_values) < 1:

@@ -23,6 +23,7 @@ Decisions:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -114,10 +115,12 @@ def chosen_sets(budgets: xr.Dataset, methods, specific) -> xr.Dataset:
         (a, b, c) for a in enumerate(methods) for b in enumerate(sources) for c in enumerate(ROLES)
     ):
         n = int(budgets["used"].sel(source_task=t, role=role))
-        found = specific(t, m, n) if n else None
-        pairs = to_pairs(found, role, n) if n else []
+        pairs: list[tuple[int, int]] = []
+        if n:  # else the role keeps its -1 padding and 0 removed
+            found = specific(t, m, n)
+            pairs = to_pairs(found, role, n)
+            removed[i, j, r] = found.attrs[f"n_removed_{role}"]
         layer[i, j, r, : len(pairs)], neuron[i, j, r, : len(pairs)] = [p[0] for p in pairs], [p[1] for p in pairs]
-        removed[i, j, r] = found.attrs[f"n_removed_{role}"] if n else 0
     dims = ("selector", "source_task", "role", "rank")
     return xr.Dataset(
         {"layer": (dims, layer), "neuron": (dims, neuron), "n_removed": (dims[:3], removed)},
@@ -140,7 +143,7 @@ def add_conditions(conditions: list, keys: list, chosen: xr.Dataset, eval_task: 
 
 def empty_effect(chosen: xr.Dataset) -> xr.DataArray:
     """NaN (method, source_task, eval_task, direction, metric), filled by the evaluation loop."""
-    coords = {
+    coords: dict[str, Any] = {
         "selector": chosen["selector"].values,
         "source_task": chosen["source_task"].values,
         "eval_task": chosen["source_task"].values,

@@ -126,7 +126,7 @@ def plot_budget(budget: xr.Dataset, path=None, *, fig=None):
         for c, m in enumerate(sweep["selector"].values):
             best = [best_cells(xr.Dataset({"sweep": sweep.sel(k=kk)}), t, m, d) for kk in ks]
             for half, style in (("rac", "-o"), ("rcc", "--s")):
-                ys = [np.nan if b is None or b[half].change.undefined else b[half].change.percent for b in best]
+                ys = [np.nan if b is None or (pct := b[half].change.percent) is None else pct for b in best]
                 ax.plot(ks, ys, style, color=f"C{c}", label=f"{m} {half.upper()}")
                 fails = [(kk, y) for kk, y, b in zip(ks, ys, best) if b is not None and b[half].fail and np.isfinite(y)]
                 if fails:

@@ -68,7 +68,7 @@ class NeuronModel:
     def compute_dtype(self) -> torch.dtype:
         """The dtype activations have in a trace (for NDIF: the recipe's dtype, which must match the deployment)."""
         if self.on_server:
-            return DTYPES.get(self.provenance.get("dtype"), torch.float32)
+            return DTYPES.get(self.provenance.get("dtype", ""), torch.float32)  # absent: "" is no dtype either
         return next(self.hf_model.parameters()).dtype
 
     @property
@@ -198,7 +198,7 @@ def load_model(
             else ""
         )
         raise ModelLoadError(f"could not load model {source!r}{damaged}: {_one_line(err)}") from None
-    hf.to(dev)
+    hf.to(dev)  # type: ignore[arg-type]  # transformers' decorator stub on .to() drops the bound self
     return wrap(hf, tok, source=source, remote=remote, extra=extra)
 
 
@@ -209,11 +209,14 @@ def _looks_like_path(source: str) -> bool:
 
 def _is_model_file_error(err: BaseException) -> bool:
     """Errors that mean the model's files are missing or damaged (not a bug on this side)."""
+    file_errors: tuple[type[BaseException], ...] = (OSError, ValueError, EOFError, KeyError)
     try:
         from safetensors import SafetensorError
     except ImportError:  # pragma: no cover - transformers depends on safetensors
-        SafetensorError = ()  # noqa: N806
-    return isinstance(err, (OSError, ValueError, EOFError, KeyError, SafetensorError)) or "gguf" in type(err).__module__
+        pass
+    else:
+        file_errors += (SafetensorError,)
+    return isinstance(err, file_errors) or "gguf" in type(err).__module__
 
 
 def _one_line(err: BaseException) -> str:

@@ -47,6 +47,7 @@ def check_prompt_lengths(model, proxies: Sequence[Proxy]) -> None:
         return
     n_tokens, proxy = longest_prompt(model.tokenizer, proxies)
     if n_tokens > limit[0]:
+        assert proxy is not None  # a positive count comes with its proxy
         raise InputError(
             f"task {proxy.task!r}, example {proxy.example_id!r}, proxy {proxy.proxy}: the prompt is {n_tokens} tokens "
             f"({len(proxy.prompt.split())} words), more than the model's {limit[0]} positions (config {limit[1]}); "

@@ -174,7 +174,7 @@ def _array_problems(path: Path, arr, done: np.ndarray | None) -> list[str]:
     # Per-example (NA-ICA: per-query) chunks not yet done are rewritten on resume: only done ones must be whole.
     per_example = done is not None and arr.path != "done" and dims[:1] in (("example",), ("query",)) and arr.chunks[0] == 1
     for coords in np.ndindex(*arr.cdata_shape):
-        if per_example and not done[coords[0]]:
+        if per_example and done is not None and not done[coords[0]]:  # (per_example implies done)
             continue
         key = arr.metadata.encode_chunk_key(coords)
         if not (path / arr.path / key).is_file():

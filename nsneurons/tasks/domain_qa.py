@@ -172,7 +172,7 @@ def make_domain_proxies(question: Question, *, seed: int = 0, answer_format: Ans
 
 
 def domain_proxies(
-    questions_by_domain: dict[str, Sequence[Question]], *, seed: int = 0, answer_format: AnswerFormat = "letters"
+    questions_by_domain: Mapping[str, Sequence[Question]], *, seed: int = 0, answer_format: AnswerFormat = "letters"
 ) -> dict[str, list[Proxy]]:
     """{question id: its 3 proxies}, in domain then question order."""
     return {
@@ -182,7 +182,7 @@ def domain_proxies(
     }
 
 
-def domain_of(questions_by_domain: dict[str, Sequence[Question]]) -> dict[str, str]:
+def domain_of(questions_by_domain: Mapping[str, Sequence[Question]]) -> dict[str, str]:
     """{question id: domain}."""
     return {q.example_id: domain for domain, qs in questions_by_domain.items() for q in qs}
 
