@@ -14,6 +14,7 @@ evaluation-set screening, every method and ratio, intervals and the report.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import numpy as np
 import xarray as xr
@@ -22,12 +23,13 @@ from . import metrics, selection
 from .intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
 from .store import example_scores
 from .tasks import Proxy, build_task_proxies, task_questions, task_spec
+from .vocab import AnswerFormat, IGPath, Quadrature, TargetName
 
 Scores = xr.Dataset | Mapping[str, xr.Dataset] | Mapping[str, xr.DataArray]
 
 
 def proxies(
-    task: str, *, n: int | None = None, skip: int = 0, source: str | None = None, seed: int = 0, answer_format: str = "letters"
+    task: str, *, n: int | None = None, skip: int = 0, source: str | None = None, seed: int = 0, answer_format: AnswerFormat = "letters"
 ) -> list[Proxy]:
     """QATT proxies (3 per example) of questions skip .. skip + n of a task's scored split.
 
@@ -46,10 +48,10 @@ def score(
     proxies: Sequence[Proxy],
     out,
     *,
-    target: str = "ace",
+    target: TargetName = "ace",
     steps: int = 16,
-    quadrature: str = "right",
-    path: str = "staircase",
+    quadrature: Quadrature = "right",
+    path: IGPath = "staircase",
     progress: bool = False,
 ) -> xr.Dataset:
     """IG (Eq. 1) of every FFN neuron for every proxy, in a resumable scores store at `out`."""
@@ -66,12 +68,13 @@ def select(method: str, scores: Scores, *, k: int, z: int = 5000, t: float = 0.2
     The example scores (ES, Eq. 4) of each store's target and the activations (for ACT) are read
     from the stores; a method needing a target that is not there is refused by name.
     """
+    stores: dict[str, xr.Dataset | xr.DataArray]
     stores = {scores.attrs.get("target", "ace"): scores} if isinstance(scores, xr.Dataset) else dict(scores)
     if not stores:
         raise ValueError("select: no scores store given")
     if all(isinstance(v, xr.DataArray) for v in stores.values()):  # {target: ES} as selection.select takes
-        return selection.select(method, k=k, scores=stores, z=z, t=t, seed=seed)
-    es = {target: example_scores(ds).load() for target, ds in stores.items()}
+        return selection.select(method, k=k, scores=cast(dict[str, xr.DataArray], stores), z=z, t=t, seed=seed)
+    es = {target: example_scores(cast(xr.Dataset, ds)).load() for target, ds in stores.items()}  # stores, not ES
     first = next(iter(stores.values()))
     return selection.select(method, k=k, scores=es, activations=first["activation"].load(), z=z, t=t, seed=seed)
 

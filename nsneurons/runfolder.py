@@ -28,6 +28,7 @@ from . import content, preflight
 from .faults import checkpoint
 from .recipe import Recipe
 from .runlock import LOCK_NAME, output_lock
+from .vocab import Device, DType
 from .zarrio import open_checked, open_store
 
 COMBINED = ("results", "neurons", "baseline", "examples")
@@ -178,8 +179,8 @@ def cached_task(path: Path, inputs: dict) -> xr.Dataset | None:
 def load_run_model(
     source: str,
     *,
-    device: str = "auto",
-    dtype: str = "float32",
+    device: Device = "auto",
+    dtype: DType = "float32",
     revision: str | None = None,
     remote: bool = False,
     host: str | None = None,

@@ -32,6 +32,7 @@ from ..recipe import Recipe, RecipeError
 from ..runfolder import RunFolder, run_in_folder
 from ..scoring import score_proxies
 from ..tasks.base import Proxy
+from ..vocab import AnswerFormat, IGPath
 from ..zarrio import write_atomically
 
 
@@ -74,9 +75,9 @@ def attribute_queries(
     store,
     *,
     steps: int = 20,
-    answer_format: str = "letters",
+    answer_format: AnswerFormat = "letters",
     progress: bool = False,
-    path: str = "staircase",
+    path: IGPath = "staircase",
     provenance: Mapping | None = None,
 ) -> xr.Dataset:
     """IG (target "qrnca") and activations of every neuron for every prompt: (query, prompt, layer, neuron).
@@ -106,7 +107,7 @@ def edit_key_neurons(
     key: xr.Dataset,
     *,
     seed: int = 0,
-    answer_format: str = "letters",
+    answer_format: AnswerFormat = "letters",
     queries: Sequence[str] | None = None,
     progress: bool = False,
 ) -> xr.Dataset:
@@ -178,11 +179,11 @@ def run_naica(
     u: float = U_DEFAULT,
     steps: int = 20,
     seed: int = 0,
-    answer_format: str = "letters",
+    answer_format: AnswerFormat = "letters",
     held_out_fraction: float = 0.3,
     progress: bool = False,
     remove_common: bool = True,
-    path: str = "staircase",
+    path: IGPath = "staircase",
     provenance: Mapping | None = None,
 ) -> dict[str, xr.Dataset]:
     """Scoring (resumable, scores/naica-qrnca.zarr), key and common neurons, regions, prediction and editing;

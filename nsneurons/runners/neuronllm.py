@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import xarray as xr
 
@@ -141,7 +142,7 @@ def run_task(recipe: Recipe, model, task, out: Path, *, understood: dict[str, bo
         batch_size=recipe.evaluation.batch_size,
         progress=progress,
     )
-    arrays = conditions.collect(correct_table(probs), answers, sample.ids, list(recipe.selection.methods), ratios)
+    arrays: dict[str, Any] = conditions.collect(correct_table(probs), answers, sample.ids, list(recipe.selection.methods), ratios)
     original = arrays["original_example"]
     arrays["baseline"] = xr.DataArray(
         [
@@ -236,9 +237,9 @@ def _combine(recipe: Recipe, model, per_task: dict[str, xr.Dataset]) -> dict[str
     }
     names = ("sweep", "ablation", "original_example", "sweep_example", "ablation_example", "draw_quantity")
     results = xr.Dataset({n: stacked[n] for n in names}, attrs=attrs)
-    settings = {"resamples": ev.bootstrap, "seed": recipe.seed, "level": ev.confidence}
+    settings: dict[str, Any] = {"resamples": ev.bootstrap, "seed": recipe.seed, "level": ev.confidence}
     scored = cells.score_cells(results, best_by=ev.best_by, **settings)
-    extra = [cells.group_cells(results, **settings), cells.sweep_intervals(results, **settings)]
+    extra: list[xr.Dataset | xr.DataArray] = [cells.group_cells(results, **settings), cells.sweep_intervals(results, **settings)]
     results = xr.merge([results, scored, *extra], combine_attrs="override")
     results.attrs = {**attrs, **scored.attrs}
     neurons = xr.Dataset({"layer": stacked.layer, "neuron": stacked.neuron, "score": stacked.score}, attrs=attrs)
