@@ -29,7 +29,13 @@ Scores = xr.Dataset | Mapping[str, xr.Dataset] | Mapping[str, xr.DataArray]
 
 
 def proxies(
-    task: str, *, n: int | None = None, skip: int = 0, source: str | None = None, seed: int = 0, answer_format: AnswerFormat = "letters"
+    task: str,
+    *,
+    n: int | None = None,
+    skip: int = 0,
+    source: str | None = None,
+    seed: int = 0,
+    answer_format: AnswerFormat = "letters",
 ) -> list[Proxy]:
     """QATT proxies (3 per example) of questions skip .. skip + n of a task's scored split.
 

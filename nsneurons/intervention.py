@@ -171,7 +171,7 @@ def _batch_probs(model, ids, mask, positions, scales, touched, sites, answers, p
                 neurons[:] = neurons * scale.to(neurons.dtype)[:, None, :]
         logits = lm.output.logits[:, -1].float()
         picked = torch.gather(logits, 1, answers.to(logits.device))
-        probs = torch.softmax(picked, dim=-1).cpu().save()
+        probs = torch.softmax(picked, dim=-1).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
     return probs
 
 
@@ -195,7 +195,7 @@ def _shared_prefix_probs(model, prompt: str, tables: torch.Tensor, answer_ids: t
                 neurons = site.input
                 neurons[0] = neurons[0] * tables[:, layer].to(neurons.device, neurons.dtype)
             logits = lm.output.logits[0].float()
-            probs = torch.softmax(logits[:, answer_ids.to(logits.device)], dim=-1).cpu().save()
+            probs = torch.softmax(logits[:, answer_ids.to(logits.device)], dim=-1).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
     return probs
 
 

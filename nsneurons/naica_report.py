@@ -79,7 +79,7 @@ def write_report(
         "",
     ]
     layers = regions["layer"].values
-    rows = []
+    rows: list[tuple[object, ...]] = []  # table cells, reused for the editing table below
     for d in domains:
         counts = regions["layer_count"].sel(domain=d).values
         mean_layer = float((counts * layers).sum() / counts.sum()) if counts.sum() else float("nan")

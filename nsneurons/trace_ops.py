@@ -190,9 +190,9 @@ def pass_result(spec: PassSpec, logits, target_ids, correct: int, scaled, origin
     logits = logits.reshape(-1, logits.shape[-1])
     f_rows = spec.target_fn(logits, target_ids.to(logits.device), correct)
     grads = torch.autograd.grad(f_rows.sum(), scaled)
-    ig = torch.stack([integrated_gradient(o, g, spec.steps, spec.weights) for o, g in zip(originals, grads)]).cpu().save()
-    act = torch.stack(originals).float().cpu().save()
-    f_table = f_rows[spec.first_group_row :].detach().float().reshape(len(originals), -1).cpu().save()
-    f_x = f_rows[spec.x_row].detach().float().cpu().save()
+    ig = torch.stack([integrated_gradient(o, g, spec.steps, spec.weights) for o, g in zip(originals, grads)]).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
+    act = torch.stack(originals).float().cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
+    f_table = f_rows[spec.first_group_row :].detach().float().reshape(len(originals), -1).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
+    f_x = f_rows[spec.x_row].detach().float().cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
     option_logits = logits[spec.x_row, target_ids.to(logits.device)].detach().float().cpu().save()
     return PassResult(ig, act, f_table, f_x, option_logits)

@@ -37,7 +37,12 @@ ROLES: tuple[Role, ...] = get_args(Role)
 ANSWER_FORMATS: tuple[AnswerFormat, ...] = get_args(AnswerFormat)
 BEST_BY: tuple[BestBy, ...] = get_args(BestBy)
 # The words intervention.degrader / enhancer name a condition by default ("tn/degrader" in older runs).
-_DIRECTION_WORDS: dict[str, Direction] = {"degrade": "degrade", "degrader": "degrade", "enhance": "enhance", "enhancer": "enhance"}
+_DIRECTION_WORDS: dict[str, Direction] = {
+    "degrade": "degrade",
+    "degrader": "degrade",
+    "enhance": "enhance",
+    "enhancer": "enhance",
+}
 
 
 def choices(literal) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ import xarray as xr
 from .. import crosstask_budgets, metrics, selection
 from ..crosstask import common_neurons, full_ranking, layer_statistics, pairs_of, settings_of, task_specific
 from ..crosstask_report import write_crosstask_report
-from ..intervention import BASELINE, correct_table, degrader, enhancer, option_probs
+from ..intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
 from ..metrics import DIRECTIONS, METRIC_NAMES
 from ..recipe import CrossTask, Recipe, RecipeError
 from ..runfolder import RunFolder, evaluation_proxies, fingerprint, model_for, open_outputs
@@ -101,6 +101,7 @@ def _table8(plan: _Plan, budgets: xr.Dataset | None, effect, attrs: dict) -> xr.
     """Table 8's Dataset: the chosen sets, budgets and effects, or only why it was skipped."""
     if plan.chosen is None:
         return xr.Dataset(attrs={**attrs, "skipped": crosstask_budgets.skip_reason(plan.tasks)})
+    assert budgets is not None  # sets are chosen only from resolved budgets (_plan)
     return plan.chosen.merge(budgets).assign(effect=effect).assign_attrs({**attrs, **budgets.attrs})
 
 
@@ -203,7 +204,9 @@ def _add(conditions: list, keys: list, key: tuple, good, bad) -> None:
 
 def _task_conditions(plan: _Plan, task: str) -> tuple[list, list]:
     """The conditions evaluated on `task` and their (effect name, coordinates) keys."""
-    conditions, keys, k, bad = [], [], plan.k, plan.with_bad
+    conditions: list[Condition] = []
+    keys: list[tuple[str, dict]] = []
+    k, bad = plan.k, plan.with_bad
     for m in plan.methods:
         for r in plan.ratios if bad[m] else [1.0]:
             _add(
@@ -255,13 +258,16 @@ def _measure(recipe: Recipe, model, out: Path, plan: _Plan, progress: bool) -> t
         original, found = _evaluate(model, recipe, proxies, conditions, progress)
         for c, (kind, where) in zip(conditions, keys):
             values = metrics.evaluate_condition(original, found[c.name], where["direction"]).as_dict()
-            effects[kind].loc[where] = [values[name] for name in METRIC_NAMES]
+            effect = effects[kind]
+            assert effect is not None  # table8 keys come only with chosen sets (_task_conditions)
+            effect.loc[where] = [values[name] for name in METRIC_NAMES]
     return effects, n_examples
 
 
 def _evaluate(model, recipe: Recipe, proxies, conditions, progress) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Correctness (example, proxy) of the unmodified model and under each condition."""
-    original, found = None, {}
+    original: np.ndarray | None = None
+    found: dict[str, np.ndarray] = {}
     chunks = [conditions[i : i + _CHUNK] for i in range(0, len(conditions), _CHUNK)] or [[]]
     for chunk in chunks:
         batch = [BASELINE, *chunk] if original is None else list(chunk)
@@ -271,4 +277,5 @@ def _evaluate(model, recipe: Recipe, proxies, conditions, progress) -> tuple[np.
         correct = correct_table(probs)
         original = correct.sel(condition="none").values if original is None else original
         found.update({c.name: correct.sel(condition=c.name).values for c in chunk})
+    assert original is not None  # the first chunk (at least [[]]) always evaluates the baseline
     return original, found
