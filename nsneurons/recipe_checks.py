@@ -27,7 +27,7 @@ def unique_list(values, key: str, *, optional: bool = False) -> None:
     if values is None and optional:
         return
     need(len(values) > 0, key, "expected a non-empty list")
-    seen = {}
+    seen: dict[object, int] = {}
     for i, v in enumerate(values):
         need(v not in seen, f"{key}[{i}]", f"{v!r} is listed twice (also {key}[{seen.get(v)}])")
         seen[v] = i
