@@ -65,12 +65,8 @@ def budget_table(budget: xr.Dataset, task: str | None = None) -> str:
     return markdown(header, rows)
 
 
-def write_crosstask_report(out, datasets: dict[str, xr.Dataset] | None = None) -> Path:
-    """figures/crosstask_*.png and crosstask.md from the stored Datasets; links it from report.md."""
-    out = Path(out)
-    ds = datasets or {name: d.load() for name, d in open_crosstask(out).items()}
-    folder = RunFolder(out)
-    fig = folder.figures
+def _save_figures(ds: dict[str, xr.Dataset], folder: RunFolder) -> dict[str, str]:
+    """Draw figures/crosstask_*.png; returns {figure key: its path relative to the run folder}."""
     common, matrix, layers, budget = ds["common"], ds["matrix"], ds["layers"], ds["budget"]
     specific = ds["specific"].transpose("task", "selector", "role", "rank")
     drawn = {
@@ -84,17 +80,32 @@ def write_crosstask_report(out, datasets: dict[str, xr.Dataset] | None = None) -
             title="Layer distribution of task-specific neurons\n" + figures.describe(common.attrs),
         ),
     }
-    pngs = {key: figures.save(f, fig / f"crosstask_{name}.png") for (key, name), f in drawn.items()}
-    link = {key: p.relative_to(out).as_posix() for key, p in pngs.items()}
-    methods = [str(m) for m in matrix["selector"].values]
-    counts = [
+    pngs = {key: figures.save(f, folder.figures / f"crosstask_{name}.png") for (key, name), f in drawn.items()}
+    return {key: p.relative_to(folder.root).as_posix() for key, p in pngs.items()}
+
+
+def _common_counts(ds: dict[str, xr.Dataset], methods: list[str]) -> list[list[str]]:
+    """Per method: common good/bad neurons, and those removed from the tasks' top-K sets (summed over tasks)."""
+    common = ds["common"]
+    return [
         [
             m,
-            *(int(common["n_common"].sel(selector=m, role=r)) for r in ROLES),
-            *(int(ds["specific"]["n_removed"].sel(selector=m, role=r).sum()) for r in ROLES),
+            *(str(int(common["n_common"].sel(selector=m, role=r))) for r in ROLES),
+            *(str(int(ds["specific"]["n_removed"].sel(selector=m, role=r).sum())) for r in ROLES),
         ]
         for m in methods
     ]
+
+
+def write_crosstask_report(out, datasets: dict[str, xr.Dataset] | None = None) -> Path:
+    """figures/crosstask_*.png and crosstask.md from the stored Datasets; links it from report.md."""
+    out = Path(out)
+    ds = datasets or {name: d.load() for name, d in open_crosstask(out).items()}
+    folder = RunFolder(out)
+    common, matrix, budget = ds["common"], ds["matrix"], ds["budget"]
+    link = _save_figures(ds, folder)
+    methods = [str(m) for m in matrix["selector"].values]
+    counts = _common_counts(ds, methods)
     parts = [
         f"# Cross-task analyses: {common.attrs.get('recipe', '')}",
         f"Model `{common.attrs.get('model')}`; K = {common.attrs.get('k')}; cross-task ratio {matrix.attrs.get('ratio')}.",

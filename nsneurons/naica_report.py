@@ -57,6 +57,39 @@ def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
     return lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows]
 
 
+def _regions_table(regions: xr.Dataset, dk: xr.Dataset, domains: list[str]) -> list[str]:
+    """Per domain: queries, pooled key neurons, their mean layer and the layer holding the most."""
+    layers = regions["layer"].values
+    rows = []
+    for d in domains:
+        counts = regions["layer_count"].sel(domain=d).values
+        mean_layer = float((counts * layers).sum() / counts.sum()) if counts.sum() else float("nan")
+        rows.append(
+            (
+                d,
+                int(dk["n_queries"].sel(domain=d)),
+                int(counts.sum()),
+                f"{mean_layer:.2f}",
+                int(layers[counts.argmax()]) if counts.sum() else "-",
+            )
+        )
+    return _table(("domain", "queries", "key neurons (pooled)", "mean layer", "busiest layer"), rows)
+
+
+def _editing_table(edit: xr.Dataset) -> list[str]:
+    """Per editing condition: mean P(correct), its mean change and mean relative change."""
+    rows = [
+        (
+            c,
+            f"{float(edit['p_correct'].sel(condition=c).mean()):.4f}",
+            f"{float(edit['delta'].sel(condition=c).mean()):+.4f}",
+            f"{float(edit['relative_change'].sel(condition=c).mean()) * 100:+.1f}%",
+        )
+        for c in EDIT_CONDITIONS
+    ]
+    return _table(("condition", "mean P(correct)", "mean change", "mean relative change"), rows)
+
+
 def write_report(
     path, results: Mapping[str, xr.Dataset], figures: Mapping[str, Path], params: Mapping, *, model_description: str = ""
 ) -> Path:
@@ -78,21 +111,7 @@ def write_report(
         "## Localized regions",
         "",
     ]
-    layers = regions["layer"].values
-    rows: list[tuple[object, ...]] = []  # table cells, reused for the editing table below
-    for d in domains:
-        counts = regions["layer_count"].sel(domain=d).values
-        mean_layer = float((counts * layers).sum() / counts.sum()) if counts.sum() else float("nan")
-        rows.append(
-            (
-                d,
-                int(dk["n_queries"].sel(domain=d)),
-                int(counts.sum()),
-                f"{mean_layer:.2f}",
-                int(layers[counts.argmax()]) if counts.sum() else "-",
-            )
-        )
-    lines += _table(("domain", "queries", "key neurons (pooled)", "mean layer", "busiest layer"), rows)
+    lines += _regions_table(regions, dk, domains)
     lines += ["", "Overlap (shared pooled key neurons):", ""]
     lines += _table(
         ("", *domains), [(a, *(int(regions["overlap"].sel(domain=a, other_domain=b)) for b in domains)) for a in domains]
@@ -110,18 +129,8 @@ def write_report(
         )
     else:
         lines.append("Skipped: no held-out queries (held_out_fraction = 0 or one query per domain).")
-    edit = results["editing"]
     lines += ["", "## Editing (answer position; x2 boost, x0 suppress; control: as many random neurons)", ""]
-    rows = [
-        (
-            c,
-            f"{float(edit['p_correct'].sel(condition=c).mean()):.4f}",
-            f"{float(edit['delta'].sel(condition=c).mean()):+.4f}",
-            f"{float(edit['relative_change'].sel(condition=c).mean()) * 100:+.1f}%",
-        )
-        for c in EDIT_CONDITIONS
-    ]
-    lines += _table(("condition", "mean P(correct)", "mean change", "mean relative change"), rows)
+    lines += _editing_table(results["editing"])
     path = Path(path)
     write_text_atomically(path, "\n".join(lines) + "\n")
     return path

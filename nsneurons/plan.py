@@ -5,120 +5,21 @@ Counts follow the runner: the evaluation-set screen (batches of full prompts), I
 tokens, then one forward + backward pass per chunk of `layers_per_pass` layers, staircase rows
 m + 1 joining at their layer), every distinct intervention once (nsneurons.conditions) as query
 rows after one shared prefix per evaluation proxy, NA-ICA's IG and editing, and `crosstask` when
-asked. Work is counted in FLOPs from the model's config (no weights are loaded); seconds come
-from FLOP rates that are per-device defaults or measured by `--measure` (nsneurons.plan_measure).
+asked. Work is counted in FLOPs from the model's config (no weights are loaded; nsneurons.plan_inputs
+reads it and the prompts) by the stage counts of nsneurons.plan_stages; seconds come from FLOP rates
+that are per-device defaults or measured by `--measure` (nsneurons.plan_measure).
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 
-from . import plan_work
+from . import plan_stages, plan_work
+from .plan_inputs import read_model_shape, stage_inputs, tokenizer_for
 from .plan_work import ModelShape, Rates, Stage
 
 __all__ = ["ModelShape", "Plan", "Rates", "Stage", "default_rates", "make_plan", "read_model_shape", "render", "summary_line"]
-
-# SmolLM2-135M-Instruct's config (nsneurons.demo_model), used when the demo folder is not built yet.
-_DEMO_CONFIG = {
-    "model_type": "llama",
-    "num_hidden_layers": 30,
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "vocab_size": 49152,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "head_dim": 64,
-    "tie_word_embeddings": True,
-}
-
-
-def _first(config: dict, *names, default=None):
-    return next((config[n] for n in names if config.get(n) is not None), default)
-
-
-def shape_from_config(config: dict, source: str) -> ModelShape:
-    """The sizes that set the cost, from a config.json mapping (LLaMA, GPT-2 and GPT-J spellings)."""
-    from .architectures import site_for
-
-    config = config.get("text_config") or config  # multimodal configs keep the language model's sizes inside
-    hidden = _first(config, "hidden_size", "n_embd", "d_model")
-    layers = _first(config, "num_hidden_layers", "n_layer", "num_layers")
-    heads = _first(config, "num_attention_heads", "n_head")
-    vocab = _first(config, "vocab_size")
-    if None in (hidden, layers, heads, vocab):
-        raise ValueError(f"model {source}: its config lacks hidden size, layers, heads or vocab size; cannot plan")
-    neurons = _first(config, "intermediate_size", "n_inner", "ffn_dim", default=4 * hidden)
-    kv = _first(config, "num_key_value_heads", default=heads)
-    head_dim = _first(config, "head_dim", default=hidden // heads)
-    gated = site_for(config["model_type"]).family.startswith("gated")
-    attention = hidden * heads * head_dim * 2 + 2 * hidden * kv * head_dim
-    per_block = attention + (3 if gated else 2) * hidden * neurons + 2 * hidden
-    tied = bool(config.get("tie_word_embeddings", True))
-    params = layers * per_block + vocab * hidden * (1 if tied else 2) + hidden
-    return ModelShape(config["model_type"], layers, neurons, hidden, vocab, heads, kv, head_dim, per_block, params, source)
-
-
-def read_model_shape(model: str, revision: str | None = None, trust_remote_code: bool = False) -> ModelShape:
-    """A model's shape from its config only: "demo", a save_pretrained folder, a .gguf file, or a hub id."""
-    from .content import cache_root
-    from .demo_model import HF_DIR_NAME
-    from .models import DEMO_ALIASES
-
-    if model.lower() in DEMO_ALIASES:
-        path = cache_root() / HF_DIR_NAME / "config.json"
-        if not path.is_file():
-            return shape_from_config(_DEMO_CONFIG, "demo (built-in config; `nsneurons demo-model` fetches the model)")
-        return shape_from_config(json.loads(path.read_text()), f"demo ({path})")
-    path = Path(model).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise ValueError(f"model {model!r}: folder has no config.json (expected a save_pretrained folder)")
-        return shape_from_config(json.loads((path / "config.json").read_text()), str(path / "config.json"))
-    from transformers import AutoConfig
-
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise ValueError(f"model {model!r}: no such GGUF file")
-        config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)  # reads the header, not the weights
-    else:
-        config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
-    return shape_from_config(config.to_dict(), model)
-
-
-def _tokenizer(recipe):
-    """The model's tokenizer (small files), or None when it cannot be had (then prompts are counted by words)."""
-    from .content import cache_root
-    from .demo_model import HF_DIR_NAME
-    from .models import DEMO_ALIASES
-
-    source = str(cache_root() / HF_DIR_NAME) if recipe.model.lower() in DEMO_ALIASES else recipe.model
-    try:
-        from transformers import AutoTokenizer
-
-        path = Path(source).expanduser()
-        if path.suffix == ".gguf":
-            return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        return AutoTokenizer.from_pretrained(source, revision=recipe.revision, trust_remote_code=recipe.trust_remote_code)
-    except Exception:  # noqa: BLE001 - any failure (offline, no files yet) falls back to a word count
-        return None
-
-
-def _lengths(tokenizer, proxies) -> list[list[int]]:
-    """Token ids of each prompt (or ~1.35 tokens per word without a tokenizer: made-up ids, no shared prefix)."""
-    if tokenizer is None:
-        return [list(range(-i - 1, -i - 1 - max(2, round(1.35 * len(p.prompt.split()))), -1)) for i, p in enumerate(proxies)]
-    return tokenizer([p.prompt for p in proxies])["input_ids"]
-
-
-def _groups(tokenizer, proxies) -> list[plan_work.Group]:
-    """Proxies grouped as the runner groups them (one example or query per session), as token counts."""
-    ids = _lengths(tokenizer, proxies)
-    by_key: dict[str, list] = {}
-    for p, i in zip(proxies, ids):
-        by_key.setdefault(p.example_id, []).append(i)
-    return [plan_work.group_of(seqs) for seqs in by_key.values()]
 
 
 @dataclass(frozen=True)
@@ -133,7 +34,7 @@ class Plan:
 
     def totals(self) -> dict:
         seconds = sum(s.seconds for s in self.stages) + self.rates.fixed_seconds(self.shape)
-        peak = {}
+        peak: dict[str, int] = {}
         for s in self.stages:
             for device, value in s.peak_bytes.items():
                 peak[device] = max(peak.get(device, 0), value)
@@ -164,27 +65,6 @@ def default_rates(recipe) -> Rates:
     return plan_work.default_rates(recipe.backend, recipe.device, recipe.dtype)
 
 
-def _inputs(recipe, tokenizer, prompt_tokens: int | None):
-    """{task: (identification groups, candidate groups)} from the data, or assumed with `prompt_tokens` (no data read)."""
-    from .preflight import naica_inputs, task_inputs
-
-    if prompt_tokens is None:
-        if recipe.experiment == "naica":
-            return {"NA-ICA": ([], _groups(tokenizer, naica_inputs(recipe)))}
-        return {task: (_groups(tokenizer, ids), _groups(tokenizer, cands)) for task, (ids, cands) in task_inputs(recipe).items()}
-    # An example's 3 proxies differ in their options and answer cue (~16 tokens in the packaged tasks); NA-ICA's
-    # prompts differ in their instruction template, so share nothing.
-    assumed = lambda n, common: [plan_work.Group((prompt_tokens,) * 3, common)] * n
-    if recipe.experiment == "naica":
-        n = recipe.naica
-        if not (n.domains and n.max_per_domain):
-            raise ValueError("naica: planning without the data (--prompt-tokens) needs naica.domains and naica.max_per_domain")
-        return {"NA-ICA": ([], assumed(len(n.domains) * n.max_per_domain, 0))}
-    ev, common = recipe.evaluation, max(0, prompt_tokens - 17)
-    candidates = ev.candidates or 3 * (ev.understood + ev.not_understood)
-    return {t.name: (assumed(recipe.identification_examples, common), assumed(candidates, common)) for t in recipe.tasks}
-
-
 def make_plan(
     recipe, shape: ModelShape, rates: Rates | None = None, *, crosstask: bool = False, prompt_tokens: int | None = None
 ) -> Plan:
@@ -193,7 +73,7 @@ def make_plan(
     from .recipe import check_against_model
 
     rates = rates or default_rates(recipe)
-    tokenizer = _tokenizer(recipe) if prompt_tokens is None else None
+    tokenizer = tokenizer_for(recipe) if prompt_tokens is None else None
     notes = [] if tokenizer is not None else ["no tokenizer could be loaded: prompt tokens estimated as 1.35 per word"]
     if prompt_tokens is not None:
         notes = [
@@ -202,7 +82,7 @@ def make_plan(
                 "(or 3 x the evaluation set)"
             )
         ]
-    inputs = _inputs(recipe, tokenizer, prompt_tokens)
+    inputs = stage_inputs(recipe, tokenizer, prompt_tokens)
     if recipe.experiment == "naica":
         return Plan(recipe.name, shape, rates, tuple(naica_stages(recipe, shape, rates, inputs["NA-ICA"][1])), tuple(notes))
     check_against_model(recipe, shape.n_layers, shape.n_neurons)
@@ -218,14 +98,14 @@ def make_plan(
 def task_stages(recipe, shape: ModelShape, rates: Rates, task: str, identification, candidates) -> list[Stage]:
     """One task of the run: screen, IG per target, the interventions (pipeline.run_task)."""
     ev, a = recipe.evaluation, recipe.attribution
-    stages = [] if recipe.tasks[0].name != task else [plan_work.load_stage(recipe, shape, rates)]
+    stages = [] if recipe.tasks[0].name != task else [plan_stages.load_stage(recipe, shape, rates)]
     lengths = [n for g in candidates for n in g.lengths]
     if not ev.examples_from:
-        screen = plan_work.screen_stage(f"{task}: screen", recipe, shape, rates, lengths)
+        screen = plan_stages.screen_stage(f"{task}: screen", recipe, shape, rates, lengths)
         stages.append(screen if not ev.screen_model else replace(screen, name=f"{task}: screen ({ev.screen_model})"))
-    for target in plan_work.ig_targets(recipe):
+    for target in plan_stages.ig_targets(recipe):
         stages.append(
-            plan_work.ig_stage(
+            plan_stages.ig_stage(
                 f"{task}: IG {target}",
                 "ig",
                 recipe,
@@ -238,9 +118,9 @@ def task_stages(recipe, shape: ModelShape, rates: Rates, task: str, identificati
                 layers_per_pass=a.layers_per_pass,
             )
         )
-    counts = plan_work.condition_counts(recipe)
+    counts = plan_stages.condition_counts(recipe)
     stages.append(
-        plan_work.intervention_stage(f"{task}: interventions", recipe, shape, rates, eval_prompts(recipe, candidates), counts)
+        plan_stages.intervention_stage(f"{task}: interventions", recipe, shape, rates, eval_prompts(recipe, candidates), counts)
     )
     return stages
 
@@ -249,12 +129,12 @@ def naica_stages(recipe, shape: ModelShape, rates: Rates, groups) -> list[Stage]
     """Experiment naica: IG (target qrnca) per query, then editing with 5 conditions per query."""
     n = recipe.naica
     stages = [
-        plan_work.load_stage(recipe, shape, rates),
-        plan_work.ig_stage("NA-ICA: IG qrnca", "naica-ig", recipe, shape, rates, groups, target="qrnca", steps=n.steps),
+        plan_stages.load_stage(recipe, shape, rates),
+        plan_stages.ig_stage("NA-ICA: IG qrnca", "naica-ig", recipe, shape, rates, groups, target="qrnca", steps=n.steps),
     ]
     t = plan_work.Tally()
     for g in groups:
-        plan_work.shared_prefix_calls(t, shape, list(g.lengths), 5, plan_work.DTYPE_BYTES[recipe.dtype])
+        plan_stages.shared_prefix_calls(t, shape, list(g.lengths), 5, plan_work.DTYPE_BYTES[recipe.dtype])
     stages.append(
         plan_work.forward_stage(
             "NA-ICA: editing",
@@ -288,13 +168,13 @@ def crosstask_counts(recipe, shape: ModelShape) -> int:
 
 def crosstask_stages(recipe, shape: ModelShape, rates: Rates, evaluated: dict) -> list[Stage]:
     """`nsneurons crosstask` after the run: the model again, then per task calls of <= 64 conditions (+ none once)."""
-    stages = [replace(plan_work.load_stage(recipe, shape, rates), name="crosstask: load model")]
+    stages = [replace(plan_stages.load_stage(recipe, shape, rates), name="crosstask: load model")]
     n, step = crosstask_counts(recipe, shape), plan_work.CONDITIONS_PER_CALL
     per_call = [min(step, n - i) + (1 if i == 0 else 0) for i in range(0, n, step)]
     for task, prompts in evaluated.items():  # {task: its evaluation prompts' token counts}
         t = plan_work.Tally()
         for c in per_call:
-            plan_work.shared_prefix_calls(t, shape, prompts, c, plan_work.DTYPE_BYTES[recipe.dtype])
+            plan_stages.shared_prefix_calls(t, shape, prompts, c, plan_work.DTYPE_BYTES[recipe.dtype])
         detail = f"<= {n} conditions in {len(per_call)} call(s) of <= {step} (+ none) x {len(prompts)} proxies"
         stages.append(plan_work.forward_stage(f"{task}: crosstask", "crosstask", shape, rates, t, detail))
     return stages

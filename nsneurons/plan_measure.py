@@ -16,7 +16,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 
-from . import plan_work
+from . import plan_stages, plan_work
 from .plan_work import ModelShape, Rates, Tally
 
 PARALLEL_EFFICIENCY = 0.7  # 2 threads do 1.4 threads' work on small matmuls (docs/plan.md)
@@ -101,7 +101,9 @@ def _ig_measure(recipe, model, shape: ModelShape, proxy, device: str):
     from .attribution import AttributionConfig, attribute_proxies
 
     a = recipe.attribution
-    target = "qrnca" if recipe.experiment == "naica" else ([t for t in plan_work.ig_targets(recipe) if t != "ace"] or ["ace"])[0]
+    target = (
+        "qrnca" if recipe.experiment == "naica" else ([t for t in plan_stages.ig_targets(recipe) if t != "ace"] or ["ace"])[0]
+    )
     steps = recipe.naica.steps if recipe.experiment == "naica" else a.steps
     layers = list(range(max(0, shape.n_layers - MEASURED_LAYERS), shape.n_layers))
     config = AttributionConfig(target=target, steps=steps, quadrature=a.quadrature, path=a.path, layers_per_pass=len(layers))
@@ -111,7 +113,7 @@ def _ig_measure(recipe, model, shape: ModelShape, proxy, device: str):
     _, took = timed(lambda: attribute_proxies(model, [proxy], config, layers), device)
     tally = Tally()
     ids = model.tokenizer(proxy.prompt)["input_ids"]
-    plan_work.ig_group(
+    plan_stages.ig_group(
         tally,
         shape,
         plan_work.group_of([ids]),
@@ -132,7 +134,7 @@ def _intervention_measure(recipe, model, shape: ModelShape, proxy, device: str):
     if recipe.experiment == "naica":
         n = 5
     else:
-        n = 1 + sum(plan_work.condition_counts(recipe).values())
+        n = 1 + sum(plan_stages.condition_counts(recipe).values())
     conds = _conditions(recipe, model, n)
     ev = recipe.evaluation
     call = lambda: option_probs(model, [proxy], conds, position=ev.position, batch_size=ev.batch_size)
@@ -141,9 +143,9 @@ def _intervention_measure(recipe, model, shape: ModelShape, proxy, device: str):
     tally = Tally()
     length = len(model.tokenizer(proxy.prompt)["input_ids"])
     if ev.position == "answer" and n > 1:
-        plan_work.shared_prefix_calls(tally, shape, [length], n, plan_work.DTYPE_BYTES[recipe.dtype])
+        plan_stages.shared_prefix_calls(tally, shape, [length], n, plan_work.DTYPE_BYTES[recipe.dtype])
     else:
-        plan_work.batched_calls(tally, shape, [length], n, ev.batch_size, plan_work.DTYPE_BYTES[recipe.dtype])
+        plan_stages.batched_calls(tally, shape, [length], n, ev.batch_size, plan_work.DTYPE_BYTES[recipe.dtype])
     return took, tally, n
 
 
@@ -156,7 +158,7 @@ def _screen_measure(recipe, model, shape: ModelShape, proxies, device: str):
     call()  # warm-up
     _, took = timed(call, device)
     lengths = [len(ids) for ids in model.tokenizer([p.prompt for p in batch])["input_ids"]]
-    stage = plan_work.screen_stage(
+    stage = plan_stages.screen_stage(
         "measure",
         replace(recipe, evaluation=replace(recipe.evaluation, batch_size=len(batch))),
         shape,

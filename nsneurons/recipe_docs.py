@@ -30,11 +30,12 @@ def field_comments(cls) -> dict[str, str]:
         if tok.type == tokenize.COMMENT
     }
     out = {}
-    for node in typing.cast(ast.ClassDef, ast.parse(source).body[0]).body:  # the source of a class
+    declared = typing.cast(ast.ClassDef, ast.parse(source).body[0])  # getsource(cls): the class statement alone
+    for node in declared.body:
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
-        assert node.end_lineno is not None  # ast.parse sets it on every statement
-        trailing = [comments[n] for n in range(node.lineno, node.end_lineno + 1) if n in comments]
+        last = node.end_lineno or node.lineno
+        trailing = [comments[n] for n in range(node.lineno, last + 1) if n in comments]
         above: list[str] = []
         n = node.lineno - 1
         while n >= 1 and lines[n - 1].strip().startswith("#"):
@@ -56,10 +57,12 @@ def _section(tp):
 
 
 def _default(f: dataclasses.Field) -> str:
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        value = f.default_factory()
+    else:
         return "required"
-    # mypy cannot narrow the MISSING sentinel: here default_factory is the field's factory.
-    value = f.default if f.default is not dataclasses.MISSING else typing.cast(typing.Callable[[], object], f.default_factory)()
     if dataclasses.is_dataclass(value):
         return "see below"
     return f"`{json.dumps(value)}`"

@@ -9,7 +9,7 @@ import xarray as xr
 import yaml
 from fixtures_models import save_tiny_llama, tiny_hf_model
 
-from nsneurons import cli, conditions, plan, plan_work
+from nsneurons import cli, conditions, plan, plan_stages, plan_work
 from nsneurons.recipe import load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def test_tiny_ci_counts_by_hand(tmp_path, tiny_dir):
     # ratios 1 and 0); tn, qrnca, kn, act 2 each; random 5 draws x 2; + none = 25 conditions, each a query row
     # after one shared prefix per evaluation proxy: (3 + 3) examples x 3 proxies = 18 proxies.
     iv = stages["sentiment: interventions"]
-    assert plan_work.condition_counts(recipe) == {"neuronllm": 6, "tn": 2, "qrnca": 2, "kn": 2, "act": 2, "random": 10}
+    assert plan_stages.condition_counts(recipe) == {"neuronllm": 6, "tn": 2, "qrnca": 2, "kn": 2, "act": 2, "random": 10}
     assert (iv.passes, iv.rows) == (18 * 2, 18 * 25)
 
 
@@ -108,7 +108,7 @@ def test_condition_counts_match_the_runner(ratios, expected):
         sets[m] = [_neuron_set(fresh()[:k], [])]
     sets["random"] = [_neuron_set(fresh()[:k], []) for _ in range(5)]
     planned, _ = conditions.plan(sets, k, sorted(set(ratios) | {1.0}), ablation=True)
-    assert len(planned) + 1 == 1 + sum(plan_work.condition_counts(recipe).values()) == expected
+    assert len(planned) + 1 == 1 + sum(plan_stages.condition_counts(recipe).values()) == expected
 
 
 def test_json_schema(tmp_path, tiny_dir, capsys):

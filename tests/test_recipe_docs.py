@@ -3,12 +3,16 @@
 import dataclasses
 import inspect
 
-from nsneurons import recipe
+from nsneurons import recipe, recipe_sections
 from nsneurons.recipe_docs import field_comments, recipe_markdown
 
 
 def test_every_recipe_field_has_a_comment():
-    classes = [c for _, c in inspect.getmembers(recipe, dataclasses.is_dataclass) if c.__module__ == recipe.__name__]
+    classes = [
+        c
+        for _, c in inspect.getmembers(recipe, dataclasses.is_dataclass)
+        if c.__module__ in (recipe.__name__, recipe_sections.__name__)
+    ]
     assert {c.__name__ for c in classes} >= {
         "Recipe",
         "TaskSource",
