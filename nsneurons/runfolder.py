@@ -235,9 +235,22 @@ def run_in_folder(recipe: Recipe, body: Callable, *, model=None, progress: bool 
         checkpoint("run.recipe-written")
         model = model or model_for(recipe)
         print(model.describe())
+        print(plan_line(recipe, model))
         preflight.check_prompts(model, recipe, prompts)  # lengths and answer tokens, before any IG
         body(recipe, model, folder, progress=progress)
     return folder.root
+
+
+def plan_line(recipe: Recipe, model) -> str:
+    """`nsneurons plan`'s one-line summary (uncalibrated) for the loaded model's config, printed as a
+    run starts; the plan is advice, so a failure to plan gives a line saying so, not a failed run."""
+    from .plan import summary_line
+    from .plan_inputs import shape_from_config
+
+    try:
+        return summary_line(recipe, shape_from_config(model.hf_model.config.to_dict(), recipe.model))
+    except Exception as err:  # noqa: BLE001 - any failure to plan leaves the run as it was
+        return f"plan: not available ({type(err).__name__}: {' '.join(str(err).split())[:200]})"
 
 
 # ---- reading outputs back --------------------------------------------------------------------

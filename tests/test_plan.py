@@ -222,3 +222,17 @@ def test_plan_without_the_data(tmp_path, tiny_dir):
     assert (stages["sentiment: screen"].passes, stages["sentiment: IG ace"].passes) == (3, 2 * (1 + 3 + 3))
     assert stages["sentiment: interventions"].rows == 18 * 25
     assert result.notes[0].startswith("data not read: every prompt assumed 40 tokens")
+
+
+def test_a_run_starts_with_the_plan_line_and_a_failure_to_plan_does_not_stop_it():
+    from types import SimpleNamespace
+
+    from nsneurons.recipe import load_recipe
+    from nsneurons.runfolder import plan_line
+    from tests.fixtures_models import tiny_model
+
+    recipe = load_recipe(Path(__file__).parent.parent / "recipes" / "tiny-ci.yaml")
+    line = plan_line(recipe, tiny_model(layers=2))
+    assert line.startswith("plan: ") and " passes (" in line and "uncalibrated" in line, line
+    broken = SimpleNamespace(hf_model=SimpleNamespace(config=SimpleNamespace(to_dict=lambda: {"model_type": "llama"})))
+    assert plan_line(recipe, broken).startswith("plan: not available (ValueError: model PLACEHOLDER: its config lacks")
