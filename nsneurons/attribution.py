@@ -34,20 +34,17 @@ from . import quadrature as _quadrature
 from . import targets as _targets
 from .answers import check_answer_format, proxy_answer_ids
 from .ig_paths import full_path, prefix_path
+from .ig_settings import IGSettings
 from .tasks.base import AnswerFormat, Proxy
 from .trace_ops import PassResult
-from .vocab import IGPath, Quadrature
 
 
 @dataclass(frozen=True)
-class AttributionConfig:
-    """How IG is computed. Every field is recorded in the store's provenance."""
+class AttributionConfig(IGSettings):
+    """How IG is computed: the IGSettings a recipe's `attribution:` section shares (steps, quadrature,
+    path, layers_per_pass), the target and the answer format. Every field is recorded in the store's provenance."""
 
     target: str = "ace"  # a name in nsneurons.targets.TARGETS
-    steps: int = 16  # m in Eq. 1
-    quadrature: Quadrature = "right"  # "right" (alpha_k = k/m, the paper), "midpoint" or "gausslegendre" (nsneurons.quadrature)
-    path: IGPath = "staircase"  # "staircase" (fastest, default), "prefix", or "full" (per-layer full prompts, the reference)
-    layers_per_pass: int | None = None  # None: as many as the memory budget allows
     # None: each proxy's own (the format travels with the proxies); if given, it must agree with theirs.
     answer_format: AnswerFormat | None = None
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from .ig_settings import IGSettings  # the IG fields shared with AttributionConfig
 from .recipe_checks import (
     RecipeError,
     check_crosstask,
@@ -27,7 +28,7 @@ from .recipe_checks import (
 from .recipe_sections import CrossTask, Naica, Table8, Table8Budget  # noqa: F401  (Table8*: re-exported)
 
 # The choices are the library's own (one spelling each, shared with the configs and registries).
-from .vocab import AnswerFormat, Backend, BestBy, Device, DType, Experiment, IGPath, MethodName, Position, Quadrature
+from .vocab import AnswerFormat, Backend, BestBy, Device, DType, Experiment, MethodName, Position
 
 
 @dataclass(frozen=True)
@@ -43,13 +44,9 @@ class TaskSource:
 
 
 @dataclass(frozen=True)
-class Attribution:
-    steps: int = 16  # m in Eq. 1
-    quadrature: Quadrature = "right"  # alpha_k = k/m (the paper), (k - 1/2)/m, or Gauss-Legendre nodes (docs/ig.md)
-    # "staircase": shared prefix, each layer's rows join at that layer (fastest); "prefix": shared
-    # prefix, every row from the embedding on; "full": per-layer full prompts (the reference).
-    path: IGPath = "staircase"
-    layers_per_pass: int | None = None  # None: chosen from the memory available
+class Attribution(IGSettings):
+    """IG: the settings shared with AttributionConfig (nsneurons/ig_settings.py), then the run's own."""
+
     layers: tuple[int, ...] | None = None  # layers to attribute (None: all)
     gap_threshold: float = 0.1  # report flags layers whose median |sum IG - (F(x) - F(zeroed))| / |F(x) - F(zeroed)| exceeds it
 

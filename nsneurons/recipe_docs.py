@@ -21,7 +21,17 @@ from . import recipe
 
 
 def field_comments(cls) -> dict[str, str]:
-    """{field name: its comment} of a dataclass declared with one comment per field ('' where none)."""
+    """{field name: its comment} of a dataclass declared with one comment per field ('' where none),
+    its dataclass bases' fields included (a recipe section may extend a library config)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass) and klass.__module__.startswith("nsneurons"):
+            out.update(_declared_comments(klass))
+    return out
+
+
+def _declared_comments(cls) -> dict[str, str]:
+    """{field name: its comment} of the fields a class statement itself declares."""
     source = textwrap.dedent(inspect.getsource(cls))
     lines = source.splitlines()
     comments = {

@@ -74,9 +74,7 @@ def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
     a = recipe.attribution
     es, activations = {}, None
     for target in targets:
-        config = AttributionConfig(
-            target=target, steps=a.steps, quadrature=a.quadrature, path=a.path, layers_per_pass=a.layers_per_pass
-        )
+        config = AttributionConfig(target=target, **a.ig_settings())
         ds = score_proxies(
             model,
             id_proxies,
