@@ -23,7 +23,7 @@ from . import metrics, selection
 from .intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
 from .store import example_scores
 from .tasks import Proxy, build_task_proxies, task_questions, task_spec
-from .vocab import AnswerFormat, IGPath, Quadrature, TargetName
+from .vocab import AnswerFormat, IGPath, PromptFormat, Quadrature, TargetName
 
 Scores = xr.Dataset | Mapping[str, xr.Dataset] | Mapping[str, xr.DataArray]
 
@@ -36,17 +36,24 @@ def proxies(
     source: str | None = None,
     seed: int = 0,
     answer_format: AnswerFormat = "letters",
+    prompt_format: PromptFormat = "qatt",
+    tokenizer=None,
+    shots: int | None = None,
 ) -> list[Proxy]:
-    """QATT proxies (3 per example) of questions skip .. skip + n of a task's scored split.
+    """Proxies (3 per example) of questions skip .. skip + n of a task's scored split.
 
     `source` is None for the packaged fixture, or a local file or hub dataset id (see nsneurons.tasks);
-    disjoint `skip` ranges give disjoint examples (identification vs evaluation).
+    disjoint `skip` ranges give disjoint examples (identification vs evaluation). `prompt_format`:
+    "qatt" (the paper's), "chat" (inside the chat template of `tokenizer`, e.g. model.tokenizer) or
+    "cloze" (answer_format "words"; `shots` solved examples per label, see nsneurons.tasks.formats).
     """
     demos, questions = task_questions(task, source, seed)
     chosen = questions[skip:] if n is None else questions[skip : skip + n]
     if not chosen:
         raise ValueError(f"task {task!r}: no questions in [{skip}, {skip + (n or 0)}) of its {len(questions)}")
-    return build_task_proxies(chosen, demos, task_spec(task), seed, answer_format)
+    return build_task_proxies(
+        chosen, demos, task_spec(task), seed, answer_format, prompt_format=prompt_format, tokenizer=tokenizer, shots=shots
+    )
 
 
 def score(

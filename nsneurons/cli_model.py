@@ -62,6 +62,14 @@ def add_task_args(p):
         choices=vocab.ANSWER_FORMATS,
         help="answer tokens: the option letters (the paper) or the first token of each option's text",
     )
+    p.add_argument(
+        "--prompt-format",
+        default="qatt",
+        choices=vocab.PROMPT_FORMATS,
+        help="qatt (the paper's prompt), chat (it inside the model's chat template) or cloze "
+        "(no options listed, solved examples, option texts scored; needs --answer-format words)",
+    )
+    p.add_argument("--shots", type=count(), default=None, help="cloze: solved examples per label (default 1), or in all (4)")
     p.add_argument("--seed", type=count(0), default=0, help="seed of every shuffle and sample")
 
 
@@ -71,20 +79,35 @@ def model_for(args):
     return load_run_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision, remote=args.remote)
 
 
-def proxies_for(args):
+def proxies_for(args, tokenizer=None):
+    """The task's proxies; chat ones are in the QATT prompt until `tokenizer` (the model's) is given."""
     from .tasks import build_task_proxies, task_questions, task_spec
 
     demo_pool, questions = task_questions(args.task, args.source, args.seed, config=args.config, max_questions=args.n)
-    return build_task_proxies(questions, demo_pool, task_spec(args.task), args.seed, args.answer_format)
+    prompt_format = "qatt" if args.prompt_format == "chat" and tokenizer is None else args.prompt_format
+    spec = task_spec(args.task)
+    return build_task_proxies(
+        questions,
+        demo_pool,
+        spec,
+        args.seed,
+        args.answer_format,
+        prompt_format=prompt_format,
+        tokenizer=tokenizer,
+        shots=args.shots,
+    )
 
 
 def _checkedmodel_for(args, proxies):
-    """The model, loaded after the proxies (data errors come first), with their prompts checked against its positions."""
+    """The model, loaded after the proxies (data errors come first), and the proxies in its chat template
+    where asked, their prompts checked against its positions."""
     from .preflight import check_prompt_lengths
+    from .tasks.formats import apply_prompt_format
 
     model = model_for(args)
+    proxies = apply_prompt_format(proxies, args.prompt_format, model.tokenizer)
     check_prompt_lengths(model, proxies)
-    return model
+    return model, proxies
 
 
 def cmd_demo_model(args):
@@ -110,7 +133,12 @@ def cmd_info(args):
 
 
 def cmd_qatt(args):
-    for p in proxies_for(args):
+    proxies = proxies_for(args)
+    if args.prompt_format == "chat":  # the model's own template: its tokenizer is needed
+        if not args.model:
+            raise ValueError("--prompt-format chat renders the prompts in the model's chat template: give --model")
+        _, proxies = _checkedmodel_for(args, proxies)
+    for p in proxies:
         print(f"=== example {p.example_id} proxy {p.proxy} (correct: {p.correct_letter}. {p.options[p.correct]})")
         print(p.prompt)
         print()
@@ -120,8 +148,7 @@ def cmd_eval(args):
     from . import metrics
     from .intervention import BASELINE, correct_table, option_probs
 
-    proxies = proxies_for(args)
-    model = _checkedmodel_for(args, proxies)
+    model, proxies = _checkedmodel_for(args, proxies_for(args))
     probs = option_probs(model, proxies, [BASELINE], batch_size=args.batch_size, progress=progress_bars(args))
     correct = correct_table(probs).sel(condition="none").values
     chosen = probs.sel(condition="none").argmax("option").values
@@ -132,6 +159,7 @@ def cmd_eval(args):
                     "model": args.model,
                     "task": args.task,
                     "answer_format": args.answer_format,
+                    "prompt_format": args.prompt_format,
                     "examples": int(correct.shape[0]),
                     "proxies": int(correct.size),
                     "acc": metrics.accuracy(correct),
@@ -142,7 +170,10 @@ def cmd_eval(args):
         )
         return
     print(f"model: {model.describe()}")
-    print(f"task {args.task}: {correct.shape[0]} examples x 3 proxies, answer format {args.answer_format}")
+    print(
+        f"task {args.task}: {correct.shape[0]} examples x 3 proxies, answer format {args.answer_format}, "
+        f"prompt format {args.prompt_format}"
+    )
     print(f"Acc = {100 * metrics.accuracy(correct):.1f}%   Com = {100 * metrics.comprehension(correct):.1f}%")
     print("chosen letter counts: " + ", ".join(f"{l}: {(chosen == i).sum()}" for i, l in enumerate("ABCD")))
 
@@ -154,7 +185,7 @@ def cmd_score(args):
     proxies = proxies_for(args)
     examples = list(dict.fromkeys(p.example_id for p in proxies))[: args.examples]
     proxies = [p for p in proxies if p.example_id in set(examples)]
-    model = _checkedmodel_for(args, proxies)
+    model, proxies = _checkedmodel_for(args, proxies)
     config = AttributionConfig(
         target=args.target, steps=args.steps, path=args.path, quadrature=args.quadrature, layers_per_pass=args.layers_per_pass
     )
@@ -188,6 +219,7 @@ def add_model_commands(sub) -> None:
     p.set_defaults(func=cmd_info)
     p = sub.add_parser("qatt", help="print a task's proxy prompts")
     add_task_args(p)
+    add_model_args(p, required=False)  # only --prompt-format chat needs the model (its chat template)
     p.set_defaults(func=cmd_qatt)
     p = sub.add_parser("eval", help="Acc and Com of the unmodified model on a task's proxies")
     add_model_args(p)

@@ -16,6 +16,7 @@ from .answers import check_answer_tokens
 from .intervention import BASELINE, correct_table, option_probs
 from .recipe import Recipe, RecipeError
 from .runfolder import RunFolder
+from .tasks.formats import apply_prompt_format
 from .zarrio import open_checked
 
 
@@ -70,7 +71,7 @@ def reference_screens(
 ) -> dict[str, dict[str, bool]]:
     """Per task, {example id: understood} from `evaluation.examples_from` or `evaluation.screen_model`;
     empty when this run's model screens its own candidates (the default). `candidates(task)` gives
-    a task's evaluation-candidate proxies."""
+    a task's evaluation-candidate proxies (chat: unwrapped, put in the screening model's own template here)."""
     ev = recipe.evaluation
     if ev.examples_from:
         return {task.name: read_evaluation_set(ev.examples_from, task.name) for task in recipe.tasks}
@@ -82,7 +83,7 @@ def reference_screens(
     reference = load_model(ev.screen_model, device=recipe.device, dtype=recipe.dtype)
     screens = {}
     for task in recipe.tasks:
-        proxies = candidates(task)
+        proxies = apply_prompt_format(candidates(task), recipe.prompt_format, reference.tokenizer)
         check_answer_tokens(reference.tokenizer, proxies)
         screens[task.name] = screen(recipe, reference, proxies, progress=progress)
     return screens

@@ -57,12 +57,12 @@ def check_prompt_lengths(model, proxies: Sequence[Proxy]) -> None:
 
 def task_inputs(recipe) -> dict[str, tuple[list[Proxy], list[Proxy]]]:
     """Each task's (identification, evaluation-candidate) proxies, loaded before the model; errors name the task."""
-    from .splits import task_proxies
+    from .splits import task_proxies, unwrapped
 
     inputs = {}
     for i, task in enumerate(recipe.tasks):
         try:
-            identification, candidates = task_proxies(recipe, task)
+            identification, candidates = task_proxies(unwrapped(recipe), task)  # chat: wrapped in check_prompts
         except ValueError as err:
             raise InputError(f"tasks[{i}] ({task.name}): {err}") from None
         if not candidates:
@@ -85,7 +85,12 @@ def naica_inputs(recipe) -> list[Proxy]:
         )
     except ValueError as err:
         raise InputError(f"naica.source: {err}") from None
-    proxies = domain_proxies(questions, seed=recipe.seed, answer_format=recipe.answer_format)
+    # chat: the QATT prompts here, put in the model's template by check_prompts once the tokenizer is there.
+    prompt_format = "qatt" if recipe.prompt_format == "chat" else recipe.prompt_format
+    try:
+        proxies = domain_proxies(questions, seed=recipe.seed, answer_format=recipe.answer_format, prompt_format=prompt_format)
+    except ValueError as err:
+        raise InputError(f"prompt_format: {err}") from None
     return [p for ps in proxies.values() for p in ps]
 
 
@@ -97,9 +102,12 @@ def recipe_prompts(recipe) -> list[Proxy]:
 
 
 def check_prompts(model, recipe, prompts: Sequence[Proxy]) -> None:
-    """Once the tokenizer is there, before any IG: every prompt fits the model, every answer is one token."""
+    """Once the tokenizer is there, before any IG: every prompt fits the model, every answer is one token.
+    Chat prompts are checked as the model sees them (a tokenizer without a chat template is refused here)."""
     from .answers import check_answer_tokens
+    from .tasks.formats import apply_prompt_format
 
+    prompts = apply_prompt_format(prompts, recipe.prompt_format, model.tokenizer)
     check_prompt_lengths(model, prompts)
     check_answer_tokens(model.tokenizer, prompts)
 

@@ -20,6 +20,7 @@ from .recipe_checks import (
     check_naica,
     check_name,
     check_neuronllm,
+    check_prompt_format,
     check_tasks,
     need,
     not_blank,
@@ -28,7 +29,7 @@ from .recipe_checks import (
 from .recipe_sections import CrossTask, Naica, Table8, Table8Budget  # noqa: F401  (Table8*: re-exported)
 
 # The choices are the library's own (one spelling each, shared with the configs and registries).
-from .vocab import AnswerFormat, Backend, BestBy, Device, DType, Experiment, MethodName, Position
+from .vocab import AnswerFormat, Backend, BestBy, Device, DType, Experiment, MethodName, Position, PromptFormat
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class Recipe:
     device: Device = "auto"  # where a local model runs
     dtype: DType = "float32"  # model weights and compute dtype
     answer_format: AnswerFormat = "letters"  # answer tokens: option letters (the paper) or option words
+    # How questions are put to the model: "qatt" (the paper's prompt), "chat" (it inside the model's chat
+    # template) or "cloze" (no options listed, solved examples, option texts scored; needs answer_format words).
+    prompt_format: PromptFormat = "qatt"
     seed: int = 0  # every sampling and shuffle derives from it
     identification_examples: int = 5  # tr: examples per task used to identify neurons
     attribution: Attribution = Attribution()  # how neurons are scored: integrated gradients (Eq. 1)
@@ -207,6 +211,7 @@ def _check_values(recipe: Recipe) -> None:
         not_blank(task.revision, f"tasks[{i}].revision")
     not_blank(recipe.ndif_host, "ndif_host")
     need(recipe.seed >= 0, "seed", f"expected an int >= 0, got {recipe.seed}")  # numpy's generators refuse negative seeds
+    check_prompt_format(recipe)
     check_tasks(recipe.tasks, recipe.experiment, recipe.identification_examples)
     check_neuronllm(recipe)
     check_naica(recipe.naica)

@@ -50,6 +50,22 @@ def check_name(name: str) -> None:
     need(not bad, "name", f"expected a folder name (no '/', '\\', '.', '..' or surrounding spaces), got {name!r}")
 
 
+def check_prompt_format(recipe) -> None:
+    """cloze scores option texts (answer_format words) and needs demonstrations (not NA-ICA's zero-shot data)."""
+    if recipe.prompt_format != "cloze":
+        return
+    need(
+        recipe.answer_format == "words",
+        "prompt_format",
+        f"'cloze' lists no options, so it scores each option's text: it needs answer_format: words, got {recipe.answer_format!r}",
+    )
+    need(
+        recipe.experiment != "naica",
+        "prompt_format",
+        "'cloze' does not apply to experiment naica (zero-shot domain QA without demonstrations); use qatt or chat",
+    )
+
+
 def check_tasks(tasks, experiment: str, tr: int) -> None:
     """Every task known, its adapter options known and typed, none listed twice: checked before any task runs."""
     from .tasks import get_task

@@ -125,6 +125,8 @@ def fingerprint_inputs(recipe: Recipe, model_provenance: dict) -> dict:
     """What a task's results depend on: the recipe's settings, the model and each task's data, by
     content (a moved folder is the same model; replaced weights or an edited file are not)."""
     data = {k: v for k, v in recipe.to_dict().items() if k not in _FINGERPRINT_EXCLUDES}
+    if data.get("prompt_format") == "qatt":  # the default: runs from before prompt formats keep their fingerprint
+        data.pop("prompt_format")
     # Where the report draws its completeness line changes no number a task computes.
     data["attribution"] = {k: v for k, v in data["attribution"].items() if k != "gap_threshold"}
     # Where it ran (device, NDIF host) does not change the numbers.
@@ -275,10 +277,10 @@ def load_naica(path, groups: Sequence[str] = NAICA_GROUPS) -> dict[str, xr.Datas
     return {g: open_store(path, group=g).load() for g in groups if (Path(path) / g).exists()}
 
 
-def evaluation_proxies(recipe: Recipe, task, out) -> list:
-    """The evaluation proxies a finished run used for `task` (read back from its results)."""
+def evaluation_proxies(recipe: Recipe, task, out, tokenizer=None) -> list:
+    """The evaluation proxies a finished run used for `task` (read back from its results; chat: the model's tokenizer)."""
     from .splits import task_proxies
 
     ids = set(open_checked(RunFolder(out).task(task.name)).evaluation_example.values.tolist())
-    _, candidates = task_proxies(recipe, task)
+    _, candidates = task_proxies(recipe, task, tokenizer)
     return [p for p in candidates if p.example_id in ids]

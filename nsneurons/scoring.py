@@ -12,7 +12,8 @@ import numpy as np
 
 from .attribution import AttributionConfig, attribute_proxies, checked_layers
 from .store import ScoreStore, open_scores
-from .tasks.base import N_PROXIES, PROMPT_TEMPLATE_VERSION, Proxy
+from .tasks.base import N_PROXIES, Proxy
+from .tasks.formats import TEMPLATE_VERSIONS
 from .version import package_version
 
 
@@ -32,8 +33,10 @@ def prompts_sha256(proxies: Sequence[Proxy]) -> str:
     return hashlib.sha256(json.dumps(rows).encode()).hexdigest()
 
 
-def score_provenance(model, config: AttributionConfig, extra: dict | None = None, answer_format: str | None = None) -> dict:
-    """The store's attrs: the model, the IG settings, and the proxies' answer format."""
+def score_provenance(
+    model, config: AttributionConfig, extra: dict | None = None, answer_format: str | None = None, prompt_format: str = "qatt"
+) -> dict:
+    """The store's attrs: the model, the IG settings, and the proxies' answer and prompt formats."""
     prov = dict(model.provenance)
     prov.update(
         target=config.target,
@@ -41,7 +44,8 @@ def score_provenance(model, config: AttributionConfig, extra: dict | None = None
         quadrature=config.quadrature,
         ig_path=config.path,
         answer_format=answer_format or config.answer_format or "letters",
-        prompt_template=PROMPT_TEMPLATE_VERSION,
+        prompt_format=prompt_format,
+        prompt_template=TEMPLATE_VERSIONS[prompt_format],
         nsneurons_version=package_version(),
     )
     prov.update(extra or {})
@@ -54,6 +58,14 @@ def answer_formats(proxies: Sequence[Proxy]) -> str:
     if len(found) > 1:
         raise ValueError(f"proxies of one scores store must share an answer format, got {', '.join(found)}")
     return found[0] if found else "letters"
+
+
+def prompt_formats(proxies: Sequence[Proxy]) -> str:
+    """The proxies' prompt format (one per store, like the answer format)."""
+    found = sorted({p.prompt_format for p in proxies})
+    if len(found) > 1:
+        raise ValueError(f"proxies of one scores store must share a prompt format, got {', '.join(found)}")
+    return found[0] if found else "qatt"
 
 
 def attribute_group_with_retries(model, proxies, config, layers=None):
@@ -98,7 +110,11 @@ def score_proxies(
         n_neurons=model.n_neurons,
         correct_letters=[[p.correct_letter for p in group] for group in groups.values()],
         provenance=score_provenance(
-            model, config, {**(provenance or {}), "prompts_sha256": prompts_sha256(proxies)}, answer_formats(proxies)
+            model,
+            config,
+            {**(provenance or {}), "prompts_sha256": prompts_sha256(proxies)},
+            answer_formats(proxies),
+            prompt_formats(proxies),
         ),
         item=item,
     )

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .recipe import Recipe
 
 
-def task_proxies(recipe: Recipe, task) -> tuple[list, list]:
-    """(identification proxies, evaluation-candidate proxies) of one task, disjoint, seeded."""
+def unwrapped(recipe: Recipe) -> Recipe:
+    """The recipe with chat prompts left as QATT, for reading the data before a tokenizer is there;
+    whoever has the tokenizer puts them in its template (tasks.formats.apply_prompt_format)."""
+    return dataclasses.replace(recipe, prompt_format="qatt") if recipe.prompt_format == "chat" else recipe
+
+
+def task_proxies(recipe: Recipe, task, tokenizer=None) -> tuple[list, list]:
+    """(identification proxies, evaluation-candidate proxies) of one task, disjoint, seeded, in the
+    recipe's prompt format (chat needs the model's tokenizer)."""
     from .tasks import build_task_proxies, task_questions, task_spec
 
     demo_pool, questions = task_questions(
@@ -31,5 +40,10 @@ def task_proxies(recipe: Recipe, task) -> tuple[list, list]:
     if recipe.evaluation.candidates is not None:
         candidates = candidates[: recipe.evaluation.candidates]
     spec = task_spec(task.name)
-    make = lambda qs: build_task_proxies(qs, demo_pool, spec, recipe.seed, recipe.answer_format)  # noqa: E731
+
+    def make(qs):
+        return build_task_proxies(
+            qs, demo_pool, spec, recipe.seed, recipe.answer_format, prompt_format=recipe.prompt_format, tokenizer=tokenizer
+        )
+
     return make(identification), make(candidates)

@@ -21,6 +21,9 @@ TargetName = Literal["ace", "qrnca", "tn"]
 Direction = Literal["degrade", "enhance"]  # degrader: silence good, excite bad; enhancer: the reverse
 Role = Literal["good", "bad"]  # the two halves of a neuron set
 AnswerFormat = Literal["letters", "words"]  # answer tokens: option letters (the paper) or option words
+# How a question is put to the model: the paper's QATT prompt, QATT inside the model's chat template,
+# or cloze (no options listed, solved examples, each option's text scored): nsneurons.tasks.formats.
+PromptFormat = Literal["qatt", "chat", "cloze"]
 Position = Literal["answer", "all"]  # where neurons are switched: the answer position or every position
 Quadrature = Literal["right", "midpoint", "gausslegendre"]  # IG nodes: alpha_k = k/m (the paper), (k - 1/2)/m, or Gauss-Legendre
 IGPath = Literal["staircase", "prefix", "full"]  # how IG rows are laid out (nsneurons.attribution)
@@ -35,6 +38,7 @@ ConditionKind = Literal["sweep", "ablation"]  # a good:bad ratio of the budget, 
 DIRECTIONS: tuple[Direction, ...] = get_args(Direction)
 ROLES: tuple[Role, ...] = get_args(Role)
 ANSWER_FORMATS: tuple[AnswerFormat, ...] = get_args(AnswerFormat)
+PROMPT_FORMATS: tuple[PromptFormat, ...] = get_args(PromptFormat)
 BEST_BY: tuple[BestBy, ...] = get_args(BestBy)
 # The words intervention.degrader / enhancer name a condition by default ("tn/degrader" in older runs).
 _DIRECTION_WORDS: dict[str, Direction] = {

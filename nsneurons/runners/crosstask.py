@@ -253,7 +253,7 @@ def _measure(recipe: Recipe, model, out: Path, plan: _Plan, progress: bool) -> t
     for task in tasks:
         conditions, keys = _task_conditions(plan, task)
         print(f"cross-task: evaluating {len(conditions)} conditions on task {task}")
-        proxies = evaluation_proxies(recipe, recipe.tasks[tasks.index(task)], out)
+        proxies = evaluation_proxies(recipe, recipe.tasks[tasks.index(task)], out, model.tokenizer)
         n_examples.append(len({p.example_id for p in proxies}))
         original, found = _evaluate(model, recipe, proxies, conditions, progress)
         for c, (kind, where) in zip(conditions, keys):

@@ -32,7 +32,7 @@ from ..recipe import Recipe, RecipeError
 from ..runfolder import RunFolder, run_in_folder
 from ..scoring import score_proxies
 from ..tasks.base import Proxy
-from ..vocab import AnswerFormat, IGPath
+from ..vocab import AnswerFormat, IGPath, PromptFormat
 from ..zarrio import write_atomically
 
 
@@ -60,6 +60,7 @@ def _run(recipe: Recipe, model, folder: RunFolder, *, progress: bool) -> None:
         steps=n.steps,
         seed=recipe.seed,
         answer_format=recipe.answer_format,
+        prompt_format=recipe.prompt_format,
         held_out_fraction=n.held_out_fraction,
         progress=progress,
         remove_common=n.remove_common,
@@ -180,6 +181,7 @@ def run_naica(
     steps: int = 20,
     seed: int = 0,
     answer_format: AnswerFormat = "letters",
+    prompt_format: PromptFormat = "qatt",
     held_out_fraction: float = 0.3,
     progress: bool = False,
     remove_common: bool = True,
@@ -187,14 +189,17 @@ def run_naica(
     provenance: Mapping | None = None,
 ) -> dict[str, xr.Dataset]:
     """Scoring (resumable, scores/naica-qrnca.zarr), key and common neurons, regions, prediction and editing;
-    writes naica.zarr, 2 PNGs and report.md. provenance: recorded in the scores store (recipe, data source)."""
+    writes naica.zarr, 2 PNGs and report.md. provenance: recorded in the scores store (recipe, data source).
+    prompt_format: "qatt" or "chat" (the model's chat template); see nsneurons.tasks.domain_qa."""
     from ..answers import check_answer_tokens
     from ..tasks.domain_qa import domain_of, domain_proxies
 
     folder = RunFolder(out_dir)
     folder.root.mkdir(parents=True, exist_ok=True)
     domains = domain_of(questions_by_domain)
-    proxies = domain_proxies(questions_by_domain, seed=seed, answer_format=answer_format)
+    proxies = domain_proxies(
+        questions_by_domain, seed=seed, answer_format=answer_format, prompt_format=prompt_format, tokenizer=model.tokenizer
+    )
     check_answer_tokens(model.tokenizer, [p for ps in proxies.values() for p in ps])
     attribution = attribute_queries(
         model,
@@ -233,6 +238,7 @@ def run_naica(
         held_out_fraction=held_out_fraction,
         remove_common=remove_common,
         model=model.provenance.get("model", "?"),
+        **({"prompt_format": prompt_format} if prompt_format != "qatt" else {}),  # qatt runs' outputs stay as they were
     )
     for ds in results.values():
         ds.attrs.setdefault("naica_params", json.dumps(params, default=str))

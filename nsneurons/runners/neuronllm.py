@@ -27,7 +27,7 @@ from ..intervention import BASELINE, correct_table, option_probs
 from ..recipe import Recipe, RecipeError, check_against_model
 from ..runfolder import RunFolder, cached_task, digest, fingerprint_inputs, run_in_folder
 from ..scoring import score_proxies
-from ..splits import task_proxies
+from ..splits import task_proxies, unwrapped
 from ..store import example_scores
 from ..zarrio import write_atomically
 
@@ -57,7 +57,7 @@ def _run_tasks(recipe: Recipe, model, folder: RunFolder, *, progress: bool) -> N
             continue
         print(f"task {task.name}: running")
         if screens is None:
-            screens = reference_screens(recipe, lambda t: task_proxies(recipe, t)[1], progress=progress)
+            screens = reference_screens(recipe, lambda t: task_proxies(unwrapped(recipe), t)[1], progress=progress)
         parts = run_task(recipe, model, task, folder.root, understood=screens.get(task.name), progress=progress)
         ds = _task_dataset(parts)
         ds.attrs = {"fingerprint": stamp, "task": task.name, "settings": json.dumps(inputs, sort_keys=True, default=str)}
@@ -119,7 +119,7 @@ def _neuron_sets(recipe: Recipe, model, es, activations) -> dict[str, list[xr.Da
 
 def run_task(recipe: Recipe, model, task, out: Path, *, understood: dict[str, bool] | None = None, progress: bool = True) -> dict:
     """One task end to end; returns its arrays (see nsneurons.conditions), neurons, baseline, example."""
-    id_proxies, candidate_proxies = task_proxies(recipe, task)
+    id_proxies, candidate_proxies = task_proxies(recipe, task, model.tokenizer)
     # Answer tokens and prompt lengths were checked for every task before any work (preflight.check_prompts).
     if understood is None:  # screened by this model (the default); else by a reference model or a saved set
         understood = screen(recipe, model, candidate_proxies, progress=progress)
@@ -285,6 +285,7 @@ def _combine_and_report(recipe: Recipe, model, folder: RunFolder, per_task: dict
             "identification_examples": recipe.identification_examples,
             "steps": recipe.attribution.steps,
             "answer_format": recipe.answer_format,
+            **({"prompt_format": recipe.prompt_format} if recipe.prompt_format != "qatt" else {}),
             "evaluation set": outputs["results"].attrs["evaluation_set"],
             "ratio per cell": recipe.evaluation.best_by,
             "intervals": f"{recipe.evaluation.confidence:.0%} bootstrap over evaluation "

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..vocab import AnswerFormat
+from ..vocab import AnswerFormat, PromptFormat
 
 LETTERS = ("A", "B", "C", "D")
 N_OPTIONS = 4
 N_PROXIES = 3
 PROMPT_TEMPLATE_VERSION = "qatt-v1"
+ANSWER_CUE = "Answer:"  # every prompt ends with it, so the next token is the answer
 
 
 class TaskDataError(ValueError):
@@ -59,6 +60,7 @@ class Proxy:
     correct: int  # index of the correct option in `options`
     task: str
     answer_format: AnswerFormat = "letters"  # what the prompt asks for; the answer tokens follow it (nsneurons.answers)
+    prompt_format: PromptFormat = "qatt"  # how the prompt was rendered (nsneurons.tasks.formats)
 
     @property
     def correct_letter(self) -> str:
@@ -75,6 +77,9 @@ class TaskSpec:
     stem_label: str = "Question"  # label in front of the stem
     # False where option texts are long (chunking segmentations) and scoring their words makes no sense.
     word_answers: bool = True
+    # The fixed label set the correct option is drawn from (sentiment classes, entity types), or () where
+    # each question brings its own options; cloze prompts show one solved example per label.
+    labels: tuple[str, ...] = ()
 
 
 def rules_text(answer_format: AnswerFormat) -> str:

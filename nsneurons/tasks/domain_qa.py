@@ -13,6 +13,8 @@ Each question becomes 3 proxies, zero-shot like the seed's data: proxy i uses in
 template i (three different wordings) and its own option order, with the correct option on three
 different letters; the orders depend only on (seed, question id). The domain is never named in
 the prompt, so neuron-based domain prediction cannot read it off the text.
+Prompt formats: qatt (these templates) and chat (them inside the model's chat template); cloze is
+refused: the questions are zero-shot, with no demonstration split to take solved examples from.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..vocab import PromptFormat
 from .adapter import Conversion, Row, TaskAdapter, convert_each
-from .base import LETTERS, N_OPTIONS, AnswerFormat, Proxy, Question, TaskDataError, TaskSpec, rules_text
-from .proxies import ANSWER_CUE, render_proxies
+from .base import ANSWER_CUE, LETTERS, N_OPTIONS, AnswerFormat, Proxy, Question, TaskDataError, TaskSpec, rules_text
+from .formats import apply_prompt_format, check_prompt_format
 from .proxies import proxy_orders as shared_proxy_orders
+from .proxies import render_proxies
 from .reading import DATA_DIR, read_rows
 
 TASK = "domain_qa"
@@ -158,10 +162,19 @@ def proxy_orders(question: Question, seed: int) -> list[list[int]]:
     return shared_proxy_orders(question, seed, ORDER_SALT)
 
 
-def make_domain_proxies(question: Question, *, seed: int = 0, answer_format: AnswerFormat = "letters") -> list[Proxy]:
-    """The 3 proxies of one question: template i for proxy i, shuffled options, distinct correct letters."""
+def make_domain_proxies(
+    question: Question,
+    *,
+    seed: int = 0,
+    answer_format: AnswerFormat = "letters",
+    prompt_format: PromptFormat = "qatt",
+    tokenizer=None,
+) -> list[Proxy]:
+    """The 3 proxies of one question: template i for proxy i, shuffled options, distinct correct letters
+    (prompt_format "chat": inside the tokenizer's chat template; "cloze" is refused, see the module doc)."""
+    check_domain_format(prompt_format, answer_format)
     rules = rules_text(answer_format)
-    return render_proxies(
+    proxies = render_proxies(
         question,
         SPEC,
         lambda number, block: TEMPLATES[number].format(rules=rules, block=block),
@@ -169,14 +182,33 @@ def make_domain_proxies(question: Question, *, seed: int = 0, answer_format: Ans
         answer_format=answer_format,
         salt=ORDER_SALT,
     )
+    return apply_prompt_format(proxies, prompt_format, tokenizer)
+
+
+def check_domain_format(prompt_format: str, answer_format: str = "letters") -> None:
+    """NA-ICA's prompts come as qatt or chat; cloze is refused with a reason."""
+    check_prompt_format(prompt_format, "words" if prompt_format == "cloze" else answer_format)
+    if prompt_format == "cloze":
+        raise TaskDataError(
+            "prompt_format 'cloze' does not apply to NA-ICA's domain QA: its questions are zero-shot, with no "
+            "demonstration split to take solved examples from; use prompt_format 'qatt' or 'chat'"
+        )
 
 
 def domain_proxies(
-    questions_by_domain: Mapping[str, Sequence[Question]], *, seed: int = 0, answer_format: AnswerFormat = "letters"
+    questions_by_domain: Mapping[str, Sequence[Question]],
+    *,
+    seed: int = 0,
+    answer_format: AnswerFormat = "letters",
+    prompt_format: PromptFormat = "qatt",
+    tokenizer=None,
 ) -> dict[str, list[Proxy]]:
     """{question id: its 3 proxies}, in domain then question order."""
+    check_domain_format(prompt_format, answer_format)
     return {
-        q.example_id: make_domain_proxies(q, seed=seed, answer_format=answer_format)
+        q.example_id: make_domain_proxies(
+            q, seed=seed, answer_format=answer_format, prompt_format=prompt_format, tokenizer=tokenizer
+        )
         for qs in questions_by_domain.values()
         for q in qs
     }
@@ -203,6 +235,7 @@ __all__ = [
     "TASK",
     "TEMPLATES",
     "TEMPLATE_VERSION",
+    "check_domain_format",
     "domain_of",
     "domain_proxies",
     "load_domain_qa",

@@ -24,6 +24,7 @@ SPEC = TaskSpec(
         "Decide which type the named entity in the sentence belongs to: art, building, event, location, "
         "organization, other, person or product."
     ),
+    labels=COARSE_TYPES,
 )
 
 

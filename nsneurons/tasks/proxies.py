@@ -20,8 +20,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
-from ..vocab import ANSWER_FORMATS
+from ..vocab import ANSWER_FORMATS, PromptFormat
 from .base import (
+    ANSWER_CUE,
     N_OPTIONS,
     N_PROXIES,
     AnswerFormat,
@@ -33,8 +34,7 @@ from .base import (
     render_block,
     rules_text,
 )
-
-ANSWER_CUE = "Answer:"
+from .formats import apply_prompt_format, check_prompt_format, cloze_demonstrations, cloze_proxies
 
 
 def _check_answer_format(spec: TaskSpec, answer_format: str) -> None:
@@ -141,8 +141,14 @@ def build_task_proxies(
     spec: TaskSpec,
     seed: int,
     answer_format: AnswerFormat = "letters",
+    *,
+    prompt_format: PromptFormat = "qatt",
+    tokenizer=None,
+    shots: int | None = None,
 ) -> list[Proxy]:
-    """All proxies of a task, 3 per question in question order, sharing one demonstration."""
+    """All proxies of a task, 3 per question in question order, in a prompt format (nsneurons.tasks.formats):
+    qatt and chat share one demonstration; cloze shows solved examples (`shots`); chat needs the tokenizer."""
+    check_prompt_format(prompt_format, answer_format, spec)
     scored_ids = {q.example_id for q in questions}
     leaked = sorted(scored_ids.intersection(q.example_id for q in demo_pool))
     if leaked:
@@ -151,8 +157,12 @@ def build_task_proxies(
             f"{len(leaked)} demonstration example(s) are also scored questions: {shown}; "
             "the demonstration pool must come from a split that is never scored"
         )
+    if prompt_format == "cloze":
+        demos = cloze_demonstrations(demo_pool, spec, seed, shots)
+        return [p for q in questions for p in cloze_proxies(q, proxy_orders(q, seed), demos, spec, seed)]
     demo = pick_demonstration(demo_pool, seed)
-    return [p for q in questions for p in make_proxies(q, demo, spec, seed=seed, answer_format=answer_format)]
+    proxies = [p for q in questions for p in make_proxies(q, demo, spec, seed=seed, answer_format=answer_format)]
+    return apply_prompt_format(proxies, prompt_format, tokenizer)
 
 
 __all__ = [

@@ -20,6 +20,7 @@ SPEC = TaskSpec(
     name=TASK,
     role="You are an expert in sentiment analysis of movie reviews.",
     instruction="Decide whether the sentiment of the review is positive, negative or neutral.",
+    labels=OPTIONS[:3],  # "not sure" is never the answer
 )
 
 
