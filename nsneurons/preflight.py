@@ -76,6 +76,7 @@ def task_inputs(recipe) -> dict[str, tuple[list[Proxy], list[Proxy]]]:
 
 def naica_inputs(recipe) -> list[Proxy]:
     """The NA-ICA prompts of a recipe (experiment "naica"), loaded before the model."""
+    from .splits import unwrapped
     from .tasks.domain_qa import domain_proxies, load_domain_qa
 
     n = recipe.naica
@@ -86,11 +87,8 @@ def naica_inputs(recipe) -> list[Proxy]:
     except ValueError as err:
         raise InputError(f"naica.source: {err}") from None
     # chat: the QATT prompts here, put in the model's template by check_prompts once the tokenizer is there.
-    prompt_format = "qatt" if recipe.prompt_format == "chat" else recipe.prompt_format
-    try:
-        proxies = domain_proxies(questions, seed=recipe.seed, answer_format=recipe.answer_format, prompt_format=prompt_format)
-    except ValueError as err:
-        raise InputError(f"prompt_format: {err}") from None
+    prompt_format = unwrapped(recipe).prompt_format
+    proxies = domain_proxies(questions, seed=recipe.seed, answer_format=recipe.answer_format, prompt_format=prompt_format)
     return [p for ps in proxies.values() for p in ps]
 
 

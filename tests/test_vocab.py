@@ -40,3 +40,12 @@ def test_condition_names_round_trip():
     # intervention.degrader / enhancer's own names, and names of other shapes
     assert parse_condition_name("tn/degrader") == ConditionKey("sweep", "tn", "degrade", 1.0)
     assert [parse_condition_name(n) for n in ("none", "table8/tn/a/b/enhance", "x/sideways/1", "x/degrade/half")] == [None] * 4
+
+
+def test_prompt_formats_are_one_vocabulary():
+    from nsneurons.tasks.base import Proxy
+    from nsneurons.tasks.formats import TEMPLATE_VERSIONS
+
+    assert vocab.PROMPT_FORMATS == ("qatt", "chat", "cloze") == tuple(TEMPLATE_VERSIONS)
+    assert get_type_hints(recipe.Recipe)["prompt_format"] is vocab.PromptFormat
+    assert get_type_hints(Proxy)["prompt_format"] is vocab.PromptFormat
