@@ -233,3 +233,24 @@ def test_cli_qatt_prints_cloze_prompts_and_refuses_chat_without_a_model(capsys):
     assert "use answer_format 'words'" in capsys.readouterr().err
     assert cli.main(["qatt", "--task", "sentiment", "--n", "1", "--prompt-format", "chat"]) != 0
     assert "give --model" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # loads a tiny model three times (~3 s each on 2 busy cores)
+def test_cli_chat_uses_the_models_own_template_and_refuses_a_model_without_one(tmp_path, capsys):
+    import json
+
+    from fixtures_models import save_tiny_llama
+
+    model = str(save_tiny_llama(tmp_path / "m"))
+    args = ["--model", model, "--device", "cpu", "--task", "sentiment", "--n", "1", "--prompt-format", "chat"]
+    assert cli.main(["eval", *args, "--json"]) != 0
+    assert f"the tokenizer of {model!r} has no chat template; use prompt_format 'qatt' or 'cloze'" in capsys.readouterr().err
+    (tmp_path / "m" / "chat_template.jinja").write_text(CHATML)  # the template file transformers reads beside the tokenizer
+    assert cli.main(["qatt", *args]) == 0
+    out = capsys.readouterr().out
+    assert out.count("=== example ") == 3 and out.count("<|im_start|>user\nYou are an expert") == 3
+    # The options end the user turn (the fourth of proxy 0 is "positive", as the QATT proxies order them).
+    assert out.count("<|im_end|>\n<|im_start|>assistant\nAnswer:\n") == 3 and "D. positive<|im_end|>" in out
+    assert cli.main(["eval", *args, "--json", "--answer-format", "words"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["prompt_format"], result["answer_format"], result["proxies"]) == ("chat", "words", 3)
