@@ -172,3 +172,19 @@ def test_unit_mask_and_block_inputs_for_units():
     grown = trace_ops.grow_block_arg(torch.zeros(1, 1, 3, 5, dtype=torch.bool), 2, 2, pattern)
     assert grown.int()[0, 0].tolist() == visible
     assert math.isclose(float(mask.min()), torch.finfo(torch.float32).min)
+
+
+def test_remote_local_serialization_gives_same_numbers(tiny_llama):
+    """nnsight's serialize-then-execute path (remote='local') runs the multi-token sessions unchanged."""
+    import dataclasses
+
+    shipped_model = dataclasses.replace(tiny_llama, remote="local")
+    for path in ("staircase", "prefix", "full"):
+        config = AttributionConfig(target="tn", path=path, steps=4)
+        local, shipped = attribute_proxy(tiny_llama, _proxy(), config), attribute_proxy(shipped_model, _proxy(), config)
+        np.testing.assert_array_equal(local.ig, shipped.ig)
+        np.testing.assert_array_equal(local.option_prob, shipped.option_prob)
+    conditions = _conditions()
+    np.testing.assert_array_equal(
+        option_probs(tiny_llama, [_proxy()], conditions).values, option_probs(shipped_model, [_proxy()], conditions).values
+    )
