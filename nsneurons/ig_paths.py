@@ -135,9 +135,9 @@ def prefix_path(model, prompts, corrects, config, alphas, weights, chunks, stair
                         scaled, originals = trace_ops.staircase_rows(blocks, sites, chunk, n_layers, alphas, plan.prompt_len, plan.pattern)
                     else:
                         scaled, originals = trace_ops.flat_rows(sites, chunk, alphas, plan.pattern)
-                    if head is not None and plan.index is None:
+                    if head is not None and plan.option_index is None:
                         trace_ops.answer_logits_only(head, plan.answer_ids, head_has_bias)
-                    record = trace_ops.pass_result(spec, lm.output.logits, plan.target_ids, plan.correct, scaled, originals, plan.index)
+                    record = trace_ops.pass_result(spec, lm.output.logits, plan.target_ids, plan.correct, scaled, originals, plan.option_index)
                 results.append(record)
             per_prompt.append(results)
         nnsight.save(per_prompt)

@@ -36,7 +36,7 @@ class PromptPlan(NamedTuple):
     target_ids: torch.Tensor  # [4] their columns in the logits the target reads
     correct: int  # index of the correct option
     pattern: torch.Tensor | None = None  # [T, T] bool: who sees whom inside a unit (None: one token per option, T = 1)
-    index: OptionIndex | None = None  # where the options' tokens are read (None: one token per option)
+    option_index: OptionIndex | None = None  # where the options' tokens are read (None: one token per option)
 
 
 class PassSpec(NamedTuple):
@@ -237,6 +237,7 @@ def pass_result(spec: PassSpec, logits, target_ids, correct: int, scaled, origin
     option scores (from `spec.x_row`). `index` (an OptionIndex): options longer than one token, F on
     their summed log-probabilities (`spec.score_fn`); None: F on the answer tokens' logits."""
     if index is not None:
+        assert spec.score_fn is not None, "options longer than one token need PassSpec.score_fn"
         scores = option_scores(logits, index)
         return _record(spec, spec.score_fn(scores, correct), scores[spec.x_row], scaled, originals)
     # Flattened: GPT-2 views its grown output as [rows, 1, ...] (its input shape was [1, 1]).
@@ -245,12 +246,12 @@ def pass_result(spec: PassSpec, logits, target_ids, correct: int, scaled, origin
     return _record(spec, f_rows, logits[spec.x_row, target_ids.to(logits.device)], scaled, originals)
 
 
-def _record(spec: PassSpec, f_rows, option_values, scaled, originals) -> PassResult:
+def _record(spec: PassSpec, f_rows: torch.Tensor, option_values: torch.Tensor, scaled, originals) -> PassResult:
     """The saved PassResult of one pass from F per row."""
     grads = torch.autograd.grad(f_rows.sum(), scaled)
     ig = torch.stack([integrated_gradient(o, g, spec.steps, spec.weights) for o, g in zip(originals, grads)]).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
     act = torch.stack(originals).float().cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
     f_table = f_rows[spec.first_group_row :].detach().float().reshape(len(originals), -1).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
     f_x = f_rows[spec.x_row].detach().float().cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
-    option_logits = option_values.detach().float().cpu().save()
+    option_logits = option_values.detach().float().cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
     return PassResult(ig, act, f_table, f_x, option_logits)
