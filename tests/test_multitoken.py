@@ -92,14 +92,15 @@ def test_multi_token_ig_equals_plain_pytorch_reference(model, target, path):
     np.testing.assert_allclose(result.completeness_gap, result.ig_sum - result.ig_delta, rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("path", ["staircase", "prefix"])
-def test_mixed_prompts_in_one_session_equal_separate_runs(tiny_llama, path):
-    """A single-token (letters) proxy and a multi-token one share a session; each equals its own run."""
+@pytest.mark.parametrize("path, target", [("staircase", "ace"), ("prefix", "tn")])
+def test_mixed_prompts_in_one_session_equal_separate_runs(tiny_llama, path, target):
+    """A single-token (letters) proxy and a multi-token one share a session (ace: the first with the
+    four-logit head, the second with whole-vocabulary logits); each equals its own full-path run."""
     letters = Proxy("e2", 1, PROMPT.replace("text of the", "letter of the"), OPTIONS, 1, "sentiment")
-    config = AttributionConfig(target="tn", path=path, layers_per_pass=1)
+    config = AttributionConfig(target=target, path=path, layers_per_pass=1)
     both = attribute_proxies(tiny_llama, [letters, _proxy()], config)
     for proxy, result in zip([letters, _proxy()], both):
-        alone = attribute_proxy(tiny_llama, proxy, AttributionConfig(target="tn", path="full"))
+        alone = attribute_proxy(tiny_llama, proxy, AttributionConfig(target=target, path="full"))
         assert _max_rel(result.ig, alone.ig) <= 1e-5
         np.testing.assert_allclose(result.option_prob, alone.option_prob, rtol=1e-5)
 
