@@ -72,6 +72,7 @@ def test_target_formulas_on_a_small_lp_table():
         assert torch.allclose(targets.get_score_target(name)(single, 2), targets.get_target(name)(logits, ids, 2), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", sorted(targets.TARGETS))
 @pytest.mark.parametrize("path", ["staircase", "prefix", "full"])
 def test_multi_token_ig_equals_plain_pytorch_reference(model, target, path):
@@ -92,6 +93,7 @@ def test_multi_token_ig_equals_plain_pytorch_reference(model, target, path):
     np.testing.assert_allclose(result.completeness_gap, result.ig_sum - result.ig_delta, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path, target", [("staircase", "ace"), ("prefix", "tn")])
 def test_mixed_prompts_in_one_session_equal_separate_runs(tiny_llama, path, target):
     """A single-token (letters) proxy and a multi-token one share a session (ace: the first with the
@@ -125,6 +127,7 @@ def _conditions():
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_conditions", [1, 3])
 def test_option_probs_under_conditions_equal_hook_reference(model, n_conditions):
     conditions = _conditions()[-n_conditions:]
@@ -175,6 +178,7 @@ def test_unit_mask_and_block_inputs_for_units():
     assert math.isclose(float(mask.min()), torch.finfo(torch.float32).min)
 
 
+@pytest.mark.slow
 def test_remote_local_serialization_gives_same_numbers(tiny_llama):
     """nnsight's serialize-then-execute path (remote='local') runs the multi-token sessions unchanged."""
     import dataclasses
