@@ -155,6 +155,10 @@ def test_multi_token_position_all_and_short_windows_are_refused(tiny_llama):
         ValueError, match=r"example 'e1': the prompt and its options' tokens are \d+ tokens, more than the sliding"
     ):
         option_probs(mistral, [_proxy()], _conditions())
+    with pytest.raises(
+        ValueError, match=r"has \d+ tokens \(\d+ with its options' tokens\), more than the sliding attention window"
+    ):
+        attribute_proxy(mistral, _proxy(), AttributionConfig())
 
 
 def test_unit_mask_and_block_inputs_for_units():
