@@ -20,6 +20,12 @@ layer computes those four columns only. Passing an explicit mask also avoids nns
 default-mask bug with caches (docs/design.md, "Masks with a KV cache"). Each runs inside one
 `session`, so on NDIF the prefix cache never leaves the server (the sessions: nsneurons.ig_paths,
 which also says how their bodies must be written).
+
+Options longer than one token (words answers; the paper's Eq. 2): F reads the four options' summed
+log-probabilities (nsneurons.targets). On the shared-prefix paths a row is then a *unit* of T tokens,
+the last token followed by each option's tokens but its last, each option attending only to its
+own tokens (nsneurons.option_units); rows are scaled at the unit's first token. On `full`, each alpha
+row is four sequences, prompt + option tokens. Single-token options are exactly the layout above.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import torch
 
 from . import quadrature as _quadrature
 from . import targets as _targets
-from .answers import check_answer_format, proxy_answer_ids
+from .answers import check_answer_format, proxy_option_ids
 from .ig_paths import full_path, prefix_path
 from .ig_settings import IGSettings
 from .tasks.base import AnswerFormat, Proxy
@@ -63,15 +69,18 @@ class ProxyAttribution:
 
     ig: np.ndarray  # [layers, neurons]
     activation: np.ndarray  # [layers, neurons], unscaled, at the answer position
-    option_prob: np.ndarray  # [4], softmax over the four answer tokens
+    option_prob: (
+        np.ndarray
+    )  # [4], softmax over the four options' scores (their answer tokens' logits, or summed log-probs: Eq. 2)
     target_value: float  # F(x)
     completeness_gap: np.ndarray  # [layers]: sum(IG) - (F(x) - F(layer zeroed)), i.e. ig_sum - ig_delta
     ig_sum: np.ndarray  # [layers]: sum of the layer's IG
     ig_delta: np.ndarray  # [layers]: F(x) - F(x with the layer's neurons zeroed at the answer position), the IG baseline
 
 
-def _auto_layers_per_pass(model, n_layers: int, steps: int, prompt_len: int) -> int:
-    """Layers per pass from a memory budget: logits and activations per query row dominate."""
+def _auto_layers_per_pass(model, n_layers: int, steps: int, prompt_len: int, row_tokens: int = 1) -> int:
+    """Layers per pass from a memory budget: logits and activations per query token dominate (a row
+    is `row_tokens` tokens: a unit of multi-token options)."""
     cfg = model.hf_model.config
     hidden = getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 1024)  # absent or None/0: GPT-2's n_embd
     bytes_per_row = 4 * (2 * cfg.vocab_size + model.n_layers * (12 * hidden + 4 * model.n_neurons) + 2 * prompt_len)
@@ -82,7 +91,7 @@ def _auto_layers_per_pass(model, n_layers: int, steps: int, prompt_len: int) -> 
         budget = int(free * 0.5)
     else:
         budget = 4 << 30
-    rows = max(1, budget // bytes_per_row)
+    rows = max(1, budget // (bytes_per_row * row_tokens))
     return int(max(1, min(n_layers, rows // (steps + 2))))
 
 
@@ -106,13 +115,14 @@ def attribute_proxies(
     alphas = _quadrature.alphas_for(config.steps, config.quadrature)
     weights = _quadrature.step_weights(config.steps, config.quadrature)
     longest = max(ids.shape[1] for ids, _ in prompts)
-    per_pass = config.layers_per_pass or _auto_layers_per_pass(model, len(layers), config.steps, longest)
+    row_tokens = max(_unit_tokens(options) for _, options in prompts)
+    per_pass = config.layers_per_pass or _auto_layers_per_pass(model, len(layers), config.steps, longest, row_tokens)
     chunks = [layers[i : i + per_pass] for i in range(0, len(layers), per_pass)]
     corrects = [proxy.correct for proxy in proxies]
     if config.path == "full":
         per_prompt = [
-            full_path(model, ids, answer_ids, correct, config, alphas, weights, chunks)
-            for (ids, answer_ids), correct in zip(prompts, corrects)
+            full_path(model, ids, options, correct, config, alphas, weights, chunks)
+            for (ids, options), correct in zip(prompts, corrects)
         ]
     else:
         per_prompt = prefix_path(model, prompts, corrects, config, alphas, weights, chunks, staircase=config.path == "staircase")
@@ -127,20 +137,29 @@ def checked_layers(model, layers: Sequence[int] | None) -> list[int]:
     return layers
 
 
+def _unit_tokens(options) -> int:
+    """Tokens of one shared-prefix row: the last prompt token and every option's tokens but its last."""
+    return 1 + sum(len(option) - 1 for option in options)
+
+
 def _prepare(model, proxy: Proxy, config: AttributionConfig):
-    """(input ids [1, T], the four answer token ids) of one proxy, with its prompt checked."""
+    """(input ids [1, T], the four options' token sequences) of one proxy, with its prompt checked."""
     check_answer_format([proxy], config.answer_format)
-    answer_ids = torch.tensor(proxy_answer_ids(model.tokenizer, proxy))
+    options = proxy_option_ids(model.tokenizer, proxy)
     ids = model.tokenizer(proxy.prompt, return_tensors="pt")["input_ids"]
     if ids.shape[1] < 2:
         raise ValueError(f"prompt of example {proxy.example_id!r} has fewer than 2 tokens")
-    if config.path != "full" and not model.sees_whole_prompt(ids.shape[1]):
+    # The options' tokens must see the whole prompt too (their last input sits longest - 1 tokens on).
+    seen = ids.shape[1] + max(len(option) for option in options) - 1
+    if config.path != "full" and not model.sees_whole_prompt(seen):
         raise ValueError(
-            f"prompt of example {proxy.example_id!r} has {ids.shape[1]} tokens, more than the sliding attention "
+            f"prompt of example {proxy.example_id!r} has {ids.shape[1]} tokens"
+            + (f" ({seen} with its options' tokens)" if seen > ids.shape[1] else "")
+            + ", more than the sliding attention "
             f"window of {model.hf_model.config.model_type} ({model.attention_window}); path "
             f"{config.path!r} assumes every layer sees the whole prompt: use path 'full' for this model"
         )
-    return ids, answer_ids
+    return ids, options
 
 
 def _assemble(results: Sequence[PassResult]) -> ProxyAttribution:

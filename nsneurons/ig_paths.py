@@ -26,6 +26,7 @@ import torch
 from . import targets as _targets
 from . import trace_ops
 from .architectures import get_path
+from .option_units import full_rows, option_unit, single_token
 from .trace_ops import PassResult, PassSpec, PromptPlan
 
 
@@ -63,11 +64,12 @@ def prefix_cache_plans(model, prompts, corrects, chunks, rows: int, staircase: b
     nsneurons is not installed): the prompts' common prefix ids, and per prompt a `PromptPlan`.
 
     Every prompt minus its last token is a cached prefix: its first `common` tokens run once, then
-    each prompt's own tokens extend them (under an explicit causal mask: docs/design.md)."""
+    each prompt's own tokens extend them (under an explicit causal mask: docs/design.md). A prompt whose
+    options are longer than one token queries with units (nsneurons.option_units) instead of its last token."""
     dtype, device = model.compute_dtype, model.device
     common = common_prefix_len([ids[0, :-1] for ids, _ in prompts])
     plans = []
-    for (ids, answer_ids), correct in zip(prompts, corrects):
+    for (ids, options), correct in zip(prompts, corrects):
         prompt_len = ids.shape[1] - 1
         own = prompt_len - common
         own_ids = own_inputs = None
@@ -78,10 +80,15 @@ def prefix_cache_plans(model, prompts, corrects, chunks, rows: int, staircase: b
                 attention_mask=trace_ops.extension_mask(common, own, dtype, device),
             )
         sizes = [1] if staircase else sorted({len(c) * rows for c in chunks})
-        queries = {n: trace_ops.shared_prefix_queries(ids, n, dtype, device) for n in sizes}
+        answer_ids = torch.tensor([option[0] for option in options])
+        unit = index = None
+        if not single_token(options):
+            unit, index = option_unit(ids, options)
+        queries = {n: trace_ops.shared_prefix_queries(ids, n, dtype, device, unit) for n in sizes}
         # With only the answer logits computed, they come in A..D order.
-        target_ids = torch.arange(len(answer_ids)) if answers_only else answer_ids
-        plans.append(PromptPlan(prompt_len, own_ids, own_inputs, queries, answer_ids, target_ids, correct))
+        target_ids = torch.arange(len(answer_ids)) if answers_only and unit is None else answer_ids
+        pattern = None if unit is None else unit[2]
+        plans.append(PromptPlan(prompt_len, own_ids, own_inputs, queries, answer_ids, target_ids, correct, pattern, index))
     return prompts[0][0][:, :common], plans
 
 
@@ -98,7 +105,8 @@ def prefix_path(model, prompts, corrects, config, alphas, weights, chunks, stair
     common_ids, plans = prefix_cache_plans(model, prompts, corrects, chunks, rows, staircase, head is not None)
     common, device = common_ids.shape[1], model.device
     # The unscaled row: row 0 (staircase), or group 0's alpha = 1 row (flat), where the groups begin.
-    spec = PassSpec(_targets.get_target(config.target), config.steps, weights, *((0, 1) if staircase else (rows - 1, 0)))
+    rows_at = (0, 1) if staircase else (rows - 1, 0)
+    spec = PassSpec(_targets.get_target(config.target), config.steps, weights, *rows_at, _targets.get_score_target(config.target))
     ship_trace_code(model)
     # Prefix traces get a cache made without the model's config: it keeps every key (a sliding-window
     # layer's own cache keeps only the last window's), as the queries' mask expects. `per_prompt` is
@@ -124,12 +132,12 @@ def prefix_path(model, prompts, corrects, config, alphas, weights, chunks, stair
                 cache = DynamicCache(ddp_cache_data=kv)
                 with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
                     if staircase:
-                        scaled, originals = trace_ops.staircase_rows(blocks, sites, chunk, n_layers, alphas, plan.prompt_len)
+                        scaled, originals = trace_ops.staircase_rows(blocks, sites, chunk, n_layers, alphas, plan.prompt_len, plan.pattern)
                     else:
-                        scaled, originals = trace_ops.flat_rows(sites, chunk, alphas)
-                    if head is not None:
+                        scaled, originals = trace_ops.flat_rows(sites, chunk, alphas, plan.pattern)
+                    if head is not None and plan.option_index is None:
                         trace_ops.answer_logits_only(head, plan.answer_ids, head_has_bias)
-                    record = trace_ops.pass_result(spec, lm.output.logits, plan.target_ids, plan.correct, scaled, originals)
+                    record = trace_ops.pass_result(spec, lm.output.logits, plan.target_ids, plan.correct, scaled, originals, plan.option_index)
                 results.append(record)
             per_prompt.append(results)
         nnsight.save(per_prompt)
@@ -137,8 +145,12 @@ def prefix_path(model, prompts, corrects, config, alphas, weights, chunks, stair
     return per_prompt
 
 
-def full_path(model, ids, answer_ids, correct, config, alphas, weights, chunks) -> list[PassResult]:
-    """Reference: per layer, m + 1 copies of the full prompt, last position scaled at that layer."""
+def full_path(model, ids, options, correct, config, alphas, weights, chunks) -> list[PassResult]:
+    """Reference: per layer, m + 1 copies of the full prompt, last position scaled at that layer.
+    `options`: the four options' token sequences (nsneurons.answers.proxy_option_ids)."""
+    if not single_token(options):
+        return full_path_options(model, ids, options, correct, config, alphas, weights, chunks)
+    answer_ids = torch.tensor([option[0] for option in options])
     lm = model.lm
     rows = len(alphas)
     batch = ids.expand(rows, -1)
@@ -156,6 +168,36 @@ def full_path(model, ids, answer_ids, correct, config, alphas, weights, chunks) 
                 step_values = trace_ops.scaled_copies(original, alphas)
                 neurons[:, -1] = step_values
                 record = trace_ops.pass_result(spec, lm.output.logits[:, -1], answer_ids, correct, [step_values], [original])
+            results.append(record)
+        nnsight.save(results)
+    # fmt: on
+    return results
+
+
+def full_path_options(model, ids, options, correct, config, alphas, weights, chunks) -> list[PassResult]:
+    """The reference for options longer than one token: per layer, m + 1 alpha rows x the four options'
+    full sequences (prompt + option tokens but the last; nsneurons.option_units.full_rows), the neurons
+    scaled at the last prompt position by one tensor per alpha shared by its four rows."""
+    lm = model.lm
+    rows, answer_at = len(alphas), ids.shape[1] - 1
+    sequences, index = full_rows(ids, options)
+    batch = sequences.repeat(rows, 1).to(model.device)
+    sites = [(layer, model.down_proj(layer)) for chunk in chunks for layer in chunk]
+    spec = PassSpec(
+        _targets.get_target(config.target), config.steps, weights, rows - 1, 0, _targets.get_score_target(config.target)
+    )
+    ship_trace_code(model)
+    # `results` is made and saved inside the session (see prefix_path). Body layout: module docstring.
+    # fmt: off
+    with lm.session(remote=model.remote):
+        results = []
+        for _layer, site in sites:
+            with lm.trace(batch):
+                neurons = site.input
+                original = neurons[0, answer_at].detach().clone()
+                step_values = trace_ops.scaled_copies(original, alphas)
+                neurons[:, answer_at] = step_values.repeat_interleave(4, dim=0)
+                record = trace_ops.pass_result(spec, lm.output.logits[:, answer_at:], None, correct, [step_values], [original], index)
             results.append(record)
         nnsight.save(results)
     # fmt: on

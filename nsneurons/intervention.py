@@ -6,6 +6,13 @@ last real token; default) or at every position. Several conditions share one bat
 row is (condition, proxy), and each row gets its own multipliers. Prompts are left-padded with
 explicit position ids, so every row's answer position is the last one and the numbers equal
 unbatched runs.
+
+Options longer than one token (the paper's Eq. 2): an option's probability is the softmax over the
+four options' summed log-probabilities. Every proxy then takes the shared-prefix route (one query
+unit per condition after the cached prompt prefix, nsneurons.option_units; the multipliers apply at
+each unit's first token, the answer position). position="all" is refused there: the option tokens
+would need the switches at every position of their own sequence too, i.e. one full run per
+condition and option, which this module does not do.
 """
 
 from __future__ import annotations
@@ -16,7 +23,8 @@ from dataclasses import dataclass, field
 import torch
 import xarray as xr
 
-from .answers import check_answer_format, proxy_answer_ids
+from .answers import check_answer_format, proxy_option_ids
+from .option_units import option_unit, single_token
 from .tasks.base import LETTERS, AnswerFormat, Proxy
 from .vocab import ConditionKey, Position
 
@@ -94,9 +102,13 @@ def option_probs(
     if position not in ("answer", "all"):
         raise ValueError(f"position must be 'answer' or 'all', got {position!r}")
     check_answer_format(proxies, answer_format)
-    answer_ids = torch.tensor([proxy_answer_ids(model.tokenizer, p) for p in proxies])
+    options = [proxy_option_ids(model.tokenizer, p) for p in proxies]
     tables = torch.stack([c.multipliers(model.n_layers, model.n_neurons) for c in conditions])  # [C, L, N]
     touched = sorted({layer for c in conditions for layer, _ in (*c.silence, *c.excite)})
+    if not all(single_token(o) for o in options):
+        out = _option_unit_probs(model, proxies, options, tables, touched, position, progress)
+        return _labelled(out, conditions, proxies)
+    answer_ids = torch.tensor([[o[0] for o in opts] for opts in options])
     rows = [(c, i) for c in range(len(conditions)) for i in range(len(proxies))]
     # Sorting by prompt length keeps padding small; results go back to their own slots.
     rows.sort(key=lambda r: len(proxies[r[1]].prompt))
@@ -134,6 +146,11 @@ def option_probs(
         )
         for (c, i), p in zip(batch, probs):
             out[c, i] = p
+    return _labelled(out, conditions, proxies)
+
+
+def _labelled(out: torch.Tensor, conditions: Sequence[Condition], proxies: Sequence[Proxy]) -> xr.DataArray:
+    """[C, proxies, 4] option probabilities as the DataArray option_probs returns."""
     return xr.DataArray(
         out.numpy(),
         dims=("condition", "item", "option"),
@@ -221,3 +238,63 @@ def generate(model, prompt: str, condition: Condition = BASELINE, *, max_new_tok
     ids = tokens[0] if tokens.dim() == 2 else tokens
     n_prompt = len(model.tokenizer(prompt)["input_ids"])
     return model.tokenizer.decode(ids[n_prompt:], skip_special_tokens=True)
+
+
+def _option_unit_probs(model, proxies, options, tables, touched, position, progress) -> torch.Tensor:
+    """[C, proxies, 4] option probabilities when some option is longer than one token: per proxy, one
+    query unit per condition after the cached prompt prefix (module docstring)."""
+    from tqdm.auto import tqdm
+
+    if position != "answer":
+        raise ValueError(
+            "position='all' needs every option's tokens run under the switches as well, which nsneurons does not "
+            "do for options longer than one token (words answers); use position='answer' or single-token options"
+        )
+    out = torch.zeros(tables.shape[0], len(proxies), 4)
+    sites = {layer: model.down_proj(layer) for layer in touched}
+    for i in tqdm(range(len(proxies)), disable=not progress, unit="proxy", desc=f"option probs x{tables.shape[0]}"):
+        ids = model.tokenizer(proxies[i].prompt, return_tensors="pt")["input_ids"]
+        seen = ids.shape[1] + max(len(o) for o in options[i]) - 1
+        if not model.sees_whole_prompt(seen):
+            raise ValueError(
+                f"example {proxies[i].example_id!r}: the prompt and its options' tokens are {seen} tokens, more than the "
+                f"sliding attention window of {model.hf_model.config.model_type} ({model.attention_window}); options "
+                "longer than one token are scored after a shared prompt prefix, which needs every layer to see it all"
+            )
+        unit, index = option_unit(ids, options[i])
+        out[:, i] = _retrying(
+            model,
+            lambda: _unit_probs(model, ids, unit, index, tables, sites),  # noqa: B023 - called now
+            f"example {proxies[i].example_id!r} proxy {proxies[i].proxy}",
+        )
+    return out
+
+
+def _unit_probs(model, ids, unit, index, tables: torch.Tensor, sites: dict) -> torch.Tensor:
+    """Option probabilities [C, 4] of one prompt under C conditions, each a unit (option_units) after
+    the cached prefix, switched at the unit's first token. Session body layout: nsneurons.ig_paths."""
+    from transformers import DynamicCache
+
+    from . import targets, trace_ops
+
+    lm = model.lm
+    prompt_len, n, width = ids.shape[1] - 1, tables.shape[0], unit[0].shape[1]
+    query, positions, mask = trace_ops.shared_prefix_queries(ids, n, model.compute_dtype, model.device, unit)
+    if model.remote:
+        import nnsight
+
+        nnsight.register(targets)
+        nnsight.register(trace_ops)
+    # fmt: off
+    with lm.session(remote=model.remote):
+        with lm.trace(ids[:, :prompt_len].to(model.device), past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1):
+            prefix_cache = lm.output.past_key_values
+        cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in prefix_cache.layers])
+        with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
+            for layer, site in sites.items():
+                neurons = site.input
+                neurons[0, ::width] = neurons[0, ::width] * tables[:, layer].to(neurons.device, neurons.dtype)
+            scores = trace_ops.option_scores(lm.output.logits, index)
+            probs = torch.softmax(scores, dim=-1).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
+    # fmt: on
+    return probs

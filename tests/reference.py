@@ -58,3 +58,67 @@ def reference_option_probs(hf_model, input_ids, answer_ids, multipliers=None, al
         for h in handles:
             h.remove()
     return torch.softmax(logits[..., answer_ids].float(), -1)
+
+
+# Options longer than one token (the paper's Eq. 2): each option's tokens run after the full prompt,
+# one forward per option; the score is the summed log-probability of its tokens. The targets on the
+# scores, written here independently of nsneurons.targets.
+REFERENCE_SCORE_TARGETS = {
+    "ace": lambda lp, correct: torch.softmax(lp, -1)[..., correct],
+    "qrnca": lambda lp, correct: lp[..., correct].exp(),
+    "tn": lambda lp, correct: lp[..., correct].exp() - torch.cat([lp[..., :correct], lp[..., correct + 1 :]], -1).exp().mean(-1),
+}
+
+
+def _summed_logprob(hf_model, input_ids, option, rows):
+    """[rows] summed log P(option tokens | prompt) with the whole option appended to the prompt."""
+    prompt_len = input_ids.shape[1]
+    full = torch.cat([input_ids, torch.tensor([list(option)])], dim=1).expand(rows, -1)
+    logp = torch.log_softmax(hf_model(full).logits.float(), -1)
+    return sum(logp[:, prompt_len - 1 + k, token] for k, token in enumerate(option))
+
+
+def _at_answer(module, make_value, captured):
+    """A forward pre-hook writing make_value(x[:, answer]) at the answer position (the last prompt token)."""
+
+    def hook(mod, args):
+        x = args[0].clone()
+        x[:, captured["answer"]] = make_value(x[:, captured["answer"]])
+        return (x,) + tuple(args[1:])
+
+    return module.register_forward_pre_hook(hook)
+
+
+def reference_ig_options(hf_model, down_proj_module, input_ids, options, target, correct, steps=16):
+    """IG (right Riemann) of one layer's neurons at the last prompt position for options of any length:
+    F = target(summed log-probs [steps, 4]); one scaled leaf shared by the four options' forwards."""
+    alphas = torch.arange(1, steps + 1, dtype=torch.float32) / steps
+    captured = {"answer": input_ids.shape[1] - 1}
+
+    def scale(x):
+        if "scaled" not in captured:
+            captured["original"] = x[0].detach().clone()
+            captured["scaled"] = (captured["original"] * alphas[:, None]).requires_grad_(True)
+        return captured["scaled"]
+
+    handle = _at_answer(down_proj_module, scale, captured)
+    try:
+        lp = torch.stack([_summed_logprob(hf_model, input_ids, option, steps) for option in options], -1)
+    finally:
+        handle.remove()
+    values = REFERENCE_SCORE_TARGETS[target](lp, correct)
+    (grads,) = torch.autograd.grad(values.sum(), [captured["scaled"]])
+    return captured["original"] * grads.sum(0) / steps
+
+
+def reference_option_scores(hf_model, input_ids, options, multipliers=None):
+    """[4] summed log-probs of the options, with per-layer neuron multipliers {down_proj_module: vector}
+    applied at the answer position (the last prompt token) by hooks."""
+    captured = {"answer": input_ids.shape[1] - 1}
+    handles = [_at_answer(m, lambda x, v=v: x * v, captured) for m, v in (multipliers or {}).items()]
+    try:
+        with torch.no_grad():
+            return torch.stack([_summed_logprob(hf_model, input_ids, option, 1)[0] for option in options])
+    finally:
+        for h in handles:
+            h.remove()

@@ -156,6 +156,26 @@ def test_option_probs_under_interventions_remote_equal_local(models, proxies, po
         assert rel_err(r1.values, l1.values) <= TOL, condition.name
 
 
+def test_multi_token_options_remote_equal_local(models):
+    """Options longer than one token (Eq. 2, words answers): every IG path and the option probabilities."""
+    from nsneurons.answers import proxy_option_ids
+    from nsneurons.attribution import AttributionConfig, attribute_proxy
+    from nsneurons.intervention import option_probs
+    from nsneurons.tasks.base import Proxy
+
+    remote, local = models
+    prompt = "Question: this movie was good\nOptions:\nA. positive\nB. not sure\nC. not good at\nD. bad film\nAnswer:"
+    proxy = Proxy("e1", 0, prompt, ("positive", "not sure", "not good at", "bad film"), 1, "sentiment", answer_format="words")
+    assert max(len(o) for o in proxy_option_ids(local.tokenizer, proxy)) > 1
+    for path in ("staircase", "prefix", "full"):
+        config = AttributionConfig(target="tn", steps=3, path=path, layers_per_pass=1)
+        r, l = attribute_proxy(remote, proxy, config), attribute_proxy(local, proxy, config)
+        assert rel_err(r.ig, l.ig) <= TOL, path
+        assert rel_err(r.option_prob, l.option_prob) <= TOL, path
+    r, l = option_probs(remote, [proxy], _conditions()), option_probs(local, [proxy], _conditions())
+    assert rel_err(r.values, l.values) <= TOL
+
+
 def test_generate_remote_equals_local(models, proxies):
     from nsneurons.intervention import Condition, generate
 
