@@ -2,6 +2,8 @@
 
 One line per problem: a missing or damaged chunk (with the store's path and the variable), a
 scores store with examples still to compute, an output the recipe promises but the folder lacks.
+`nsneurons check RECIPE.yaml [--remote]`: the recipe valid (offline), and with --remote the NDIF
+preflight (nsneurons.ndif_preflight): model served, server libraries, the dtype the run will use.
 """
 
 from __future__ import annotations
@@ -70,3 +72,23 @@ def check_run(folder) -> tuple[list[str], int]:
     for store in stores:
         found += problems(store) or _incomplete(store)
     return found, len(stores)
+
+
+def check_recipe(path, *, remote: bool = False) -> list[str]:
+    """Lines describing a valid recipe (a bad one raises, naming the key); with remote, the NDIF preflight's findings."""
+    from .recipe import load_recipe
+
+    recipe = load_recipe(path)
+    lines = [f"ok: {path}: a valid {recipe.experiment} recipe for {recipe.model} ({len(recipe.tasks)} task(s))"]
+    if remote:
+        from .ndif_preflight import preflight_remote
+
+        facts = preflight_remote(
+            recipe.model,
+            host=recipe.ndif_host,
+            revision=recipe.revision,
+            trust_remote_code=recipe.trust_remote_code,
+            dtype=recipe.dtype,
+        )
+        lines += [f"ok: NDIF preflight: {line}" for line in facts.summary()]
+    return lines
