@@ -8,6 +8,7 @@ The unmarked tests need no server.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -66,6 +67,61 @@ def test_allow_untested_from_env(monkeypatch):
     assert PreflightSettings.from_env().allow_untested
     monkeypatch.setenv("NSNEURONS_NDIF_ALLOW_UNTESTED", "0")
     assert not PreflightSettings.from_env().allow_untested
+
+
+@pytest.mark.slow  # ~8 s on 2 busy cores: two remote model skeletons built
+def test_trust_remote_code_reaches_the_remote_model(tmp_path):
+    """nnsight puts it in the model key (a deployment is reached only with the same value); no server needed to build it."""
+    from fixtures_models import save_tiny_llama
+
+    from nsneurons.models import load_model
+
+    save_tiny_llama(tmp_path / "m")
+    keys = [
+        json.loads(
+            load_model(str(tmp_path / "m"), remote="http://127.0.0.1:9", trust_remote_code=t).lm.to_model_key().split(":", 1)[1]
+        )
+        for t in (True, False)
+    ]
+    assert keys[0].get("trust_remote_code") is True and "trust_remote_code" not in keys[1]
+
+
+@pytest.mark.parametrize(
+    ("model", "layers", "neurons", "hidden", "params"),
+    [  # the parameter counts Meta publishes for these checkpoints, reproduced from the config's sizes
+        ("meta-llama/Llama-3.1-8B", 32, 14336, 4096, 8_030_261_248),
+        ("meta-llama/Llama-3.1-70B", 80, 28672, 8192, 70_553_706_496),
+    ],
+)
+def test_ndif_recipes_and_their_plan_shape_offline(monkeypatch, model, layers, neurons, hidden, params):
+    from transformers import AutoConfig
+
+    from nsneurons.plan_inputs import read_model_shape
+    from nsneurons.recipe import load_recipe
+
+    size = model.split("-")[-1].lower()
+    recipe = load_recipe(REPO / "recipes" / f"table1-llama3.1-{size}-ndif.yaml")
+    assert recipe.model == model and recipe.backend == "remote" and recipe.selection.k == 100
+    assert f"plan for recipe 'table1-llama3.1-{size}-ndif': {model} (built-in config" in recipe_text(size)
+
+    def offline(*args, **kwargs):
+        raise OSError("We couldn't connect to the hub")
+
+    monkeypatch.setattr(AutoConfig, "from_pretrained", offline)
+    shape = read_model_shape(model)
+    assert (shape.n_layers, shape.n_neurons, shape.hidden, shape.vocab, shape.n_params) == (
+        layers,
+        neurons,
+        hidden,
+        128256,
+        params,
+    )
+    with pytest.raises(OSError):
+        read_model_shape("meta-llama/Llama-2-7b-hf")  # no built-in config: the hub's error stands
+
+
+def recipe_text(size: str) -> str:
+    return (REPO / "recipes" / f"table1-llama3.1-{size}-ndif.yaml").read_text()
 
 
 # ----------------------------------------------------------------------------- against the server
