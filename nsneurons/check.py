@@ -74,8 +74,9 @@ def check_run(folder) -> tuple[list[str], int]:
     return found, len(stores)
 
 
-def check_recipe(path, *, remote: bool = False) -> list[str]:
-    """Lines describing a valid recipe (a bad one raises, naming the key); with remote, the NDIF preflight's findings."""
+def check_recipe(path, *, remote: bool = False) -> tuple[list[str], list[str]]:
+    """(lines describing a valid recipe, problems); a bad recipe raises, naming the key. With remote,
+    the NDIF preflight's findings (a refusal raises); a server that could not say is a problem."""
     from .recipe import load_recipe
 
     recipe = load_recipe(path)
@@ -90,5 +91,7 @@ def check_recipe(path, *, remote: bool = False) -> list[str]:
             trust_remote_code=recipe.trust_remote_code,
             dtype=recipe.dtype,
         )
-        lines += [f"ok: NDIF preflight: {line}" for line in facts.summary()]
-    return lines
+        lines += [f"NDIF preflight: {line}" for line in facts.summary()]
+        if not facts.answered:
+            return lines, [f"{facts.host} did not answer GET /status or GET /env: the recipe was not fully checked against it"]
+    return lines, []

@@ -31,8 +31,9 @@ def cmd_check(args) -> int:
     from .check import check_recipe, check_run
 
     if args.run_dir.suffix in (".yaml", ".yml") and not args.run_dir.is_dir():
-        print("\n".join(check_recipe(args.run_dir, remote=args.remote)))
-        return 0
+        lines, problems = check_recipe(args.run_dir, remote=args.remote)
+        print("\n".join(lines + problems))
+        return 1 if problems else 0
     if args.remote:
         raise ValueError(f"{args.run_dir}: --remote checks a recipe (RECIPE.yaml) against NDIF, not a run folder")
     found, n_stores = check_run(args.run_dir)

@@ -102,15 +102,19 @@ class RemoteFacts:
     def provenance(self) -> dict:
         return {"ndif_server_versions": dict(self.server_versions), "ndif_client_versions": dict(self.client_versions)}
 
+    @property
+    def answered(self) -> bool:
+        """Whether the server said both what it serves and which libraries it has."""
+        return self.deployment is not None and bool(self.server_versions)
+
     def summary(self) -> list[str]:
-        """Lines for `nsneurons check RECIPE --remote`."""
+        """Lines for `nsneurons check RECIPE --remote` (the warnings are logged as they are found)."""
         versions = lambda v: ", ".join(f"{k} {x}" for k, x in sorted(v.items())) or "not reported"  # noqa: E731
         return [
             f"served: {self.deployment.describe() if self.deployment else 'not checked (the server did not say)'} on {self.host}",
             f"dtype for the run: {self.dtype}",
             f"server: {versions(self.server_versions)}",
             f"client: {versions(self.client_versions)}",
-            *(f"warning: {w}" for w in self.warnings),
         ]
 
 

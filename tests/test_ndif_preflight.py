@@ -208,6 +208,10 @@ def test_server_transformers_outside_range_refused_unless_allowed(ndif_server, t
         _report_versions(ndif_server, "--clear", want=None)
     facts = preflight_remote(ndif_server.model_path, host=ndif_server.url)
     assert facts.server_versions["transformers"] == version("transformers") and facts.warnings == ()
+    check = _cli("check", str(_recipe(tmp_path, ndif_server.model_path, ndif_server.url, dtype="float32")), "--remote")
+    assert check.returncode == 0, check.stderr
+    assert f"NDIF preflight: served: {ndif_server.model_path} (RUNNING, float32) on {ndif_server.url}" in check.stdout
+    assert f"NDIF preflight: server: nnsight {_server_version('nnsight')}, python " in check.stdout
 
 
 @pytest.mark.ndif
