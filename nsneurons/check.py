@@ -2,6 +2,8 @@
 
 One line per problem: a missing or damaged chunk (with the store's path and the variable), a
 scores store with examples still to compute, an output the recipe promises but the folder lacks.
+`nsneurons check RECIPE.yaml [--remote]`: the recipe valid (offline), and with --remote the NDIF
+preflight (nsneurons.ndif_preflight): model served, server libraries, the dtype the run will use.
 """
 
 from __future__ import annotations
@@ -70,3 +72,26 @@ def check_run(folder) -> tuple[list[str], int]:
     for store in stores:
         found += problems(store) or _incomplete(store)
     return found, len(stores)
+
+
+def check_recipe(path, *, remote: bool = False) -> tuple[list[str], list[str]]:
+    """(lines describing a valid recipe, problems); a bad recipe raises, naming the key. With remote,
+    the NDIF preflight's findings (a refusal raises); a server that could not say is a problem."""
+    from .recipe import load_recipe
+
+    recipe = load_recipe(path)
+    lines = [f"ok: {path}: a valid {recipe.experiment} recipe for {recipe.model} ({len(recipe.tasks)} task(s))"]
+    if remote:
+        from .ndif_preflight import preflight_remote
+
+        facts = preflight_remote(
+            recipe.model,
+            host=recipe.ndif_host,
+            revision=recipe.revision,
+            trust_remote_code=recipe.trust_remote_code,
+            dtype=recipe.dtype,
+        )
+        lines += [f"NDIF preflight: {line}" for line in facts.summary()]
+        if not facts.answered:
+            return lines, [f"{facts.host} did not answer GET /status or GET /env: the recipe was not fully checked against it"]
+    return lines, []

@@ -28,8 +28,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_check(args) -> int:
-    from .check import check_run
+    from .check import check_recipe, check_run
 
+    if args.run_dir.suffix in (".yaml", ".yml") and not args.run_dir.is_dir():
+        lines, problems = check_recipe(args.run_dir, remote=args.remote)
+        print("\n".join(lines + problems))
+        return 1 if problems else 0
+    if args.remote:
+        raise ValueError(f"{args.run_dir}: --remote checks a recipe (RECIPE.yaml) against NDIF, not a run folder")
     found, n_stores = check_run(args.run_dir)
     for line in found:
         print(line)
@@ -135,9 +141,12 @@ def _add_run_commands(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field (repeatable)")
     p.set_defaults(func=cmd_crosstask)
     p = sub.add_parser(
-        "check", help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there"
+        "check",
+        help="verify a run folder (or one .zarr store): every chunk present and passing its checksum, every output there; "
+        "or a recipe (.yaml), with --remote against NDIF (model served, server versions, dtype)",
     )
-    p.add_argument("run_dir", type=Path)
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR_OR_RECIPE")
+    p.add_argument("--remote", action="store_true", help="with a recipe: the NDIF preflight too")
     p.set_defaults(func=cmd_check)
     p = sub.add_parser(
         "export", help="the good and bad neurons of every method and task, with provenance, as one CSV/JSON/Parquet file"

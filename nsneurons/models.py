@@ -161,7 +161,7 @@ def load_model(
     path = Path(source).expanduser()
     extra: dict = {"revision": revision or ""}
     if remote not in (False, None, "local"):
-        return _remote_model(source, dtype=dtype, revision=revision, remote=remote)
+        return _remote_model(source, dtype=dtype, revision=revision, remote=remote, trust_remote_code=trust_remote_code)
     dev = resolve_device(device)
     try:
         if path.suffix == ".gguf":
@@ -223,11 +223,14 @@ def _one_line(err: BaseException) -> str:
     return " ".join(str(err).split()) or type(err).__name__
 
 
-def _remote_model(source: str, *, dtype: str, revision: str | None, remote: bool | str = True) -> NeuronModel:
+def _remote_model(
+    source: str, *, dtype: str, revision: str | None, remote: bool | str = True, trust_remote_code: bool = False
+) -> NeuronModel:
     """A model that NDIF runs: nnsight builds it from its config (no weights here).
 
     A local save_pretrained folder works too (for a server that deployed that folder, such as
-    scripts/ndif-local): its absolute path is the model's repo id.
+    scripts/ndif-local): its absolute path is the model's repo id. `trust_remote_code` reaches the
+    tokenizer and the model, and so nnsight's model key (a deployment is reached only with the same value).
     """
     from nnsight import LanguageModel
     from transformers import AutoTokenizer
@@ -238,13 +241,16 @@ def _remote_model(source: str, *, dtype: str, revision: str | None, remote: bool
 
         identity["weights_sha256"] = content.folder_sha256(Path(source).expanduser())
         source = register_local_model_path(source)
-    tok = AutoTokenizer.from_pretrained(source, revision=revision)
+    tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        lm = LanguageModel(source, tokenizer=tok, revision=revision) if revision else LanguageModel(source, tokenizer=tok)
+        kwargs: dict[str, object] = {"revision": revision} if revision else {}
+        if trust_remote_code:  # only when set: nnsight's model key then names it
+            kwargs["trust_remote_code"] = True
+        lm = LanguageModel(source, tokenizer=tok, **kwargs)
     hf = lm._module
     site = site_for(hf.config.model_type)
     blocks = get_path(hf, site.layers)

@@ -23,6 +23,24 @@ _DEMO_CONFIG = {
     "tie_word_embeddings": True,
 }
 
+# The models of the NDIF recipes (recipes/*-ndif.yaml), as their config.json gives them: used only
+# when the hub cannot be reached (the models are gated), so their plans can be made anywhere.
+_SERVED_CONFIGS = {
+    "meta-llama/Llama-3.1-8B": {
+        "num_hidden_layers": 32,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_attention_heads": 32,
+    },
+    "meta-llama/Llama-3.1-70B": {
+        "num_hidden_layers": 80,
+        "hidden_size": 8192,
+        "intermediate_size": 28672,
+        "num_attention_heads": 64,
+    },
+}
+_LLAMA31 = {"model_type": "llama", "vocab_size": 128256, "num_key_value_heads": 8, "head_dim": 128, "tie_word_embeddings": False}
+
 
 def _first(config: dict, *names, default=None):
     return next((config[n] for n in names if config.get(n) is not None), default)
@@ -73,7 +91,12 @@ def read_model_shape(model: str, revision: str | None = None, trust_remote_code:
             raise ValueError(f"model {model!r}: no such GGUF file")
         config = AutoConfig.from_pretrained(str(path.parent), gguf_file=path.name)  # reads the header, not the weights
     else:
-        config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+        try:
+            config = AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+        except OSError:  # offline, or a gated model without a login
+            if model not in _SERVED_CONFIGS:
+                raise
+            return shape_from_config(_LLAMA31 | _SERVED_CONFIGS[model], f"{model} (built-in config; the hub was not reached)")
     return shape_from_config(config.to_dict(), model)
 
 

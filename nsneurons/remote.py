@@ -9,13 +9,14 @@
 - `with_retries(fn, ...)` re-runs ``fn`` (a whole trace or session) on transient failures
   (connection refused or reset, timeouts, HTTP 429/5xx, NDIF's "try again later") with
   exponential backoff, and turns a failure on the server into `NsneuronsRemoteError`.
-- `served_models(config)` / `require_served(config, model_key)`: what the server serves.
+- What the server serves and runs with (models, dtypes, library versions): nsneurons.ndif_preflight.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import json
+import io
 import os
 import socket
 import time
@@ -275,60 +276,50 @@ def with_retries(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-# ----------------------------------------------------------------------------- what the server serves
+# ----------------------------------------------------------------------------- what the server says about itself
 
 
-def _model_key_of(name: str, entry: dict) -> str | None:
+def status_deployments(config: RemoteConfig) -> dict | None:
+    """The server's ``GET /status`` deployments (``{name: entry}``) through nnsight's own
+    ``nnsight.status(raw=True)``, asked of ``config.host``; None when the server cannot say."""
+    import nnsight
+
+    with _nnsight_host(config), contextlib.redirect_stderr(io.StringIO()):  # nnsight prints its own "Down" line
+        raw = nnsight.status(raw=True)
+    deployments = raw.get("deployments") if isinstance(raw, dict) else None
+    return deployments if isinstance(deployments, dict) else None
+
+
+def remote_env(config: RemoteConfig) -> dict | None:
+    """The server's Python and package versions (``{"python_version", "packages"}``) through nnsight's
+    ``get_remote_env`` (``GET /env``, refreshed: nnsight caches it per process); None when it cannot say."""
+    from nnsight.ndif import get_remote_env
+
+    try:
+        with _nnsight_host(config):
+            env = get_remote_env(force_refresh=True)
+    except Exception:  # noqa: BLE001 - no /env (an older server), unreachable, a bad answer: all "cannot say"
+        return None
+    return env if isinstance(env, dict) and isinstance(env.get("packages"), dict) else None
+
+
+@contextlib.contextmanager
+def _nnsight_host(config: RemoteConfig):
+    """nnsight's status helpers read its process-wide host: point it at ``config.host`` meanwhile."""
+    from nnsight import CONFIG
+
+    before = CONFIG.API.HOST
+    CONFIG.API.HOST = config.host
+    try:
+        yield
+    finally:
+        CONFIG.API.HOST = before
+
+
+def model_key_of(name: str, entry: dict) -> str | None:
+    """The model key of one ``/status`` entry (a COLD, downloaded checkpoint has none)."""
     if entry.get("model_key"):
         return entry["model_key"]
     if ":ModelActor:" in name:  # "<replica>:ModelActor:<model_key>"
         return name.split(":ModelActor:", 1)[1]
     return None
-
-
-def served_models(config: RemoteConfig, *, timeout: float = 30.0) -> dict[str, str] | None:
-    """``{model_key: state}`` for the models the server runs (state: RUNNING, DEPLOYING, ...),
-    from its ``GET /status``; None when the server cannot say (no such endpoint, not reachable).
-    The server caches this view for a few seconds, so a model deployed a moment ago may be missing.
-    """
-    import httpx
-
-    try:
-        resp = httpx.get(f"{config.host}/status", timeout=httpx.Timeout(5.0, read=timeout))
-        if resp.status_code != 200:
-            return None
-        body = resp.json()
-    except (httpx.HTTPError, ValueError):
-        return None
-    rank = {"RUNNING": 0, "DEPLOYING": 1, "NOT_STARTED": 2, "UNHEALTHY": 3}
-    out: dict[str, str] = {}
-    for name, entry in (body.get("deployments") or {}).items():
-        if not isinstance(entry, dict):
-            continue
-        key = _model_key_of(name, entry)
-        if key is None:
-            continue  # a downloaded (COLD) checkpoint, not served
-        state = entry.get("application_state") or entry.get("deployment_level") or "?"
-        if key not in out or rank.get(state, 9) < rank.get(out[key], 9):
-            out[key] = state
-    return out
-
-
-def _repo_of(model_key: str) -> str:
-    try:
-        return json.loads(model_key.split(":", 1)[1]).get("repo_id") or model_key
-    except (IndexError, ValueError, AttributeError):
-        return model_key
-
-
-def require_served(config: RemoteConfig, model_key: str) -> None:
-    """Raise `NsneuronsRemoteError` ("model X not served; served: ...") unless the server
-    reports ``model_key`` RUNNING. Does nothing when the server cannot say.
-    """
-    served = served_models(config)
-    if served is None or served.get(model_key) == "RUNNING":
-        return
-    listing = ", ".join(f"{_repo_of(k)} ({s})" for k, s in sorted(served.items())) or "none"
-    raise NsneuronsRemoteError(
-        f"model {_repo_of(model_key)} is not served by {config.host}; served: {listing}", context=f"model key {model_key}"
-    )

@@ -191,11 +191,11 @@ def load_run_model(
     """The model, local or on NDIF (host: argument, else the environment), with where it ran in its provenance."""
     from .models import load_model
 
-    where = {}
-    if remote:
-        from .remote import connect
+    where: dict = {}
+    if remote:  # served model, server versions and dtype checked before any trace (nsneurons.ndif_preflight)
+        from .ndif_preflight import connect_checked
 
-        where = connect(host=host)
+        where, dtype = connect_checked(source, host=host, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype)
     model = load_model(source, device=device, dtype=dtype, revision=revision, remote=remote, trust_remote_code=trust_remote_code)
     model.provenance.update(where)
     return model

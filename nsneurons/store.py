@@ -40,6 +40,8 @@ _VOLATILE_KEYS = {
     "ndif_host_source",
     "ndif_api_key",
     "ndif_api_key_source",
+    "ndif_server_versions",  # library versions of an NDIF run (nsneurons.ndif_preflight): a resumed run may see an upgrade
+    "ndif_client_versions",
 }
 # What a differing content hash means, for the refusal message.
 _CONTENT_KEYS = {

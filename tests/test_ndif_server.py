@@ -12,14 +12,13 @@ import socket
 import pytest
 import torch
 
+from nsneurons.ndif_preflight import require_served, served_models
 from nsneurons.remote import (
     NsneuronsRemoteError,
     RemoteConfig,
     configure_nnsight,
     is_transient,
     register_local_model_path,
-    require_served,
-    served_models,
     with_retries,
 )
 
