@@ -8,6 +8,7 @@ folder laid out as `RunFolder` says; nothing else builds these paths by hand:
     tasks/<task>.zarr                one task's results, with the recipe fingerprint
     results|neurons|baseline|examples.zarr   the combined datasets
     report.md, figures/              the report and its figures (NA-ICA: naica_*.png beside report.md)
+    ksweep/<task>.zarr, ksweep.zarr  the K sweep (selection.k_sweep), per task and combined
     crosstask.zarr, crosstask.md     `nsneurons crosstask` (one zarr group per Dataset)
     naica.zarr                       NA-ICA's Datasets (one group each)
 
@@ -88,6 +89,13 @@ class RunFolder:
         return self.root / "crosstask.md"
 
     @property
+    def ksweep(self) -> Path:
+        return self.root / "ksweep.zarr"
+
+    def ksweep_task(self, name: str) -> Path:
+        return self.root / "ksweep" / f"{name}.zarr"
+
+    @property
     def naica(self) -> Path:
         return self.root / "naica.zarr"
 
@@ -125,6 +133,7 @@ def fingerprint_inputs(recipe: Recipe, model_provenance: dict) -> dict:
     """What a task's results depend on: the recipe's settings, the model and each task's data, by
     content (a moved folder is the same model; replaced weights or an edited file are not)."""
     data = {k: v for k, v in recipe.to_dict().items() if k not in _FINGERPRINT_EXCLUDES}
+    data["selection"].pop("k_sweep")  # the K sweep re-reads the stored scores; it changes no task's results
     # Where the report draws its completeness line changes no number a task computes.
     data["attribution"] = {k: v for k, v in data["attribution"].items() if k != "gap_threshold"}
     # Where it ran (device, NDIF host) does not change the numbers.
