@@ -122,6 +122,11 @@ def task_stages(recipe, shape: ModelShape, rates: Rates, task: str, identificati
     stages.append(
         plan_stages.intervention_stage(f"{task}: interventions", recipe, shape, rates, eval_prompts(recipe, candidates), counts)
     )
+    if recipe.selection.k_sweep:  # after the tables, from the stored scores (nsneurons.ksweep)
+        swept = plan_stages.k_sweep_counts(recipe, shape.n_layers, shape.n_neurons)
+        stages.append(
+            plan_stages.intervention_stage(f"{task}: K sweep", recipe, shape, rates, eval_prompts(recipe, candidates), swept)
+        )
     return stages
 
 

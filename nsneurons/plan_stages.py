@@ -226,6 +226,20 @@ def condition_counts(recipe, n_total: int | None = None) -> dict[str, int]:
     return counts
 
 
+def k_sweep_counts(recipe, n_layers: int, n_neurons: int) -> dict[str, int]:
+    """Interventions per method of the K sweep (nsneurons.ksweep.plan), an upper bound (coinciding switch sets
+    run once): draws x K values x 2 directions x the ratios of a cell (2 halves only under per_metric)."""
+    from .budget import sweep_ks
+
+    s, ks = recipe.selection, len(sweep_ks(recipe, n_layers, n_neurons))
+    halves = 2 if recipe.evaluation.best_by == "per_metric" else 1
+    counts = {}
+    for m in s.methods:
+        method = selection.METHODS[m]
+        counts[m] = (s.random_draws if method.needs is None else 1) * ks * 2 * (halves if method.with_bad else 1)
+    return counts
+
+
 def intervention_stage(name: str, recipe, shape: ModelShape, rates: Rates, prompts: list[int], counts: dict) -> Stage:
     n = 1 + sum(counts.values())  # + the unmodified model ("none")
     t, ev = Tally(), recipe.evaluation

@@ -64,7 +64,7 @@ def findings(ds: xr.Dataset) -> list[str]:
             for half in ("rac", "rcc"):
                 s = separation(ds, task, d, half)
                 if not s["separate"] and not s["overlap"]:
-                    parts.append(f"{half.upper()} undefined or without intervals (original {_HALF_MEASURE[half].title()} = 0)")
+                    parts.append(f"{half.upper()} has no intervals (undefined: original {_HALF_MEASURE[half].title()} = 0)")
                     continue
                 text = f"{half.upper()} separates at K = {_ks_text(s['separate'])}, overlaps at K = {_ks_text(s['overlap'])}"
                 parts.append(text + (f" (every method at the ceiling at K = {_ks_text(s['ceiling'])})" if s["ceiling"] else ""))

@@ -125,5 +125,66 @@ def test_k_sweep_on_the_tiny_run_repeats_table1_at_the_runs_k(tmp_path, capsys):
     assert "K = 5 (2% of 256 FFN neurons) per role." in report
     assert "## Budget sweep (K)" in report and "| 5 (2% of 256 FFN neurons) (run's K) |" in report
     assert (folder.figures / "k_sweep.png").exists()
+    from nsneurons import plan
+    from nsneurons.recipe import load_recipe
+
+    stage = {s.name: s for s in plan.make_plan(load_recipe(path), plan.read_model_shape(str(model))).stages}["sentiment: K sweep"]
+    assert stage.detail.startswith("61 conditions x 18 proxies")  # 1 + 10 per K and direction x 3 K x 2, at most
     assert cli.main(["run", str(path)]) == 0  # a third time: the sweep is reused too
     assert "K sweep: task sentiment: results exist with the same settings, skipped" in capsys.readouterr().out
+
+
+def test_the_plan_counts_the_sweep():
+    from nsneurons import plan_stages
+
+    recipe = recipe_from_dict({**BASE, "selection": {"k": 5, "k_sweep": [1, "2%", 10, 5]}})  # 1, 5, 10
+    # Per K and direction: neuronllm, tn, qrnca, kn, act once each, random 5 draws; x 3 K values x 2 directions.
+    assert plan_stages.k_sweep_counts(recipe, 2, 128) == {"neuronllm": 6, "tn": 6, "qrnca": 6, "kn": 6, "act": 6, "random": 30}
+    per_metric = recipe_from_dict({**BASE, "selection": {"k_sweep": [1]}, "evaluation": {"best_by": "per_metric"}})
+    assert plan_stages.k_sweep_counts(per_metric, 2, 128)["neuronllm"] == 4  # a RAC and an RCC ratio, 2 directions
+
+
+def _sweep_ds():
+    """Two methods, K = 1 and 10, one task, by hand: at K = 1 the RAC intervals [0, 10] and [20, 30] do not
+    overlap; at K = 10, [90, 100] and [95, 100] do, and both methods drive Acc to 0 (the Deg ceiling)."""
+    import xarray as xr
+
+    from nsneurons.cells import CI, QUANTITIES
+
+    cell = np.full((1, 2, 2, 2, len(QUANTITIES), len(CI)), np.nan)
+    rac = QUANTITIES.index("rac")
+    cell[0, :, 0, 0, rac] = [[5, 0, 10], [25, 20, 30]]  # degrade, K = 1: (estimate, lo, hi) per method
+    cell[0, :, 0, 1, rac] = [[95, 90, 100], [100, 95, 100]]  # degrade, K = 10
+    example = np.full((1, 2, 2, 2, 2, 2, 3), 0.5)  # (task, selector, direction, k, half, measure, eval_index)
+    example[0, :, 0, 1, 0, 0] = [[0, 0, 0], [0, 0, 0]]  # Acc under degrade at K = 10: 0 for every example
+    example[0, 0, 0, 1, 0, 0, 2] = np.nan  # padding is ignored
+    dims = ("task", "selector", "direction", "k", "half", "measure", "eval_index")
+    return xr.Dataset(
+        {"cell": (("task", "selector", "direction", "k", "quantity", "ci"), cell), "example": (dims, example)},
+        coords={
+            "task": ["sentiment"],
+            "selector": ["neuronllm", "tn"],
+            "direction": ["degrade", "enhance"],
+            "k": [1, 10],
+            "half": ["rac", "rcc"],
+            "measure": ["acc", "com"],
+            "quantity": list(QUANTITIES),
+            "ci": list(CI),
+        },
+        attrs={"n_ffn_neurons": 256, "k": 10, "model": "tiny", "level": 0.95, "k_sweep_given": "[1, 10]"},
+    )
+
+
+def test_where_methods_separate_and_tie_at_the_ceiling():
+    from nsneurons.report_ksweep import findings, separation, sweep_table
+
+    ds = _sweep_ds()
+    assert separation(ds, "sentiment", "degrade", "rac") == {"separate": [1], "overlap": [10], "ceiling": [10]}
+    assert separation(ds, "sentiment", "enhance", "rac") == {"separate": [], "overlap": [], "ceiling": []}  # no intervals
+    assert findings(ds)[0] == (
+        "- sentiment Deg: RAC separates at K = 1, overlaps at K = 10 (every method at the ceiling at K = 10); "
+        "RCC has no intervals (undefined: original Com = 0)."
+    )
+    text = sweep_table(ds, "sentiment", "degrade")
+    assert "| 1 (0.39% of 256 FFN neurons) | 5.0/undefined<br>[0.0, 10.0]/- | 25.0/undefined<br>[20.0, 30.0]/- |" in text
+    assert "| 10 (3.9% of 256 FFN neurons) (run's K) | 95.0/undefined<br>[90.0, 100.0]/- |" in text
