@@ -71,13 +71,16 @@ def plan(ranked: dict[str, list[xr.Dataset]], chosen: xr.DataArray, ks) -> tuple
     return list(conditions.values()), answers
 
 
-def sweep_task(recipe, model, out, task, results: xr.Dataset, neurons: xr.Dataset, ks, *, progress: bool) -> xr.Dataset:
-    """One task's per-example Acc and Com under every (method, direction, K, half) and unmodified."""
+def sweep_task(
+    recipe, model, out, task, results: xr.Dataset, ranked: dict, ks, *, progress: bool, label: str = "K sweep"
+) -> xr.Dataset:
+    """One task's per-example Acc and Com under every (method, direction, K, half) of `ranked`'s neurons
+    (method -> a full ranking per draw) and unmodified."""
     ids = [str(i) for i in open_checked(RunFolder(out).task(task.name)).evaluation_example.values]
     chosen = results["chosen_ratio"].sel(task=task.name)
-    methods = list(recipe.selection.methods)
-    conditions, answers = plan(rankings(recipe, out, task.name, model, neurons), chosen, ks)
-    print(f"K sweep: evaluating {len(conditions)} conditions on task {task.name}")
+    methods = list(ranked)
+    conditions, answers = plan(ranked, chosen, ks)
+    print(f"{label}: evaluating {len(conditions)} conditions on task {task.name}")
     ev = recipe.evaluation
     correct = evaluate_conditions(
         model,
@@ -116,7 +119,8 @@ def run_sweep(recipe, model, out, results: xr.Dataset, neurons: xr.Dataset, stam
             print(f"K sweep: task {task.name}: results exist with the same settings, skipped ({path})")
             per_task[task.name] = cached
             continue
-        ds = sweep_task(recipe, model, out, task, results, neurons, ks, progress=progress)
+        ranked = rankings(recipe, out, task.name, model, neurons)
+        ds = sweep_task(recipe, model, out, task, results, ranked, ks, progress=progress)
         ds.attrs = {"fingerprint": task_stamp, "task": task.name}
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, ds)
@@ -136,16 +140,17 @@ def run_sweep(recipe, model, out, results: xr.Dataset, neurons: xr.Dataset, stam
     return combined
 
 
-def combine(per_task: dict[str, xr.Dataset], *, resamples: int, seed: int, level: float) -> xr.Dataset:
+def combine(per_task: dict[str, xr.Dataset], *, resamples: int, seed: int, level: float, positions=None) -> xr.Dataset:
     """The tasks stacked (eval_index padded with NaN) and `cell` (task, selector, direction, k, quantity, ci):
-    each quantity at its half's ratio, the estimate and the bootstrap interval, as nsneurons.cells does."""
+    each quantity at its half's ratio, the estimate and the bootstrap interval, as nsneurons.cells does.
+    positions: each task's place among the run's tasks (default: the order given), which seeds its resamples."""
     tasks = xr.DataArray(list(per_task), dims="task", name="task")
     stacked = xr.concat([ds.drop_attrs() for ds in per_task.values()], dim=tasks, join="outer")
     first = next(iter(per_task.values()))
     cell = np.full((len(per_task), first.sizes["selector"], len(DIRECTIONS), first.sizes["k"], len(QUANTITIES), len(CI)), np.nan)
     for t, ds in enumerate(per_task.values()):
         orig = ds["original"].values
-        idx = task_indices(orig.shape[1], t, resamples, seed)
+        idx = task_indices(orig.shape[1], t if positions is None else positions[t], resamples, seed)
         for (m, d, k), _ in np.ndenumerate(cell[t, ..., 0, 0]):
             for half in HALVES:
                 cond = ds["example"].isel(selector=m, k=k).sel(direction=DIRECTIONS[d], half=half).values

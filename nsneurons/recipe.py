@@ -62,6 +62,8 @@ class Selection:
     k: Annotated[int | str, BUDGET] = 100
     # K values swept after the run from the stored scores (counts or shares; empty: no sweep; see docs/scoring.md)
     k_sweep: tuple[Annotated[int | str, BUDGET], ...] = ()
+    # Score the identification examples again with a second draw of distractors; report the top-K overlap and RAC/RCC
+    distractor_check: bool = False
     z: int = 5000  # z: per-example top/bottom set size of additive reordering (Eq. 5)
     kn_threshold: float = 0.2  # t: KN keeps neurons scoring >= t x the example's maximum
     random_draws: int = 5  # RANDOM is drawn this many times (seeds seed, seed + 1, ...); its cells are the mean over draws

@@ -22,6 +22,7 @@ import numpy as np
 import xarray as xr
 
 from nsneurons import budget, completeness, figures, report_ksweep
+from nsneurons.distractors import report_section as distractor_section
 from nsneurons.figures import layer_counts, plot_layer_distribution  # noqa: F401  (re-exported)
 from nsneurons.report_cells import average_cells, best_cells, format_cells, sweep_results  # noqa: F401  (re-exported)
 from nsneurons.report_figures import plot_ratio_sweep
@@ -196,6 +197,7 @@ def write_report(
     title: str,
     summary: dict,
     ksweep: xr.Dataset | None = None,
+    distractors: xr.Dataset | None = None,
 ) -> Path:
     """Write out_dir/report.md and out_dir/figures/*.png; returns the report path."""
     folder = RunFolder(out_dir)
@@ -213,6 +215,7 @@ def write_report(
         "a red cross marks Fail (the change went the wrong way). Vector copy: ratio_sweep.svg.",
         f"![ratio sweep]({sweep_png.relative_to(out_dir).as_posix()})",
         *(report_ksweep.report_section(ksweep, out_dir, figure_dir) if ksweep is not None else []),
+        *(distractor_section(distractors, results) if distractors is not None else []),
     ]
     if examples is not None:
         parts += [

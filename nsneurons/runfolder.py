@@ -9,6 +9,7 @@ folder laid out as `RunFolder` says; nothing else builds these paths by hand:
     results|neurons|baseline|examples.zarr   the combined datasets
     report.md, figures/              the report and its figures (NA-ICA: naica_*.png beside report.md)
     ksweep/<task>.zarr, ksweep.zarr  the K sweep (selection.k_sweep), per task and combined
+    distractors.zarr                 the distractor check (selection.distractor_check)
     crosstask.zarr, crosstask.md     `nsneurons crosstask` (one zarr group per Dataset)
     naica.zarr                       NA-ICA's Datasets (one group each)
 
@@ -96,6 +97,10 @@ class RunFolder:
         return self.root / "ksweep" / f"{name}.zarr"
 
     @property
+    def distractors(self) -> Path:
+        return self.root / "distractors.zarr"
+
+    @property
     def naica(self) -> Path:
         return self.root / "naica.zarr"
 
@@ -133,7 +138,8 @@ def fingerprint_inputs(recipe: Recipe, model_provenance: dict) -> dict:
     """What a task's results depend on: the recipe's settings, the model and each task's data, by
     content (a moved folder is the same model; replaced weights or an edited file are not)."""
     data = {k: v for k, v in recipe.to_dict().items() if k not in _FINGERPRINT_EXCLUDES}
-    data["selection"].pop("k_sweep")  # the K sweep re-reads the stored scores; it changes no task's results
+    for key in ("k_sweep", "distractor_check"):  # analyses after the tables; they change no task's results
+        data["selection"].pop(key)
     # Where the report draws its completeness line changes no number a task computes.
     data["attribution"] = {k: v for k, v in data["attribution"].items() if k != "gap_threshold"}
     # Where it ran (device, NDIF host) does not change the numbers.

@@ -130,8 +130,11 @@ def test_k_sweep_on_the_tiny_run_repeats_table1_at_the_runs_k(tmp_path, capsys):
 
     stage = {s.name: s for s in plan.make_plan(load_recipe(path), plan.read_model_shape(str(model))).stages}["sentiment: K sweep"]
     assert stage.detail.startswith("61 conditions x 18 proxies")  # 1 + 10 per K and direction x 3 K x 2, at most
-    assert cli.main(["run", str(path)]) == 0  # a third time: the sweep is reused too
+    data["selection"]["distractor_check"] = True  # sentiment's options are its label set: nothing to redraw
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["run", str(path)]) == 0  # a third time: the tasks and the sweep are reused
     assert "K sweep: task sentiment: results exist with the same settings, skipped" in capsys.readouterr().out
+    assert "**sentiment**: n/a, the second draw gives every identification question the same options" in folder.report.read_text()
 
 
 def test_the_plan_counts_the_sweep():
@@ -188,3 +191,41 @@ def test_where_methods_separate_and_tie_at_the_ceiling():
     text = sweep_table(ds, "sentiment", "degrade")
     assert "| 1 (0.39% of 256 FFN neurons) | 5.0/undefined<br>[0.0, 10.0]/- | 25.0/undefined<br>[20.0, 30.0]/- |" in text
     assert "| 10 (3.9% of 256 FFN neurons) (run's K) | 95.0/undefined<br>[90.0, 100.0]/- |" in text
+
+
+@pytest.mark.parametrize("task, changed", [("sentiment", 0), ("ner", 5), ("commonsense", 4), ("chunking", 5)])
+def test_a_second_draw_of_distractors_changes_only_the_options(task, changed):
+    from nsneurons.distractors import redrawn_proxies
+    from nsneurons.splits import task_proxies
+
+    recipe = recipe_from_dict({**BASE, "tasks": [task]})  # 5 identification examples of the packaged fixture
+    first, _ = task_proxies(recipe, recipe.tasks[0])
+    again, n = redrawn_proxies(recipe, recipe.tasks[0], first)
+    # Counted on the fixtures: NER draws 3 of 7 other coarse types (5 of 5 differ), commonsense drops another of
+    # its 4 wrong choices (4 of 5: the fifth drew the same one), chunking its rule-made segmentations; sentiment none.
+    assert n == changed and len(again) == len(first) == 15
+    for a, b in zip(first, again):
+        assert (a.example_id, a.correct_letter, a.options[a.correct]) == (b.example_id, b.correct_letter, b.options[b.correct])
+    assert sum(set(a.options) != set(b.options) for a, b in zip(first, again)) == 3 * changed  # all 3 proxies of a question
+
+
+@pytest.mark.slow
+def test_distractor_check_on_ner(tmp_path):
+    from nsneurons.runfolder import RunFolder
+    from nsneurons.zarrio import open_checked
+
+    model = save_tiny_llama(tmp_path / "model")
+    data = yaml.safe_load((Path(__file__).parent.parent / "recipes" / "tiny-ci.yaml").read_text())
+    data.update(model=str(model), output=str(tmp_path / "out"), tasks=["ner"])
+    data["selection"]["distractor_check"] = True
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert cli.main(["run", str(path)]) == 0
+    folder = RunFolder(tmp_path / "out" / "tiny-ci")
+    ds = open_checked(folder.distractors).load()
+    assert int(ds["n_changed"].sel(task="ner")) == 2 and int(ds["n_questions"].sel(task="ner")) == 2  # both redrawn
+    assert "random" not in ds["selector"].values.tolist()
+    overlap = ds["overlap"].sel(task="ner")
+    assert np.isnan(overlap.sel(selector="tn", role="bad")) and 0 <= float(overlap.sel(selector="neuronllm", role="good")) <= 1
+    assert (folder.scores_dir / "ner~distractors-ace.zarr").exists()
+    assert "## Distractor sensitivity" in folder.report.read_text()

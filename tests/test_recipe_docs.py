@@ -44,5 +44,5 @@ def test_reference_lists_every_key_with_type_default_and_comment():
     assert "| `name` | a string | required |" in text and "| `tasks[].name` | a string | required |" in text
     assert "## crosstask.table8.budgets[]\nOne source task's Table 8 budget" in text
     # One row per field of every section: 20 + 8 + 10 + 6 (attribution, with gap_threshold) + 5 + 5 + 12 + 3 + 3,
-    # and selection.k_sweep.
-    assert text.count("\n| `") == 73
+    # and selection.k_sweep and selection.distractor_check.
+    assert text.count("\n| `") == 74

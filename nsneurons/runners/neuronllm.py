@@ -22,6 +22,7 @@ import xarray as xr
 from .. import budget, cells, conditions, selection
 from ..attribution import AttributionConfig
 from ..budget import resolved_k
+from ..distractors import run_check
 from ..evaluation_set import evaluation_set, reference_screens, screen
 from ..faults import checkpoint
 from ..intervention import BASELINE, correct_table, option_probs
@@ -69,8 +70,9 @@ def _run_tasks(recipe: Recipe, model, folder: RunFolder, *, progress: bool) -> N
     checkpoint("run.reported")
 
 
-def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
-    """Example scores per target the methods need, and the activations (ACT reads any store)."""
+def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool, store: str | None = None):
+    """Example scores per target the methods need, and the activations (ACT reads any store);
+    into scores/<store, default the task's name>-<target>.zarr."""
     needs = {selection.method_needs(m) for m in recipe.selection.methods}
     targets = sorted(t for t in needs if t not in (None, "activation")) or ["ace"]
     a = recipe.attribution
@@ -81,7 +83,7 @@ def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
             model,
             id_proxies,
             config,
-            RunFolder(out).scores(task.name, target),
+            RunFolder(out).scores(store or task.name, target),
             layers=a.layers,
             provenance={
                 "task": task.name,
@@ -279,9 +281,15 @@ def _combine_and_report(recipe: Recipe, model, folder: RunFolder, per_task: dict
         write_atomically(folder.combined(name), ds)
     from .. import report
 
-    sweep = None
+    sweep = checked = None
     if recipe.selection.k_sweep:  # from the stored scores, after the tables it takes each cell's ratio from
         sweep = run_sweep(recipe, model, folder.root, outputs["results"], outputs["neurons"], stamp, progress=progress)
+    if recipe.selection.distractor_check:
+
+        def score(task, proxies, store):
+            return _scores(recipe, model, task, proxies, folder.root, progress, store=store)
+
+        checked = run_check(recipe, model, folder.root, outputs["results"], outputs["neurons"], score, progress=progress)
 
     path = report.write_report(
         folder.root,
@@ -301,5 +309,6 @@ def _combine_and_report(recipe: Recipe, model, folder: RunFolder, per_task: dict
             "random draws": recipe.selection.random_draws,
         },
         ksweep=sweep,
+        distractors=checked,
     )
     print(f"report: {path}")
