@@ -36,7 +36,7 @@ QUANTITIES = ("rac", "rcc", "acc_change", "com_change")
 HALVES = ("rac", "rcc")
 CI = ("estimate", "lo", "hi")
 # Which condition a quantity is read at: RAC and the Acc change at the RAC ratio, the rest at RCC's.
-_HALF_OF = {"rac": "rac", "acc_change": "rac", "rcc": "rcc", "com_change": "rcc"}
+HALF_OF = {"rac": "rac", "acc_change": "rac", "rcc": "rcc", "com_change": "rcc"}
 
 
 def quantities(acc_o, acc_i, com_o, com_i, direction: str) -> dict[str, np.ndarray]:
@@ -108,13 +108,19 @@ def _samples(arrays, idx: np.ndarray, direction: str) -> dict[str, np.ndarray]:
     return quantities(acc_o, acc_i, com_o, com_i, direction)
 
 
+def task_indices(n: int, task_index: int, resamples: int, seed: int) -> np.ndarray:
+    """The resampled examples of the task at `task_index` of a run's tasks: one matrix per (seed, task),
+    shared by every table and the K sweep, so their intervals are paired."""
+    return bootstrap_indices(n, resamples, [seed, task_index])
+
+
 def _indices(results: xr.Dataset, resamples: int, seed: int) -> dict:
     if "original_example" not in results:
         return {}
     out = {}
     for i, task in enumerate(results["task"].values):
         n = int(np.isfinite(results["original_example"].sel(task=task, measure="acc").values).sum())
-        out[task] = bootstrap_indices(n, resamples, [seed, i]) if n else None
+        out[task] = task_indices(n, i, resamples, seed) if n else None
     return out
 
 
@@ -126,7 +132,7 @@ def _cell(results, task, method, direction, best_by, idx):
     ratios, q = found
     chosen = choose_ratio(ratios, q, best_by)
     at = {h: int(np.flatnonzero(ratios == chosen[h])[0]) for h in HALVES}
-    estimate = {name: float(q[name][at[_HALF_OF[name]]]) for name in QUANTITIES}
+    estimate = {name: float(q[name][at[HALF_OF[name]]]) for name in QUANTITIES}
     samples = None
     if idx is not None:
         per_half = {}
@@ -136,7 +142,7 @@ def _cell(results, task, method, direction, best_by, idx):
             )
             per_half[half] = None if arrays is None else _samples(arrays, idx, direction)
         if all(v is not None for v in per_half.values()):
-            samples = {name: per_half[_HALF_OF[name]][name] for name in QUANTITIES}
+            samples = {name: per_half[HALF_OF[name]][name] for name in QUANTITIES}
     return chosen, estimate, samples
 
 

@@ -25,10 +25,11 @@ import xarray as xr
 
 from . import metrics, selection
 from .cells import QUANTITIES, quantities
-from .intervention import Condition, degrader, enhancer
+from .intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
 from .vocab import ConditionKey, Direction, condition_name
 
 MEASURES = ("acc", "com")
+CHUNK = 64  # conditions per option_probs call (bounds the [C, layers, neurons] multiplier table)
 Key = ConditionKey  # (kind, method, direction, where, draw); its stored name is vocab.condition_name(key)
 
 
@@ -122,3 +123,17 @@ def collect(
         out[key.kind].loc[cut] = _metric_vector(original, mean, key.direction)
     out["draw_quantity"] = draw_q
     return out
+
+
+def evaluate_conditions(
+    model, proxies, conditions: Sequence[Condition], *, position, batch_size: int, progress: bool
+) -> xr.DataArray:
+    """Correctness (condition, example, proxy) of the unmodified model ("none") and under each condition,
+    in calls of at most CHUNK conditions (the cross-task analyses and the K sweep share it)."""
+    parts: list[xr.DataArray] = []
+    chunks = [list(conditions[i : i + CHUNK]) for i in range(0, len(conditions), CHUNK)] or [[]]
+    for chunk in chunks:
+        batch = [BASELINE, *chunk] if not parts else chunk
+        probs = option_probs(model, proxies, batch, position=position, batch_size=batch_size, progress=progress)
+        parts.append(correct_table(probs))
+    return xr.concat(parts, dim="condition")

@@ -36,6 +36,7 @@ import xarray as xr
 from . import selection
 from .figures import layer_counts
 from .recipe import CrossTask, Recipe, RecipeError
+from .recipe_checks import check_budget
 from .runfolder import CROSSTASK_GROUPS as GROUPS  # noqa: F401  (the groups of crosstask.zarr)
 from .runfolder import RunFolder
 from .selection import ROLES
@@ -53,8 +54,10 @@ def settings_of(recipe: Recipe, **overrides) -> CrossTask:
     s = dataclasses.replace(recipe.crosstask, **changes)
     if not 0.0 <= s.ratio <= 1.0:
         raise RecipeError(f"crosstask.ratio: expected a ratio in [0, 1], got {s.ratio}")
-    if not s.k_values or min(s.k_values) < 1:
-        raise RecipeError(f"crosstask.k_values: expected ints >= 1, got {list(s.k_values)}")
+    if not s.k_values:
+        raise RecipeError("crosstask.k_values: expected a non-empty list")
+    for i, k in enumerate(s.k_values):
+        check_budget(k, f"crosstask.k_values[{i}]")
     return s
 
 
@@ -128,8 +131,9 @@ def task_specific(ranking: xr.Dataset, exclude, k: int) -> xr.Dataset:
     return ds
 
 
-def full_ranking(recipe: Recipe, out: Path, task: str, method: str, n_layers: int, n_neurons: int) -> xr.Dataset:
-    """Re-rank a task's stored scores exactly as the run selected (neuron set with K = half the grid)."""
+def full_ranking(recipe: Recipe, out: Path, task: str, method: str, n_layers: int, n_neurons: int, draw: int = 0) -> xr.Dataset:
+    """Re-rank a task's stored scores exactly as the run selected (neuron set with K = half the grid);
+    `draw`: RANDOM's draw (seed + draw, as the run draws)."""
     folder = RunFolder(out)
     targets = [t for t in ("ace", "qrnca", "tn") if folder.scores(task, t).exists()]
     if not targets:
@@ -150,7 +154,7 @@ def full_ranking(recipe: Recipe, out: Path, task: str, method: str, n_layers: in
         n_neurons=n_neurons,
         z=recipe.selection.z,
         t=recipe.selection.kn_threshold,
-        seed=recipe.seed,
+        seed=recipe.seed + draw,
     )
 
 

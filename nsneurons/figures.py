@@ -22,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from .budget import attrs_text
+
 DPI = 200
 FAIL_STYLE = {"marker": "x", "color": "tab:red", "s": 36, "zorder": 4, "linewidths": 1.5}
 FAIL_LABEL = "Fail (changed the wrong way)"
@@ -58,7 +60,7 @@ def describe(attrs, extra: str | None = None) -> str:
     # A local folder or file is named by its last part (a cache path says nothing); hub ids stay whole.
     model = str(attrs.get("model") or "")
     parts = [Path(model).name if model.startswith(("/", ".", "~")) else model] if model else []
-    parts += [f"K = {attrs['k']}"] if attrs.get("k") is not None else []
+    parts += [f"K = {attrs_text(attrs) or attrs['k']}"] if attrs.get("k") is not None else []
     return ", ".join(parts + ([extra] if extra else []))
 
 

@@ -118,10 +118,15 @@ def task_stages(recipe, shape: ModelShape, rates: Rates, task: str, identificati
                 layers_per_pass=a.layers_per_pass,
             )
         )
-    counts = plan_stages.condition_counts(recipe)
+    counts = plan_stages.condition_counts(recipe, shape.n_layers * shape.n_neurons)
     stages.append(
         plan_stages.intervention_stage(f"{task}: interventions", recipe, shape, rates, eval_prompts(recipe, candidates), counts)
     )
+    if recipe.selection.k_sweep:  # after the tables, from the stored scores (nsneurons.ksweep)
+        swept = plan_stages.k_sweep_counts(recipe, shape.n_layers, shape.n_neurons)
+        stages.append(
+            plan_stages.intervention_stage(f"{task}: K sweep", recipe, shape, rates, eval_prompts(recipe, candidates), swept)
+        )
     return stages
 
 
@@ -150,6 +155,7 @@ def naica_stages(recipe, shape: ModelShape, rates: Rates, groups) -> list[Stage]
 
 def crosstask_counts(recipe, shape: ModelShape) -> int:
     """Conditions per evaluated task of `nsneurons crosstask` (an upper bound: empty sets are skipped)."""
+    from .budget import resolve
     from .crosstask_budgets import PAPER_BUDGETS
     from .selection import METHODS
 
@@ -159,7 +165,7 @@ def crosstask_counts(recipe, shape: ModelShape) -> int:
     ratios = len(set(recipe.evaluation.ratios) | {1.0})
     n_ratio = {m: ratios if METHODS[m].with_bad else 1 for m in {*methods, *budget}}
     kmax = (len(recipe.attribution.layers or range(shape.n_layers)) * shape.n_neurons) // 2
-    ks = len({min(k, kmax) for k in s.k_values})
+    ks = len({min(resolve(k, shape.n_layers * shape.n_neurons), kmax) for k in s.k_values})
     tasks = len(recipe.tasks)
     n = sum(2 * n_ratio[m] + 2 * tasks for m in methods) + sum(2 * ks * n_ratio[m] for m in budget)
     has_t8 = s.table8.budgets is not None or {b.task for b in PAPER_BUDGETS} <= {t.name for t in recipe.tasks}

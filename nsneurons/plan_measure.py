@@ -84,9 +84,10 @@ def _conditions(recipe, model, n: int):
     """n random conditions of K good + K bad neurons (seeded), like a sweep's switch sets."""
     import numpy as np
 
+    from .budget import resolved_k
     from .intervention import BASELINE, enhancer
 
-    k = recipe.selection.k if recipe.experiment != "naica" else recipe.naica.v
+    k = resolved_k(recipe, model.n_layers, model.n_neurons) if recipe.experiment != "naica" else recipe.naica.v
     rng = np.random.default_rng(recipe.seed)
     out = [BASELINE]
     for i in range(n - 1):
@@ -134,7 +135,7 @@ def _intervention_measure(recipe, model, shape: ModelShape, proxy, device: str):
     if recipe.experiment == "naica":
         n = 5
     else:
-        n = 1 + sum(plan_stages.condition_counts(recipe).values())
+        n = 1 + sum(plan_stages.condition_counts(recipe, shape.n_layers * shape.n_neurons).values())
     conds = _conditions(recipe, model, n)
     ev = recipe.evaluation
     call = lambda: option_probs(model, [proxy], conds, position=ev.position, batch_size=ev.batch_size)

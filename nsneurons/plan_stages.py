@@ -6,6 +6,7 @@ cost model of nsneurons.plan_work (FLOPs, memory, pricing). docs/plan.md states 
 from __future__ import annotations
 
 from . import conditions, selection
+from .budget import resolve
 from .plan_work import (
     DTYPE_BYTES,
     GIB,
@@ -205,21 +206,37 @@ def batched_calls(t: Tally, shape: ModelShape, prompts: list[int], n_conditions:
         t.requests += 1
 
 
-def condition_counts(recipe) -> dict[str, int]:
-    """Distinct interventions per method, as nsneurons.conditions.plan dedups them (docs/plan.md)."""
+def condition_counts(recipe, n_total: int | None = None) -> dict[str, int]:
+    """Distinct interventions per method, as nsneurons.conditions.plan dedups them (docs/plan.md);
+    n_total: the model's FFN neurons, which a K given as a share needs."""
     s, ev = recipe.selection, recipe.evaluation
+    k = resolve(s.k, n_total) if n_total is not None else s.k
     ratios = sorted(set(ev.ratios) | {1.0})
     counts = {}
     for m in s.methods:
         method = selection.METHODS[m]
         draws = s.random_draws if method.needs is None else 1
         if method.with_bad:
-            goods = {selection.good_count(s.k, r) for r in conditions.method_ratios(m, ratios)}
-            goods |= {s.k, 0} if ev.ablation else set()  # good-only = all K good, bad-only = all K bad
+            goods = {selection.good_count(k, r) for r in conditions.method_ratios(m, ratios)}
+            goods |= {k, 0} if ev.ablation else set()  # good-only = all K good, bad-only = all K bad
             counts[m] = 2 * len(goods) * draws
         else:  # ratio 1.0 = the good-only ablation; the "enabled" twin's ratio 1.0 is the same K good neurons
             twin = any(selection.ENABLED_VARIANTS.get(other) == m for other in s.methods)
             counts[m] = 0 if twin else 2 * draws
+    return counts
+
+
+def k_sweep_counts(recipe, n_layers: int, n_neurons: int) -> dict[str, int]:
+    """Interventions per method of the K sweep (nsneurons.ksweep.plan), an upper bound (coinciding switch sets
+    run once): draws x K values x 2 directions x the ratios of a cell (2 halves only under per_metric)."""
+    from .budget import sweep_ks
+
+    s, ks = recipe.selection, len(sweep_ks(recipe, n_layers, n_neurons))
+    halves = 2 if recipe.evaluation.best_by == "per_metric" else 1
+    counts = {}
+    for m in s.methods:
+        method = selection.METHODS[m]
+        counts[m] = (s.random_draws if method.needs is None else 1) * ks * 2 * (halves if method.with_bad else 1)
     return counts
 
 

@@ -11,10 +11,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
+from .budget import describe as describe_budget
+from .budget import resolve as resolve_budget
 from .ig_settings import IGSettings  # the IG fields shared with AttributionConfig
 from .recipe_checks import (
+    BUDGET,
+    RecipeBudget,
     RecipeError,
     check_crosstask,
     check_naica,
@@ -55,7 +59,12 @@ class Attribution(IGSettings):
 @dataclass(frozen=True)
 class Selection:
     methods: tuple[MethodName, ...] = ("neuronllm", "tn", "qrnca", "kn", "act", "random")  # which selections to run
-    k: int = 100  # K: neurons per role (good, bad) and the intervention budget
+    # K: neurons per role (good, bad) and the intervention budget; a count, or a share of the model's FFN neurons ("0.028%")
+    k: Annotated[int | str, BUDGET] = 100
+    # K values swept after the run from the stored scores (counts or shares; empty: no sweep; see docs/scoring.md)
+    k_sweep: tuple[Annotated[int | str, BUDGET], ...] = ()
+    # Score the identification examples again with a second draw of distractors; report the top-K overlap and RAC/RCC
+    distractor_check: bool = False
     z: int = 5000  # z: per-example top/bottom set size of additive reordering (Eq. 5)
     kn_threshold: float = 0.2  # t: KN keeps neurons scoring >= t x the example's maximum
     random_draws: int = 5  # RANDOM is drawn this many times (seeds seed, seed + 1, ...); its cells are the mean over draws
@@ -117,6 +126,8 @@ class Recipe:
 def type_name(tp) -> str:
     """How a field's type reads in an error or the reference ('one of ...', 'a list of an int')."""
     origin = typing.get_origin(tp)
+    if origin is Annotated and isinstance(typing.get_args(tp)[1], RecipeBudget):
+        return typing.get_args(tp)[1].name
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (typing.Union, types.UnionType):
@@ -132,6 +143,8 @@ def type_name(tp) -> str:
 
 def _convert(value, tp, where: str):
     origin = typing.get_origin(tp)
+    if origin is Annotated and isinstance(typing.get_args(tp)[1], RecipeBudget):
+        return typing.get_args(tp)[1].convert(value, where)  # a budget: a count or a share (nsneurons.budget)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -184,7 +197,7 @@ def _build(cls, data, where: str):
         data = {"name": data}  # shorthand: `tasks: [sentiment, ner]`
     if not isinstance(data, dict):
         raise RecipeError(f"{where or 'recipe'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)  # keeps Annotated budgets
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields), key=str)
     if unknown:
@@ -308,17 +321,21 @@ def load_recipe(path, overrides=()) -> Recipe:
 
 
 def check_against_model(recipe: Recipe, n_layers: int, n_neurons: int) -> None:
-    """Checks that need the model's size: K and the layer list."""
+    """Checks that need the model's size: K (and the K sweep) and the layer list."""
     total = (len(recipe.attribution.layers) if recipe.attribution.layers else n_layers) * n_neurons
     from .selection import METHODS
 
     with_bad = any(METHODS[m].with_bad for m in recipe.selection.methods)
     limit = total // 2 if with_bad else total
-    if recipe.selection.k > limit:
-        raise RecipeError(
-            f"selection.k: {recipe.selection.k} is larger than the {limit} neurons available per role "
-            f"({total} FFN neurons attributed{', split between good and bad' if with_bad else ''})"
-        )
+    s = recipe.selection
+    for key, spec in [("selection.k", s.k)] + [(f"selection.k_sweep[{i}]", v) for i, v in enumerate(s.k_sweep)]:
+        count = resolve_budget(spec, n_layers * n_neurons)
+        if count > limit:
+            raise RecipeError(
+                f"{key}: {describe_budget(count, n_layers * n_neurons, spec) if isinstance(spec, str) else count} "
+                f"is larger than the {limit} neurons available per role "
+                f"({total} FFN neurons attributed{', split between good and bad' if with_bad else ''})"
+            )
     for layer in recipe.attribution.layers or ():
         if not 0 <= layer < n_layers:
             raise RecipeError(f"attribution.layers: layer {layer} is outside 0..{n_layers - 1}")

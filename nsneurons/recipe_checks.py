@@ -5,9 +5,32 @@ from __future__ import annotations
 import typing
 from pathlib import Path
 
+from . import budget
+
 
 class RecipeError(ValueError):
     pass
+
+
+class RecipeBudget:
+    """The recipe type of a budget field (`Annotated[int | str, BUDGET]`, nsneurons.budget): its check and how it
+    reads. Not a dataclass: the recipe reference takes a dataclass in a field's type for a section."""
+
+    name = f"an int (a count) or a share with a percent sign, e.g. {budget.EXAMPLE}"
+
+    def convert(self, value, where: str) -> int | str:
+        check_budget(value, where)
+        return value
+
+
+BUDGET = RecipeBudget()
+
+
+def check_budget(value, key: str) -> None:
+    """A count (an int >= 1) or a share 'x%' in (0%, 100%], else an error naming `key`."""
+    message = budget.problem(value)
+    if message is not None:
+        raise RecipeError(f"{key}: {message}")
 
 
 def need(condition, key: str, message: str) -> None:
@@ -139,7 +162,11 @@ def check_neuronllm(recipe) -> None:
     unique_list(a.layers, "attribution.layers", optional=True)
     for i, layer in enumerate(a.layers or ()):
         at_least(layer, f"attribution.layers[{i}]", 0)
-    at_least(s.k, "selection.k")
+    check_budget(s.k, "selection.k")
+    for i, k in enumerate(s.k_sweep):
+        check_budget(k, f"selection.k_sweep[{i}]")
+    if s.k_sweep:  # empty: no sweep
+        unique_list(s.k_sweep, "selection.k_sweep")
     at_least(s.z, "selection.z")
     need(0 < s.kn_threshold <= 1, "selection.kn_threshold", f"expected in (0, 1], got {s.kn_threshold}")
     unique_list(s.methods, "selection.methods")
@@ -171,7 +198,7 @@ def check_crosstask(c) -> None:
     unique_list(c.budget_methods, "crosstask.budget_methods", optional=True)
     unique_list(c.k_values, "crosstask.k_values")
     for i, k in enumerate(c.k_values):
-        at_least(k, f"crosstask.k_values[{i}]")
+        check_budget(k, f"crosstask.k_values[{i}]")
     need(0.0 <= c.ratio <= 1.0, "crosstask.ratio", f"expected a ratio in [0, 1], got {c.ratio}")
 
 

@@ -79,7 +79,7 @@ def _default(f: dataclasses.Field) -> str:
 
 
 def _rows(cls, prefix: str, sections: list) -> list[list[str]]:
-    hints, comments = typing.get_type_hints(cls), field_comments(cls)
+    hints, comments = typing.get_type_hints(cls, include_extras=True), field_comments(cls)  # extras: budgets
     rows = []
     for f in dataclasses.fields(cls):
         inner = _section(hints[f.name])

@@ -6,7 +6,9 @@ re-exports them and builds and validates them with the rest of the recipe.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
+from .recipe_checks import BUDGET
 from .vocab import MethodName
 
 
@@ -54,6 +56,7 @@ class CrossTask:
 
     methods: tuple[MethodName, ...] | None = None  # common/specific/matrix/layers (None: neuronllm if run, else the first)
     budget_methods: tuple[MethodName, ...] | None = None  # Table 7 (None: neuronllm, tn, qrnca among those run)
-    k_values: tuple[int, ...] = (10, 25, 50, 100, 150, 200, 250, 500)  # Table 7 budgets, clamped to the model
+    # Table 7 budgets (counts, or shares of the model's FFN neurons such as "0.1%"), clamped to the model
+    k_values: tuple[Annotated[int | str, BUDGET], ...] = (10, 25, 50, 100, 150, 200, 250, 500)
     ratio: float = 0.5  # good:bad ratio of the cross-task matrix
     table8: Table8 = Table8()  # Table 8's per-task budgets of task-specific neurons

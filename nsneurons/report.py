@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from nsneurons import completeness, figures
+from nsneurons import budget, completeness, figures, report_ksweep
+from nsneurons.distractors import report_section as distractor_section
 from nsneurons.figures import layer_counts, plot_layer_distribution  # noqa: F401  (re-exported)
 from nsneurons.report_cells import average_cells, best_cells, format_cells, sweep_results  # noqa: F401  (re-exported)
 from nsneurons.report_figures import plot_ratio_sweep
@@ -138,7 +139,7 @@ def _summary(summary: Mapping) -> str:
 
 def _table_sections(results: xr.Dataset, baseline: xr.Dataset, title: str, summary: dict) -> list[str]:
     """The report from its title to RANDOM's draws: the summary and Tables 4, 1, 2, 3 and 6."""
-    k, model = results.attrs.get("k", "?"), results.attrs.get("model", "?")
+    k, model = budget.attrs_text(results.attrs) or results.attrs.get("k", "?"), results.attrs.get("model", "?")
     note = CELL_NOTE.format(
         best_by=_BEST_BY_TEXT.get(results.attrs.get("best_by", "mean"), "?"),
         level=float(results.attrs.get("level", 0.95)),
@@ -147,13 +148,13 @@ def _table_sections(results: xr.Dataset, baseline: xr.Dataset, title: str, summa
     draws = draws_table(results)
     return [
         f"# {title}",
-        f"Model: `{model}`; K = {k} neurons per role.",
+        f"Model: `{model}`; K = {k} per role.",
         _summary(summary),
         "## Baseline (Table 4)",
         f"The unmodified model on the evaluation set ({results.attrs.get('evaluation_set', '')}).",
         baseline_table(baseline),
         "## RAC/RCC (Table 1)",
-        f"Deg = degrader, Enh = enhancer. Methods without bad neurons ({', '.join(m.upper() for m in BASELINE_METHODS)}) "
+        f"K = {k} per role. Deg = degrader, Enh = enhancer. Methods without bad neurons ({', '.join(m.upper() for m in BASELINE_METHODS)}) "
         "switch their K good neurons only (r = 1); RANDOM is the mean over its draws. " + note,
         table1(results, _table1_methods(results)),
         AVERAGING_RULE,
@@ -195,6 +196,8 @@ def write_report(
     examples: xr.Dataset | None,
     title: str,
     summary: dict,
+    ksweep: xr.Dataset | None = None,
+    distractors: xr.Dataset | None = None,
 ) -> Path:
     """Write out_dir/report.md and out_dir/figures/*.png; returns the report path."""
     folder = RunFolder(out_dir)
@@ -211,6 +214,8 @@ def write_report(
         "|RAC| (solid) and |RCC| (dashed) against the good:bad ratio with 95% bootstrap intervals of the magnitude; "
         "a red cross marks Fail (the change went the wrong way). Vector copy: ratio_sweep.svg.",
         f"![ratio sweep]({sweep_png.relative_to(out_dir).as_posix()})",
+        *(report_ksweep.report_section(ksweep, out_dir, figure_dir) if ksweep is not None else []),
+        *(distractor_section(distractors, results) if distractors is not None else []),
     ]
     if examples is not None:
         parts += [

@@ -8,6 +8,8 @@ folder laid out as `RunFolder` says; nothing else builds these paths by hand:
     tasks/<task>.zarr                one task's results, with the recipe fingerprint
     results|neurons|baseline|examples.zarr   the combined datasets
     report.md, figures/              the report and its figures (NA-ICA: naica_*.png beside report.md)
+    ksweep/<task>.zarr, ksweep.zarr  the K sweep (selection.k_sweep), per task and combined
+    distractors.zarr                 the distractor check (selection.distractor_check)
     crosstask.zarr, crosstask.md     `nsneurons crosstask` (one zarr group per Dataset)
     naica.zarr                       NA-ICA's Datasets (one group each)
 
@@ -88,6 +90,17 @@ class RunFolder:
         return self.root / "crosstask.md"
 
     @property
+    def ksweep(self) -> Path:
+        return self.root / "ksweep.zarr"
+
+    def ksweep_task(self, name: str) -> Path:
+        return self.root / "ksweep" / f"{name}.zarr"
+
+    @property
+    def distractors(self) -> Path:
+        return self.root / "distractors.zarr"
+
+    @property
     def naica(self) -> Path:
         return self.root / "naica.zarr"
 
@@ -127,6 +140,8 @@ def fingerprint_inputs(recipe: Recipe, model_provenance: dict) -> dict:
     data = {k: v for k, v in recipe.to_dict().items() if k not in _FINGERPRINT_EXCLUDES}
     if data.get("prompt_format") == "qatt":  # the default: runs from before prompt formats keep their fingerprint
         data.pop("prompt_format")
+    for key in ("k_sweep", "distractor_check"):  # analyses after the tables; they change no task's results
+        data["selection"].pop(key)
     # Where the report draws its completeness line changes no number a task computes.
     data["attribution"] = {k: v for k, v in data["attribution"].items() if k != "gap_threshold"}
     # Where it ran (device, NDIF host) does not change the numbers.

@@ -36,9 +36,14 @@ def test_comments_on_the_line_or_right_above():
 
 def test_reference_lists_every_key_with_type_default_and_comment():
     text = recipe_markdown()
-    assert "| `selection.k` | an int | `100` | K: neurons per role (good, bad) and the intervention budget |" in text
+    assert (
+        "| `selection.k` | an int (a count) or a share with a percent sign, e.g. '0.028%' | `100` | K: neurons per role "
+        '(good, bad) and the intervention budget; a count, or a share of the model\'s FFN neurons ("0.028%") |'
+    ) in text
     assert "| `device` | one of 'cpu', 'cuda', 'auto' | `\"auto\"` | where a local model runs |" in text
     assert "| `name` | a string | required |" in text and "| `tasks[].name` | a string | required |" in text
     assert "## crosstask.table8.budgets[]\nOne source task's Table 8 budget" in text
-    # One row per field of every section: 21 (prompt_format) + 8 + 10 + 6 (attribution, with gap_threshold) + 5 + 5 + 12 + 3 + 3.
-    assert text.count("\n| `") == 73
+    # One row per field of every section: 21 (prompt_format) + 8 + 10 + 6 (attribution, with gap_threshold) + 5 + 5 + 12 + 3 + 3,
+    # and selection.k_sweep and selection.distractor_check.
+    assert text.count("
+| `") == 75

@@ -15,16 +15,16 @@ import numpy as np
 import xarray as xr
 
 from .. import crosstask_budgets, metrics, selection
+from ..budget import resolve, resolved_k
+from ..conditions import evaluate_conditions
 from ..crosstask import common_neurons, full_ranking, layer_statistics, pairs_of, settings_of, task_specific
 from ..crosstask_report import write_crosstask_report
-from ..intervention import BASELINE, Condition, correct_table, degrader, enhancer, option_probs
+from ..intervention import Condition, degrader, enhancer
 from ..metrics import DIRECTIONS, METRIC_NAMES
 from ..recipe import CrossTask, Recipe, RecipeError
 from ..runfolder import RunFolder, evaluation_proxies, fingerprint, model_for, open_outputs
 from ..selection import ROLES
 from ..zarrio import open_store, write_atomically
-
-_CHUNK = 64  # conditions per option_probs call (bounds the [C, layers, neurons] multiplier table)
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def run_crosstask(
         "layers": layer_statistics(sets, specific_ds, common_ds, model.n_layers).assign_attrs(attrs),
         "budget": xr.Dataset(
             {"sweep": effects["budget"], "n_examples": ("task", n_examples)},
-            attrs={**attrs, "k_values": [int(v) for v in s.k_values], "k_max": kmax},
+            attrs={**attrs, "k_values": [v if isinstance(v, str) else int(v) for v in s.k_values], "k_max": kmax},
         ),
         "table8": _table8(plan, budgets, effects["table8"], attrs),
     }
@@ -128,7 +128,7 @@ def _methods(s: CrossTask, run_methods: list[str]) -> tuple[list, list]:
 
 def _rankings(recipe: Recipe, out: Path, model, neurons: xr.Dataset, tasks, methods) -> dict:
     """Every (task, method)'s full re-ranking, checked to start with the run's stored set."""
-    k, rankings = recipe.selection.k, {}
+    k, rankings = resolved_k(recipe, model.n_layers, model.n_neurons), {}
     for t in tasks:
         for m in methods:
             r = rankings[t, m] = full_ranking(recipe, out, t, m, model.n_layers, model.n_neurons)
@@ -142,7 +142,7 @@ def _rankings(recipe: Recipe, out: Path, model, neurons: xr.Dataset, tasks, meth
 
 def _plan(recipe: Recipe, out: Path, model, neurons: xr.Dataset, s: CrossTask, methods, budget_methods):
     """(plan, the run's sets, the task-specific sets, Table 8 budgets)."""
-    tasks, k = [t.name for t in recipe.tasks], recipe.selection.k
+    tasks, k = [t.name for t in recipe.tasks], resolved_k(recipe, model.n_layers, model.n_neurons)
     rankings = _rankings(recipe, out, model, neurons, tasks, dict.fromkeys([*methods, *budget_methods]))
     kmax = min(r.sizes["rank"] for r in rankings.values())
     sets = neurons.sel(selector=methods, task=tasks)[["layer", "neuron", "score"]]
@@ -179,7 +179,7 @@ def _plan(recipe: Recipe, out: Path, model, neurons: xr.Dataset, s: CrossTask, m
         budget_methods=budget_methods,
         k=k,
         ratios=sorted({*recipe.evaluation.ratios, 1.0}),  # 1.0: where good-only methods are evaluated
-        ks=sorted({min(int(v), kmax) for v in s.k_values}),
+        ks=sorted({min(resolve(v, model.n_layers * model.n_neurons), kmax) for v in s.k_values}),
         with_bad={m: selection.METHODS[m].with_bad for m in {*methods, *budget_methods}},
         rankings=rankings,
         common_ds=common_ds,
@@ -266,16 +266,12 @@ def _measure(recipe: Recipe, model, out: Path, plan: _Plan, progress: bool) -> t
 
 def _evaluate(model, recipe: Recipe, proxies, conditions, progress) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Correctness (example, proxy) of the unmodified model and under each condition."""
-    original: np.ndarray | None = None
-    found: dict[str, np.ndarray] = {}
-    chunks = [conditions[i : i + _CHUNK] for i in range(0, len(conditions), _CHUNK)] or [[]]
-    for chunk in chunks:
-        batch = [BASELINE, *chunk] if original is None else list(chunk)
-        probs = option_probs(
-            model, proxies, batch, position=recipe.evaluation.position, batch_size=recipe.evaluation.batch_size, progress=progress
-        )
-        correct = correct_table(probs)
-        original = correct.sel(condition="none").values if original is None else original
-        found.update({c.name: correct.sel(condition=c.name).values for c in chunk})
-    assert original is not None  # the first chunk (at least [[]]) always evaluates the baseline
-    return original, found
+    correct = evaluate_conditions(
+        model,
+        proxies,
+        conditions,
+        position=recipe.evaluation.position,
+        batch_size=recipe.evaluation.batch_size,
+        progress=progress,
+    )
+    return correct.sel(condition="none").values, {c.name: correct.sel(condition=c.name).values for c in conditions}

@@ -19,11 +19,14 @@ from typing import Any
 
 import xarray as xr
 
-from .. import cells, conditions, selection
+from .. import budget, cells, conditions, selection
 from ..attribution import AttributionConfig
+from ..budget import resolved_k
+from ..distractors import run_check
 from ..evaluation_set import evaluation_set, reference_screens, screen
 from ..faults import checkpoint
 from ..intervention import BASELINE, correct_table, option_probs
+from ..ksweep import run_sweep
 from ..recipe import Recipe, RecipeError, check_against_model
 from ..runfolder import RunFolder, cached_task, digest, fingerprint_inputs, run_in_folder
 from ..scoring import score_proxies
@@ -63,12 +66,13 @@ def _run_tasks(recipe: Recipe, model, folder: RunFolder, *, progress: bool) -> N
         ds.attrs = {"fingerprint": stamp, "task": task.name, "settings": json.dumps(inputs, sort_keys=True, default=str)}
         write_atomically(path, ds)
         per_task[task.name] = ds
-    _combine_and_report(recipe, model, folder, per_task)
+    _combine_and_report(recipe, model, folder, per_task, stamp, progress)
     checkpoint("run.reported")
 
 
-def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
-    """Example scores per target the methods need, and the activations (ACT reads any store)."""
+def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool, store: str | None = None):
+    """Example scores per target the methods need, and the activations (ACT reads any store);
+    into scores/<store, default the task's name>-<target>.zarr."""
     needs = {selection.method_needs(m) for m in recipe.selection.methods}
     targets = sorted(t for t in needs if t not in (None, "activation")) or ["ace"]
     a = recipe.attribution
@@ -79,7 +83,7 @@ def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
             model,
             id_proxies,
             config,
-            RunFolder(out).scores(task.name, target),
+            RunFolder(out).scores(store or task.name, target),
             layers=a.layers,
             provenance={
                 "task": task.name,
@@ -96,13 +100,13 @@ def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool):
 
 def _neuron_sets(recipe: Recipe, model, es, activations) -> dict[str, list[xr.Dataset]]:
     """Every method's neuron set; RANDOM once per draw (seeds seed, seed + 1, ...)."""
-    s = recipe.selection
+    s, k = recipe.selection, resolved_k(recipe, model.n_layers, model.n_neurons)
     draws = {m: s.random_draws if selection.method_needs(m) is None else 1 for m in s.methods}
     return {
         m: [
             selection.select(
                 m,
-                k=s.k,
+                k=k,
                 scores=es,
                 activations=activations,
                 n_layers=model.n_layers,
@@ -131,7 +135,8 @@ def run_task(recipe: Recipe, model, task, out: Path, *, understood: dict[str, bo
     es, activations = _scores(recipe, model, task, id_proxies, out, progress)
     neuron_sets = _neuron_sets(recipe, model, es, activations)
     ratios = sorted(set(recipe.evaluation.ratios) | {1.0})  # good-only methods run at 1.0 (their K good neurons)
-    planned, answers = conditions.plan(neuron_sets, recipe.selection.k, ratios, recipe.evaluation.ablation)
+    k = resolved_k(recipe, model.n_layers, model.n_neurons)
+    planned, answers = conditions.plan(neuron_sets, k, ratios, recipe.evaluation.ablation)
     probs = option_probs(
         model,
         eval_proxies,
@@ -224,7 +229,9 @@ def _combine(recipe: Recipe, model, per_task: dict[str, xr.Dataset]) -> dict[str
         else "screened by this model"
     )
     attrs = {
-        "k": recipe.selection.k,
+        "k": resolved_k(recipe, model.n_layers, model.n_neurons),
+        **({"k_given": recipe.selection.k} if isinstance(recipe.selection.k, str) else {}),  # a share as written
+        "k_share": budget.share_text(resolved_k(recipe, model.n_layers, model.n_neurons), model.n_layers * model.n_neurons),
         "model": str(model.provenance.get("model")),
         "recipe": recipe.name,
         "n_layers": model.n_layers,
@@ -268,11 +275,21 @@ def _combine(recipe: Recipe, model, per_task: dict[str, xr.Dataset]) -> dict[str
     return {"results": results, "neurons": neurons, "baseline": baseline, "examples": examples}
 
 
-def _combine_and_report(recipe: Recipe, model, folder: RunFolder, per_task: dict[str, xr.Dataset]) -> None:
+def _combine_and_report(recipe: Recipe, model, folder: RunFolder, per_task: dict[str, xr.Dataset], stamp: str, progress) -> None:
     outputs = _combine(recipe, model, per_task)
     for name, ds in outputs.items():
         write_atomically(folder.combined(name), ds)
     from .. import report
+
+    sweep = checked = None
+    if recipe.selection.k_sweep:  # from the stored scores, after the tables it takes each cell's ratio from
+        sweep = run_sweep(recipe, model, folder.root, outputs["results"], outputs["neurons"], stamp, progress=progress)
+    if recipe.selection.distractor_check:
+
+        def score(task, proxies, store):
+            return _scores(recipe, model, task, proxies, folder.root, progress, store=store)
+
+        checked = run_check(recipe, model, folder.root, outputs["results"], outputs["neurons"], score, progress=progress)
 
     path = report.write_report(
         folder.root,
@@ -281,7 +298,7 @@ def _combine_and_report(recipe: Recipe, model, folder: RunFolder, per_task: dict
         summary={
             "model": model.describe(),
             "recipe": recipe.name,
-            "k": recipe.selection.k,
+            "k": budget.attrs_text(outputs["results"].attrs),
             "identification_examples": recipe.identification_examples,
             "steps": recipe.attribution.steps,
             "answer_format": recipe.answer_format,
@@ -292,5 +309,7 @@ def _combine_and_report(recipe: Recipe, model, folder: RunFolder, per_task: dict
             f"examples, {recipe.evaluation.bootstrap} resamples",
             "random draws": recipe.selection.random_draws,
         },
+        ksweep=sweep,
+        distractors=checked,
     )
     print(f"report: {path}")
