@@ -12,6 +12,7 @@ Decisions:
   run's (the redrawn question's options replace the original's, matched by example id).
 - A task whose every identification question gets the same options again (sentiment: its options are
   its whole label set, 3 classes and "not sure") has nothing to redraw: reported "n/a" with the reason.
+- Cloze prompts list no options (nsneurons.tasks.formats): reported "n/a" for them.
 - RANDOM does not read the scores: its sets cannot change and it is left out.
 - Scores go to scores/<task>~distractors-<target>.zarr (resumable like the run's); the results to
   distractors.zarr. The check is outside the run's fingerprint, like the K sweep.
@@ -66,13 +67,18 @@ def redrawn_questions(recipe, task, ids) -> tuple[list, list, int]:
     return demo_pool, out, changed
 
 
-def redrawn_proxies(recipe, task, id_proxies) -> tuple[list, int]:
-    """The identification proxies again, with the second draw's options; and how many questions changed."""
+def redrawn_proxies(recipe, task, id_proxies, tokenizer=None) -> tuple[list, int]:
+    """The identification proxies again (in the recipe's prompt format; chat needs the tokenizer), with the
+    second draw's options; and how many questions changed."""
     from .tasks import build_task_proxies, task_spec
 
     ids = list(dict.fromkeys(p.example_id for p in id_proxies))
     demo_pool, questions, changed = redrawn_questions(recipe, task, ids)
-    return build_task_proxies(questions, demo_pool, task_spec(task.name), recipe.seed, recipe.answer_format), changed
+    spec = task_spec(task.name)
+    proxies = build_task_proxies(
+        questions, demo_pool, spec, recipe.seed, recipe.answer_format, prompt_format=recipe.prompt_format, tokenizer=tokenizer
+    )
+    return proxies, changed
 
 
 def overlap(a: xr.Dataset, b: xr.Dataset, role: str, k: int) -> float:
@@ -86,8 +92,10 @@ def check_task(recipe, model, out, task, results: xr.Dataset, neurons: xr.Datase
     `score(task, proxies, store_name)` scores the proxies into scores/<store_name>-<target>.zarr (the runner's)."""
     from .splits import task_proxies
 
-    id_proxies, _ = task_proxies(recipe, task)
-    proxies, changed = redrawn_proxies(recipe, task, id_proxies)
+    if recipe.prompt_format == "cloze":
+        return None, "cloze prompts list no options: the distractors are not shown to the model"
+    id_proxies, _ = task_proxies(recipe, task, model.tokenizer)
+    proxies, changed = redrawn_proxies(recipe, task, id_proxies, model.tokenizer)
     if not changed:
         return None, "the second draw gives every identification question the same options (they are the task's whole label set)"
     score(task, proxies, task.name + SUFFIX)
