@@ -277,8 +277,9 @@ def _unit_probs(model, ids, unit, index, tables: torch.Tensor, sites: dict) -> t
 
     from . import targets, trace_ops
 
-    lm = model.lm
-    prompt_len, n, width = ids.shape[1] - 1, tables.shape[0], unit[0].shape[1]
+    # The session body must not name `model` (see _batch_probs).
+    lm, prefix = model.lm, ids[:, : ids.shape[1] - 1].to(model.device)
+    n, width = tables.shape[0], unit[0].shape[1]
     query, positions, mask = trace_ops.shared_prefix_queries(ids, n, model.compute_dtype, model.device, unit)
     if model.remote:
         import nnsight
@@ -287,7 +288,7 @@ def _unit_probs(model, ids, unit, index, tables: torch.Tensor, sites: dict) -> t
         nnsight.register(trace_ops)
     # fmt: off
     with lm.session(remote=model.remote):
-        with lm.trace(ids[:, :prompt_len].to(model.device), past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1):
+        with lm.trace(prefix, past_key_values=DynamicCache(), use_cache=True, logits_to_keep=1):
             prefix_cache = lm.output.past_key_values
         cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in prefix_cache.layers])
         with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
