@@ -60,7 +60,7 @@ def add_task_args(p):
         "--answer-format",
         default="letters",
         choices=vocab.ANSWER_FORMATS,
-        help="answer tokens: the option letters (the paper) or the first token of each option's text",
+        help="answers: the option letters (the paper) or each option's text (all its tokens, summed log-probability: Eq. 2)",
     )
     p.add_argument(
         "--prompt-format",
