@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from . import failures, vocab
-from .cli_model import add_model_commands, count, progress_bars
+from .cli_model import add_model_commands, add_shard_arg, count, progress_bars
 from .version import package_version
 
 
@@ -42,7 +42,7 @@ def cmd_check(args) -> int:
 def cmd_run(args):
     import dataclasses
 
-    from .recipe import load_recipe
+    from .recipe import RecipeError, load_recipe
 
     recipe = load_recipe(args.recipe, args.set)  # before the heavy imports: a bad recipe is refused in a fraction of a second
     from .runners import naica, neuronllm
@@ -52,6 +52,12 @@ def cmd_run(args):
         recipe = dataclasses.replace(recipe, backend="remote")
     if args.output:
         recipe = dataclasses.replace(recipe, output=args.output)
+    if args.shard is not None:
+        if recipe.experiment != "neuronllm":
+            raise RecipeError(f"--shard: only experiment 'neuronllm' runs in shards, this recipe is {recipe.experiment!r}")
+        out = neuronllm.run_recipe(recipe, progress=progress_bars(args), shard=args.shard)
+        print(f"scores in {out}")
+        return
     out = run_recipe(recipe, progress=progress_bars(args))
     print(f"outputs in {out}")
 
@@ -124,6 +130,7 @@ def _add_run_commands(sub) -> None:
         metavar="KEY=VALUE",
         help="override a recipe field, validated like the YAML (repeatable), e.g. --set selection.k=50",
     )
+    add_shard_arg(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser(
         "crosstask",
