@@ -147,3 +147,16 @@ def offloaded(module) -> bool:
     them in only for its own forward: code that reads them directly then sees placeholders."""
     hook = getattr(module, "_hf_hook", None)
     return any(getattr(h, "offload", False) for h in getattr(hook, "hooks", None) or ([hook] if hook else []))
+
+
+def gpu_count(device_map, max_memory) -> int:
+    """How many GPUs a device_map spreads a model over (for the plan's memory): an explicit map's GPUs,
+    else max_memory's GPU entries, else every GPU torch sees (accelerate's "auto" uses them all)."""
+    device_map, max_memory = normalized(device_map, max_memory)
+    if isinstance(device_map, dict):
+        return max(1, len({str(d) for d in device_map.values() if str(d) not in (*_OFFLOADED, "mps")}))
+    if max_memory:
+        return max(1, sum(1 for d in max_memory if str(d) not in (*_OFFLOADED, "mps")))
+    import torch
+
+    return max(1, torch.cuda.device_count())

@@ -9,7 +9,16 @@ from fixtures_models import llama_style_tokenizer, tiny_hf_model
 from nsneurons.attribution import AttributionConfig, attribute_proxies
 from nsneurons.intervention import BASELINE, Condition, option_probs
 from nsneurons.models import load_model
-from nsneurons.placement import PlacementError, check_device_map, check_max_memory, normalized, parse_cli, split_devices
+from nsneurons.placement import (
+    PlacementError,
+    check_device_map,
+    check_max_memory,
+    free_gpu_bytes,
+    gpu_count,
+    normalized,
+    parse_cli,
+    split_devices,
+)
 from nsneurons.recipe import RecipeError, recipe_from_dict
 from nsneurons.tasks.base import Proxy
 
@@ -117,3 +126,34 @@ def test_recipe_keys_device_map_and_max_memory():
         recipe_from_dict({"name": "x", "model": "demo", "tasks": ["sentiment"], "device_map": "everywhere"})
     with pytest.raises(RecipeError, match="^max_memory: takes effect only with device_map"):
         recipe_from_dict({"name": "x", "model": "demo", "tasks": ["sentiment"], "max_memory": {0: "70GiB"}})
+
+
+def test_the_memory_budget_sums_the_gpus_a_split_model_runs_on(monkeypatch):
+    import torch
+
+    class Placed(torch.nn.Module):
+        hf_device_map = {"model.embed_tokens": 0, "model.layers.0": 0, "model.layers.1": 1, "lm_head": "cpu"}
+
+    free = {"cuda:0": 10 << 30, "cuda:1": 30 << 30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (free[str(d)], 80 << 30))
+    # The CPU-offloaded head runs on the first GPU: two devices, the input's first.
+    assert [str(d) for d in split_devices(Placed())] == ["cuda:0", "cuda:1"]
+    assert free_gpu_bytes(Placed()) == 40 << 30
+
+
+def test_the_plan_spreads_a_split_model_over_its_gpus():
+    from nsneurons.plan import default_rates
+    from nsneurons.plan_inputs import shape_from_config
+    from nsneurons.plan_stages import ig_budget, load_stage
+
+    base = {"name": "x", "model": "demo", "tasks": ["sentiment"], "device": "cuda"}
+    one = default_rates(recipe_from_dict(base))
+    two = default_rates(
+        recipe_from_dict({**base, "device_map": {"model.layers.0": 0, "model.layers.1": "cuda:1", "lm_head": "cpu"}})
+    )
+    assert (one.gpus, two.gpus, gpu_count("auto", {0: "70GiB", 1: "70GiB", 2: "70GiB", "cpu": "1GiB"})) == (1, 2, 3)
+    config = {"model_type": "llama", "num_hidden_layers": 4, "hidden_size": 64, "intermediate_size": 128, "vocab_size": 600}
+    shape = shape_from_config({**config, "num_attention_heads": 4, "num_key_value_heads": 2}, "tiny")
+    weights = shape.weight_bytes("float32")
+    assert ig_budget(two, shape) == int((160e9 - weights) * 0.5) and ig_budget(one, shape) == int((80e9 - weights) * 0.5)
+    assert load_stage(None, shape, two).peak_bytes["2 x cuda"] == weights // 2

@@ -160,3 +160,27 @@ def test_two_shard_processes_at_once_fill_one_store(tmp_path):
     xr.testing.assert_identical(_loaded(open_scores(tmp_path / "one.zarr")), _loaded(open_scores(tmp_path / "s.zarr")))
     assert np.abs(open_scores(tmp_path / "s.zarr").ig.values).max() > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "one.zarr", "s.zarr"]  # no lock file left
+
+
+@pytest.mark.slow
+def test_run_in_shards_then_once_without(tmp_path, monkeypatch, capsys):
+    """`run --shard` scores only; the run without --shard then finds every example scored and does the rest."""
+    import yaml
+    from fixtures_models import save_tiny_llama
+
+    data = yaml.safe_load((ROOT / "recipes" / "tiny-ci.yaml").read_text())
+    data.update(model=str(save_tiny_llama(tmp_path / "model")), output=str(tmp_path / "out"), identification_examples=3)
+    data["selection"]["methods"] = ["neuronllm", "act"]  # one target: one store per task
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    store = tmp_path / "out" / "tiny-ci" / "scores" / "sentiment-ace.zarr"
+    assert cli.main(["run", str(tmp_path / "r.yaml"), "--shard", "1/2"]) == 0
+    assert f"shard 1/2: done; {store} has 1 of 3 examples, 2 left to the other shards" in capsys.readouterr().out
+    assert not (tmp_path / "out" / "tiny-ci" / "tasks").exists()  # nothing after the attribution stage
+    assert cli.main(["run", str(tmp_path / "r.yaml"), "--shard", "0/2"]) == 0
+    said = capsys.readouterr().out
+    assert f"shard 0/2: done; {store} is complete (3 of 3 examples); next: once every store is complete, `nsneurons run`" in said
+    seen = _counting(monkeypatch)
+    assert cli.main(["run", str(tmp_path / "r.yaml")]) == 0
+    assert seen == [] and (tmp_path / "out" / "tiny-ci" / "report.md").is_file()
+    assert cli.main(["run", str(tmp_path / "r.yaml"), "--shard", "0/2", "--set", "experiment=naica"]) == 3
+    assert "--shard: only experiment 'neuronllm' runs in shards" in capsys.readouterr().err
