@@ -7,12 +7,13 @@ finds problems. -v shows the library's info messages (e.g. skipped data rows), -
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 from . import failures, vocab
-from .cli_model import add_model_commands, add_shard_arg, count, progress_bars
+from .cli_model import add_model_commands, add_placement_args, add_shard_arg, count, progress_bars
 from .version import package_version
 
 
@@ -44,7 +45,13 @@ def cmd_run(args):
 
     from .recipe import RecipeError, load_recipe
 
-    recipe = load_recipe(args.recipe, args.set)  # before the heavy imports: a bad recipe is refused in a fraction of a second
+    # --device-map / --max-memory are the recipe keys, set as --set would (JSON is YAML), checked alike.
+    placing = [
+        f"{key}={json.dumps(value)}" for key, value in (("device_map", args.device_map), ("max_memory", args.max_memory)) if value
+    ]
+    recipe = load_recipe(
+        args.recipe, [*args.set, *placing]
+    )  # before the heavy imports: a bad recipe is refused in a fraction of a second
     from .runners import naica, neuronllm
 
     run_recipe = {"neuronllm": neuronllm.run_recipe, "naica": naica.run_recipe}[recipe.experiment]
@@ -131,6 +138,7 @@ def _add_run_commands(sub) -> None:
         help="override a recipe field, validated like the YAML (repeatable), e.g. --set selection.k=50",
     )
     add_shard_arg(p)
+    add_placement_args(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser(
         "crosstask",

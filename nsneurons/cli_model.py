@@ -84,6 +84,10 @@ def add_model_args(p, required=True):
     p.add_argument("--dtype", default="float32", choices=vocab.choices(vocab.DType), help="weights and compute dtype")
     p.add_argument("--revision", default=None, help="hub revision of the model")
     p.add_argument("--remote", action="store_true", help="run on NDIF (host from NDIF_HOST or nnsight's config)")
+    add_placement_args(p)
+
+
+def add_placement_args(p) -> None:
     p.add_argument(
         "--device-map",
         type=placement_arg("device-map"),

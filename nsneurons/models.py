@@ -162,6 +162,8 @@ def load_model(
 
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    if device_map is not None and remote not in (False, None, "local"):
+        raise ModelLoadError("device_map: NDIF places the model itself; device_map and max_memory are for local models")
     if source.lower() in DEMO_ALIASES:
         from .demo_model import ensure_demo_model_dir
 

@@ -157,3 +157,17 @@ def test_the_plan_spreads_a_split_model_over_its_gpus():
     weights = shape.weight_bytes("float32")
     assert ig_budget(two, shape) == int((160e9 - weights) * 0.5) and ig_budget(one, shape) == int((80e9 - weights) * 0.5)
     assert load_stage(None, shape, two).peak_bytes["2 x cuda"] == weights // 2
+
+
+def test_cli_placement_flags_are_checked_before_loading(capsys):
+    from nsneurons import cli
+
+    assert cli.main(["info", "--model", "demo", "--device-map", "everywhere"]) == 3
+    assert "error: --device-map: expected one of 'auto', 'balanced'" in capsys.readouterr().err
+    assert cli.main(["info", "--model", "demo", "--max-memory", "0=20GiB"]) == 3
+    assert "error: --max-memory: takes effect only with device_map" in capsys.readouterr().err
+    recipe = str(__import__("pathlib").Path(__file__).parent.parent / "recipes" / "tiny-ci.yaml")
+    assert cli.main(["run", recipe, "--device-map", "everywhere"]) == 3  # the recipe key, refused before any loading
+    assert "tiny-ci.yaml with --set: device_map: expected one of 'auto'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="device_map: NDIF places the model itself"):
+        load_model("meta-llama/Llama-3.1-8B", remote=True, device_map="auto")
