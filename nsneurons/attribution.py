@@ -41,6 +41,7 @@ from . import targets as _targets
 from .answers import check_answer_format, proxy_option_ids
 from .ig_paths import full_path, prefix_path
 from .ig_settings import IGSettings
+from .placement import free_gpu_bytes
 from .tasks.base import AnswerFormat, Proxy
 from .trace_ops import PassResult
 
@@ -87,8 +88,7 @@ def _auto_layers_per_pass(model, n_layers: int, steps: int, prompt_len: int, row
     if model.on_server:
         budget = 8 << 30
     elif model.device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(model.device)
-        budget = int(free * 0.5)
+        budget = int(free_gpu_bytes(model.hf_model) * 0.5)  # every GPU a split model runs on, summed
     else:
         budget = 4 << 30
     rows = max(1, budget // (bytes_per_row * row_tokens))

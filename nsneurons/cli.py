@@ -7,12 +7,13 @@ finds problems. -v shows the library's info messages (e.g. skipped data rows), -
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 from . import failures, vocab
-from .cli_model import add_model_commands, count, progress_bars
+from .cli_model import add_model_commands, add_placement_args, add_shard_arg, count, progress_bars
 from .version import package_version
 
 
@@ -48,9 +49,15 @@ def cmd_check(args) -> int:
 def cmd_run(args):
     import dataclasses
 
-    from .recipe import load_recipe
+    from .recipe import RecipeError, load_recipe
 
-    recipe = load_recipe(args.recipe, args.set)  # before the heavy imports: a bad recipe is refused in a fraction of a second
+    # --device-map / --max-memory are the recipe keys, set as --set would (JSON is YAML), checked alike.
+    placing = [
+        f"{key}={json.dumps(value)}" for key, value in (("device_map", args.device_map), ("max_memory", args.max_memory)) if value
+    ]
+    recipe = load_recipe(
+        args.recipe, [*args.set, *placing]
+    )  # before the heavy imports: a bad recipe is refused in a fraction of a second
     from .runners import naica, neuronllm
 
     run_recipe = {"neuronllm": neuronllm.run_recipe, "naica": naica.run_recipe}[recipe.experiment]
@@ -58,6 +65,12 @@ def cmd_run(args):
         recipe = dataclasses.replace(recipe, backend="remote")
     if args.output:
         recipe = dataclasses.replace(recipe, output=args.output)
+    if args.shard is not None:
+        if recipe.experiment != "neuronllm":
+            raise RecipeError(f"--shard: only experiment 'neuronllm' runs in shards, this recipe is {recipe.experiment!r}")
+        out = neuronllm.run_recipe(recipe, progress=progress_bars(args), shard=args.shard)
+        print(f"scores in {out}")
+        return
     out = run_recipe(recipe, progress=progress_bars(args))
     print(f"outputs in {out}")
 
@@ -130,6 +143,8 @@ def _add_run_commands(sub) -> None:
         metavar="KEY=VALUE",
         help="override a recipe field, validated like the YAML (repeatable), e.g. --set selection.k=50",
     )
+    add_shard_arg(p)
+    add_placement_args(p)
     p.set_defaults(func=cmd_run)
     p = sub.add_parser(
         "crosstask",

@@ -38,6 +38,41 @@ def layer_list(text: str) -> list[int]:
     return layers
 
 
+def shard_arg(text: str):
+    """--shard: i/n (worker i of n, from 0), refused at parse time otherwise."""
+    from .shards import ShardError, parse_shard
+
+    try:
+        return parse_shard(text)
+    except ShardError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--shard: ")) from None
+
+
+def add_shard_arg(p) -> None:
+    p.add_argument(
+        "--shard",
+        type=shard_arg,
+        default=None,
+        metavar="I/N",
+        help="score only examples i, i+n, i+2n, ... (worker i of n, from 0); n workers fill one store at once",
+    )
+
+
+def placement_arg(what: str):
+    """--device-map / --max-memory: a name, JSON, or KEY=VALUE pairs (checked once all arguments are read)."""
+
+    def parse(text: str):
+        from .placement import PlacementError, parse_cli
+
+        try:
+            return parse_cli(text, what)
+        except PlacementError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = what
+    return parse
+
+
 def progress_bars(args) -> bool:
     """Progress bars only on a terminal (a log file or a pipe gets no carriage-return noise) and not with -q."""
     return sys.stderr.isatty() and getattr(args, "verbosity", 0) >= 0
@@ -49,6 +84,22 @@ def add_model_args(p, required=True):
     p.add_argument("--dtype", default="float32", choices=vocab.choices(vocab.DType), help="weights and compute dtype")
     p.add_argument("--revision", default=None, help="hub revision of the model")
     p.add_argument("--remote", action="store_true", help="run on NDIF (host from NDIF_HOST or nnsight's config)")
+    add_placement_args(p)
+
+
+def add_placement_args(p) -> None:
+    p.add_argument(
+        "--device-map",
+        type=placement_arg("device-map"),
+        default=None,
+        help="split a local model across devices: auto, balanced, sequential, or JSON module -> device (then --device is unused)",
+    )
+    p.add_argument(
+        "--max-memory",
+        type=placement_arg("max-memory"),
+        default=None,
+        help="with --device-map: most memory per device, e.g. 0=70GiB,1=70GiB",
+    )
 
 
 def add_task_args(p):
@@ -74,9 +125,20 @@ def add_task_args(p):
 
 
 def model_for(args):
+    from .placement import check_device_map, check_max_memory
     from .runfolder import load_run_model
 
-    return load_run_model(args.model, device=args.device, dtype=args.dtype, revision=args.revision, remote=args.remote)
+    check_device_map(args.device_map, "--device-map")  # one `error:` line naming the flag (exit 3)
+    check_max_memory(args.max_memory, args.device_map, "--max-memory")
+    return load_run_model(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        revision=args.revision,
+        remote=args.remote,
+        device_map=args.device_map,
+        max_memory=args.max_memory,
+    )
 
 
 def proxies_for(args, tokenizer=None):
@@ -197,15 +259,24 @@ def cmd_score(args):
         layers=args.layers,
         provenance={"task": args.task, "seed": args.seed, "data_source": args.source or "packaged fixture"},
         progress=progress_bars(args),
+        shard=args.shard,
     )
     print(ds)
+    if args.shard is not None:
+        from .shards import progress_line
+
+        print(
+            progress_line(args.out, ds["done"].values, args.shard, "nothing: the store is whole (nsneurons check to verify it)")
+        )
 
 
 def locked_score(args):
     from .runlock import output_lock
+    from .shards import conflicting_locks, shard_lock
 
-    # One `score` per output at a time; the lock sits beside the store, which is created by a rename.
-    with output_lock(args.out.with_name(args.out.name + ".lock")):
+    # One `score` per output (per shard) at a time; the lock sits beside the store, which is created by a rename.
+    lock = args.out.with_name(args.out.name + ".lock")
+    with output_lock(shard_lock(lock, args.shard), conflicting=conflicting_locks(lock, args.shard)):
         cmd_score(args)
 
 
@@ -250,4 +321,5 @@ def add_model_commands(sub) -> None:
         "--layers-per-pass", type=count(), default=None, help="layers attributed per pass (default: from the memory available)"
     )
     p.add_argument("--out", type=Path, required=True, help="output .zarr path")
+    add_shard_arg(p)
     p.set_defaults(func=locked_score)

@@ -27,6 +27,7 @@ from . import targets as _targets
 from . import trace_ops
 from .architectures import get_path
 from .option_units import full_rows, option_unit, single_token
+from .placement import offloaded
 from .trace_ops import PassResult, PassSpec, PromptPlan
 
 
@@ -44,7 +45,7 @@ def answer_head(model, target: str):
     if target not in _targets.ANSWER_LOGITS_ONLY:
         return None
     head = model.hf_model.get_output_embeddings()
-    if type(head) is not torch.nn.Linear:
+    if type(head) is not torch.nn.Linear or offloaded(head):  # offloaded: its weights are read below, outside its forward
         return None
     name = next(name for name, module in model.hf_model.named_modules() if module is head)
     return get_path(model.lm, name)

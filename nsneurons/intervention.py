@@ -177,15 +177,15 @@ def _batch_probs(model, ids, mask, positions, scales, touched, sites, answers, p
     """Option probabilities [B, 4] of a left-padded batch, row b under multipliers scales[b]."""
     # The block must not name `model`: on NDIF it would be pickled by reference to nsneurons,
     # which the server does not have.
-    lm, device = model.lm, model.device
+    lm = model.lm
     with lm.trace(ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, remote=model.remote):
         for layer in touched:
-            scale = scales[:, layer].to(device)  # [B, N]
+            scale = scales[:, layer]  # [B, N], made on the layer's own device below (a split model has several)
             neurons = sites[layer].input
             if position == "answer":
-                neurons[:, -1] = neurons[:, -1] * scale.to(neurons.dtype)
+                neurons[:, -1] = neurons[:, -1] * scale.to(neurons.device, neurons.dtype)
             else:
-                neurons[:] = neurons * scale.to(neurons.dtype)[:, None, :]
+                neurons[:] = neurons * scale.to(neurons.device, neurons.dtype)[:, None, :]
         logits = lm.output.logits[:, -1].float()
         picked = torch.gather(logits, 1, answers.to(logits.device))
         probs = torch.softmax(picked, dim=-1).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace

@@ -10,6 +10,7 @@ import torch
 
 from . import content
 from .architectures import NeuronSite, get_path, neurons_per_layer, site_for, sliding_window
+from .placement import check_device_map, check_max_memory, describe_split, input_device, normalized
 from .vocab import Device, DType  # noqa: F401  (re-exported; the recipe reads the same choices)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -59,10 +60,11 @@ class NeuronModel:
 
     @property
     def device(self) -> torch.device:
-        """Where inputs for a trace go: the model's device locally; CPU for NDIF (the server moves them)."""
+        """Where inputs for a trace go: the model's device locally (a split model's first module's:
+        nsneurons.placement); CPU for NDIF (the server moves them)."""
         if self.on_server:
             return torch.device("cpu")
-        return next(self.hf_model.parameters()).device
+        return input_device(self.hf_model)
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -127,8 +129,10 @@ def wrap(
         "model": source,
         "model_type": hf_model.config.model_type,
         "dtype": str(dtype).removeprefix("torch."),
-        "device": next(hf_model.parameters()).device.type,
+        "device": input_device(hf_model).type,
     }
+    if describe_split(hf_model):
+        prov["device_map"] = describe_split(hf_model)  # modules per device of a split model
     prov.update(extra or {})
     return NeuronModel(
         lm=lm, tokenizer=tokenizer, site=site, n_layers=len(blocks), n_neurons=n_neurons, provenance=prov, remote=remote
@@ -143,15 +147,23 @@ def load_model(
     revision: str | None = None,
     remote: bool | str = False,
     trust_remote_code: bool = False,
+    device_map=None,
+    max_memory=None,
+    offload_folder=None,
 ) -> NeuronModel:
     """Load from a hub id, a local `save_pretrained` folder, a local `.gguf` file, or "demo".
 
     With `remote=True` a hub id is not downloaded: nnsight builds the model skeleton and NDIF runs it.
+    device_map ("auto", "balanced", ... or module -> device) and max_memory (device -> size) split a
+    local model across devices (HF/accelerate; `device` is then unused); offload_folder: where modules
+    mapped to "disk" are kept (default: a temporary folder).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype {dtype!r} is not one of {sorted(DTYPES)}")
+    if device_map is not None and remote not in (False, None, "local"):
+        raise ModelLoadError("device_map: NDIF places the model itself; device_map and max_memory are for local models")
     if source.lower() in DEMO_ALIASES:
         from .demo_model import ensure_demo_model_dir
 
@@ -162,19 +174,23 @@ def load_model(
     extra: dict = {"revision": revision or ""}
     if remote not in (False, None, "local"):
         return _remote_model(source, dtype=dtype, revision=revision, remote=remote, trust_remote_code=trust_remote_code)
-    dev = resolve_device(device)
+    check_device_map(device_map)
+    check_max_memory(max_memory, device_map)
+    device_map, max_memory = normalized(device_map, max_memory)
+    placing = _placement(device_map, max_memory, offload_folder)
+    dev = resolve_device(device) if device_map is None else None
     try:
         if path.suffix == ".gguf":
             if not path.is_file():
                 raise ModelLoadError(f"GGUF file {str(path)!r} does not exist")
             tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-            hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch_dtype)
+            hf = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch_dtype, **placing)
             extra["weights_sha256"] = content.file_sha256(path)
         elif path.is_dir():
             if not (path / "config.json").is_file():
                 raise ModelLoadError(f"folder {str(path)!r} has no config.json (expected a save_pretrained folder)")
             tok = AutoTokenizer.from_pretrained(str(path))
-            hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+            hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype, **placing)
             # Content, not the path: replacing the weights at the same path must not reuse results.
             extra["weights_sha256"] = content.folder_sha256(path)
         else:
@@ -185,7 +201,7 @@ def load_model(
                 )
             tok = AutoTokenizer.from_pretrained(source, revision=revision, trust_remote_code=trust_remote_code)
             hf = AutoModelForCausalLM.from_pretrained(
-                source, dtype=torch_dtype, revision=revision, trust_remote_code=trust_remote_code
+                source, dtype=torch_dtype, revision=revision, trust_remote_code=trust_remote_code, **placing
             )
             extra["commit"] = content.hub_model_commit(source, revision)  # what `revision` (or main) resolved to today
     except Exception as err:  # noqa: BLE001 - transformers, safetensors and gguf (struct.error, ...) each raise their own types
@@ -198,8 +214,22 @@ def load_model(
             else ""
         )
         raise ModelLoadError(f"could not load model {source!r}{damaged}: {_one_line(err)}") from None
-    hf.to(dev)  # type: ignore[arg-type]  # transformers' decorator stub on .to() drops the bound self
+    if dev is not None:  # a model placed by a device_map stays where accelerate put it
+        hf.to(dev)  # type: ignore[arg-type]  # transformers' decorator stub on .to() drops the bound self
     return wrap(hf, tok, source=source, remote=remote, extra=extra)
+
+
+def _placement(device_map, max_memory, offload_folder) -> dict:
+    """from_pretrained's placement arguments: none without a device_map (the model is moved whole)."""
+    if device_map is None:
+        return {}
+    placing = {"device_map": device_map, "max_memory": max_memory}
+    if isinstance(device_map, str) or "disk" in device_map.values():
+        import tempfile
+
+        # Modules accelerate sends to the disk need a folder; its files live as long as the process.
+        placing["offload_folder"] = str(offload_folder or tempfile.mkdtemp(prefix="nsneurons-offload-"))
+    return placing
 
 
 def _looks_like_path(source: str) -> bool:

@@ -61,8 +61,15 @@ class Plan:
 
 
 def default_rates(recipe) -> Rates:
-    """Per-device defaults (uncalibrated): plan_work.default_rates, docs/plan.md."""
-    return plan_work.default_rates(recipe.backend, recipe.device, recipe.dtype)
+    """Per-device defaults (uncalibrated): plan_work.default_rates, docs/plan.md; a device_map's GPUs counted."""
+    from dataclasses import replace
+
+    from .placement import gpu_count
+
+    rates = plan_work.default_rates(recipe.backend, recipe.device, recipe.dtype)
+    if rates.device != "cuda" or recipe.device_map is None:
+        return rates
+    return replace(rates, gpus=gpu_count(recipe.device_map, recipe.max_memory))
 
 
 def make_plan(

@@ -195,6 +195,7 @@ def measure_rates(recipe, shape: ModelShape, rates: Rates) -> Rates:
             revision=recipe.revision,
             remote=recipe.backend == "remote",
             trust_remote_code=recipe.trust_remote_code,
+            **({"device_map": recipe.device_map, "max_memory": recipe.max_memory} if recipe.device_map is not None else {}),
         ),
         rates.device,
     )

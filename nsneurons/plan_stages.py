@@ -17,6 +17,7 @@ from .plan_work import (
     Stage,
     Tally,
     block_flops,
+    gpu_key,
     kv_bytes,
     prefix_flops,
     priced,
@@ -39,11 +40,12 @@ def auto_layers_per_pass(shape: ModelShape, n_attr: int, steps: int, prompt_len:
 
 
 def ig_budget(rates: Rates, shape: ModelShape) -> int:
-    """The memory budget attribution assumes: 8 GiB on NDIF, 4 GiB on CPU, half a free GPU (80 GB assumed)."""
+    """The memory budget attribution assumes: 8 GiB on NDIF, 4 GiB on CPU, half the free memory of the
+    GPUs (80 GB each assumed; a split model's summed)."""
     if rates.device == "ndif":
         return 8 * GIB
     if rates.device == "cuda":
-        return int((80e9 - shape.weight_bytes(rates.dtype)) * 0.5)
+        return int((80e9 * rates.gpus - shape.weight_bytes(rates.dtype)) * 0.5)
     return 4 * GIB
 
 
@@ -136,7 +138,7 @@ def load_stage(recipe, shape: ModelShape, rates: Rates) -> Stage:
     if rates.device == "cpu":
         peak = {"cpu": rates.base_bytes + int(rates.load_peak_factor * weights)}
     else:
-        peak = {"cpu": rates.base_bytes + weights, rates.device: weights}
+        peak = {"cpu": rates.base_bytes + weights, gpu_key(rates): weights // rates.gpus}
     return Stage(
         "load model",
         "load",

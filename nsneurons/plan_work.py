@@ -57,6 +57,7 @@ class Rates:
     load_peak_factor: float = 2.0  # resident bytes while loading, in weights (file pages + tensors on CPU)
     other_seconds: float = 25.0  # imports, data, selection, bootstrap, zarr writes, report and figures
     calibrated: bool = False  # True when measured by --measure
+    gpus: int = 1  # GPUs a device_map splits the model over: their memory summed, the weights spread evenly
     notes: tuple[str, ...] = field(default=())  # how the rates were had
 
     def fixed_seconds(self, shape: ModelShape) -> float:
@@ -198,6 +199,11 @@ class Tally:
         self.up += up
 
 
+def gpu_key(rates: Rates) -> str:
+    """The peak-memory key of the model's device: "cuda", or "2 x cuda" (each of 2 GPUs) for a split model."""
+    return rates.device if rates.gpus == 1 else f"{rates.gpus} x {rates.device}"
+
+
 def forward_stage(name: str, kind: str, shape: ModelShape, rates: Rates, t: Tally, detail: str) -> Stage:
     return priced(name, kind, t, shape, rates, detail, rates.fwd_flops)
 
@@ -208,7 +214,11 @@ def priced(name: str, kind: str, t: Tally, shape: ModelShape, rates: Rates, deta
         seconds += (t.requests - t.traces) * rates.trace_seconds + (t.down + t.up) / rates.download_per_s
     weights = shape.weight_bytes(rates.dtype)
     work = int(weights + t.transient * rates.transient_scale)
-    peak = {"cpu": rates.base_bytes + work} if rates.device == "cpu" else {"cpu": rates.base_bytes, rates.device: work}
+    peak = (
+        {"cpu": rates.base_bytes + work}
+        if rates.device == "cpu"
+        else {"cpu": rates.base_bytes, gpu_key(rates): work // rates.gpus}
+    )
     remote = rates.backend == "remote"
     return Stage(
         name, kind, t.passes, t.backward, t.rows, t.flops, peak, t.down if remote else 0, t.up if remote else 0, seconds, detail

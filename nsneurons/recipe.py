@@ -103,6 +103,10 @@ class Recipe:
     backend: Backend = "local"  # "local" (this machine) or "remote" (NDIF)
     ndif_host: str | None = None  # NDIF host for backend "remote" (else NDIF_HOST or nnsight's config); never the API key
     device: Device = "auto"  # where a local model runs
+    # Split a local model across devices (HF/accelerate): "auto", "balanced", "balanced_low_0",
+    # "sequential", or module -> device (GPU index, "cpu", "disk"); `device` is then unused.
+    device_map: str | dict | None = None
+    max_memory: dict | None = None  # with device_map: the most memory per device, e.g. {0: 70GiB, 1: 70GiB, cpu: 100GiB}
     dtype: DType = "float32"  # model weights and compute dtype
     answer_format: AnswerFormat = "letters"  # answer tokens: option letters (the paper) or option words
     # How questions are put to the model: "qatt" (the paper's prompt), "chat" (it inside the model's chat
@@ -223,6 +227,7 @@ def _check_values(recipe: Recipe) -> None:
     for i, task in enumerate(recipe.tasks):
         not_blank(task.revision, f"tasks[{i}].revision")
     not_blank(recipe.ndif_host, "ndif_host")
+    _check_placement(recipe)
     need(recipe.seed >= 0, "seed", f"expected an int >= 0, got {recipe.seed}")  # numpy's generators refuse negative seeds
     check_prompt_format(recipe)
     check_tasks(recipe.tasks, recipe.experiment, recipe.identification_examples)
@@ -231,6 +236,16 @@ def _check_values(recipe: Recipe) -> None:
     check_crosstask(recipe.crosstask)
     _check_table8(recipe, need)
     _check_scoring(recipe.evaluation, recipe.selection)
+
+
+def _check_placement(recipe: Recipe) -> None:
+    from .placement import PlacementError, check_device_map, check_max_memory
+
+    try:
+        check_device_map(recipe.device_map)
+        check_max_memory(recipe.max_memory, recipe.device_map)
+    except PlacementError as err:
+        raise RecipeError(str(err)) from None
 
 
 def _check_scoring(ev: Evaluation, sel: Selection) -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,7 +123,8 @@ class RunFolder:
 # ---- fingerprint -----------------------------------------------------------------------------
 
 # Settings that change a task's results (the rest, such as output folder or description, do not).
-_FINGERPRINT_EXCLUDES = ("output", "description", "ndif_host", "crosstask")
+# Nor where the model's modules are placed (device_map, max_memory): the same numbers, elsewhere.
+_FINGERPRINT_EXCLUDES = ("output", "description", "ndif_host", "crosstask", "device_map", "max_memory")
 
 
 def fingerprint(recipe: Recipe, model_provenance: dict) -> str:
@@ -145,7 +147,7 @@ def fingerprint_inputs(recipe: Recipe, model_provenance: dict) -> dict:
     # Where the report draws its completeness line changes no number a task computes.
     data["attribution"] = {k: v for k, v in data["attribution"].items() if k != "gap_threshold"}
     # Where it ran (device, NDIF host) does not change the numbers.
-    prov = {k: v for k, v in model_provenance.items() if k != "device" and not k.startswith("ndif_")}
+    prov = {k: v for k, v in model_provenance.items() if k not in ("device", "device_map") and not k.startswith("ndif_")}
     if prov.get("weights_sha256"):
         data.pop("model"), prov.pop("model", None)
     data["model_provenance"] = prov
@@ -202,8 +204,11 @@ def load_run_model(
     remote: bool = False,
     host: str | None = None,
     trust_remote_code: bool = False,
+    device_map=None,
+    max_memory=None,
 ):
-    """The model, local or on NDIF (host: argument, else the environment), with where it ran in its provenance."""
+    """The model, local or on NDIF (host: argument, else the environment), with where it ran in its
+    provenance; device_map / max_memory split a local model across devices (nsneurons.placement)."""
     from .models import load_model
 
     where: dict = {}
@@ -211,7 +216,10 @@ def load_run_model(
         from .ndif_preflight import connect_checked
 
         where, dtype = connect_checked(source, host=host, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype)
-    model = load_model(source, device=device, dtype=dtype, revision=revision, remote=remote, trust_remote_code=trust_remote_code)
+    placing = {"device_map": device_map, "max_memory": max_memory} if device_map is not None else {}
+    model = load_model(
+        source, device=device, dtype=dtype, revision=revision, remote=remote, trust_remote_code=trust_remote_code, **placing
+    )
     model.provenance.update(where)
     return model
 
@@ -226,27 +234,33 @@ def model_for(recipe: Recipe):
         remote=recipe.backend == "remote",
         host=recipe.ndif_host,
         trust_remote_code=recipe.trust_remote_code,
+        device_map=recipe.device_map,
+        max_memory=recipe.max_memory,
     )
 
 
 def write_text_atomically(path: Path, text: str) -> None:
-    """A text file written whole or not at all (a temporary name, then a rename)."""
-    tmp = path.with_name(path.name + ".part")
+    """A text file written whole or not at all (a temporary name, then a rename). The temporary name is
+    the process's own: shard workers starting together each write recipe.yaml."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.part")
     tmp.write_text(text)
     tmp.replace(path)
 
 
-def run_in_folder(recipe: Recipe, body: Callable, *, model=None, progress: bool = True) -> Path:
+def run_in_folder(recipe: Recipe, body: Callable, *, model=None, progress: bool = True, shard=None) -> Path:
     """The start every experiment shares, then `body(recipe, model, folder, progress=...)`; returns the folder.
 
     The data is read before anything is written or loaded (preflight), one run per output folder at a
-    time (OutputLockedError names the holder), recipe.yaml written, the model loaded, every prompt
-    checked against its positions and answer tokens before any IG."""
+    time (OutputLockedError names the holder; with `shard`, one per shard: nsneurons.shards),
+    recipe.yaml written, the model loaded, every prompt checked against its positions and answer
+    tokens before any IG."""
     import yaml
+
+    from .shards import conflicting_locks, shard_lock
 
     prompts = preflight.recipe_prompts(recipe)  # data errors stop the run before it writes or loads anything
     folder = RunFolder(recipe.output_dir())
-    with output_lock(folder.lock):
+    with output_lock(shard_lock(folder.lock, shard), conflicting=conflicting_locks(folder.lock, shard)):
         folder.root.mkdir(parents=True, exist_ok=True)
         write_text_atomically(folder.recipe, yaml.safe_dump(json.loads(json.dumps(recipe.to_dict())), sort_keys=False))
         checkpoint("run.recipe-written")

@@ -49,9 +49,9 @@ def _pid_alive(pid) -> bool:
     return True
 
 
-def _take(fd: int, path: Path) -> None:
+def _take(fd: int, path: Path, wait: bool = False) -> None:
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         raise OutputLockedError(
             f"{path.parent} is in use by another nsneurons run ({_describe(_holder_text(fd))}); "
@@ -73,15 +73,53 @@ def _command() -> str:
     return " ".join([prog, *sys.argv[1:]])[:300]
 
 
+def held_by_another(path: Path) -> dict | None:
+    """The holder of the lock file `path` if a live process holds it, else None (no file, or a stale one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _holder_text(fd)
+    except OSError:
+        return None  # no flock here: only the file's own lock is judged (by pid, in _take)
+    finally:
+        os.close(fd)
+    return None
+
+
+def _refuse_conflicts(path: Path, conflicting) -> None:
+    """OutputLockedError if a live run holds one of the `conflicting` lock files (they exclude `path`'s)."""
+    for other in conflicting():
+        holder = None if Path(other) == path else held_by_another(Path(other))
+        if holder is not None:
+            raise OutputLockedError(
+                f"{path.parent} is in use by another nsneurons run that conflicts with this one ({_describe(holder)}; "
+                f"its lock: {other}); wait for it to finish or stop it"
+            )
+
+
 @contextlib.contextmanager
-def output_lock(path):
-    """Hold the lock file `path` for the block; OutputLockedError names the holder if another run has it."""
+def output_lock(path, *, wait: bool = False, conflicting=None):
+    """Hold the lock file `path` for the block; OutputLockedError names the holder if another run has it.
+    wait: block until the holder is done instead. conflicting: a callable listing lock files that must
+    not be held meanwhile (checked once ours is held: of two such runs starting together, neither
+    goes on unseen by the other)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            _take(fd, path)
+            _take(fd, path, wait)
+            if conflicting is not None:
+                try:
+                    _refuse_conflicts(path, conflicting)
+                except OutputLockedError:
+                    with contextlib.suppress(OSError):
+                        os.unlink(path)  # ours, held: no lock file of a run that did not start is left
+                    raise
             # The previous holder may have removed the file between our open and our lock: then
             # ours is a lock on a deleted file, and the next run could lock a new one. Retry.
             if os.fstat(fd).st_ino == os.stat(path).st_ino:

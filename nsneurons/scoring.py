@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .attribution import AttributionConfig, attribute_proxies, checked_layers
+from .shards import Shard
 from .store import ScoreStore, open_scores
 from .tasks.base import N_PROXIES, Proxy
 from .tasks.formats import TEMPLATE_VERSIONS
@@ -94,9 +96,12 @@ def score_proxies(
     provenance: dict | None = None,
     progress: bool = True,
     item: str = "example",
+    shard: Shard | None = None,
 ):
     """Compute IG for every proxy and write the store at `path`; resumes where a previous run stopped.
-    item: the store's first dim, "example" (NeuronLLM) or "query" (NA-ICA: a query's prompts are its proxies)."""
+    item: the store's first dim, "example" (NeuronLLM) or "query" (NA-ICA: a query's prompts are its proxies).
+    shard: score only this worker's examples (nsneurons.shards); other workers fill the rest of the
+    same store meanwhile, and the store is returned as it then is (`done` says which are written)."""
     from tqdm.auto import tqdm
 
     groups = group_by_example(proxies)
@@ -117,18 +122,20 @@ def score_proxies(
             prompt_formats(proxies),
         ),
         item=item,
+        workers=shard is not None,
     )
     done = store.done()
+    mine = np.array([shard is None or shard.takes(i) for i in range(len(groups))], bool)
     with tqdm(
-        total=len(groups) * N_PROXIES,
-        initial=int(done.sum()) * N_PROXIES,
+        total=int(mine.sum()) * N_PROXIES,
+        initial=int((done & mine).sum()) * N_PROXIES,
         unit="proxy",
         desc=f"IG[{config.target}]",
         disable=not progress,
         dynamic_ncols=True,
     ) as bar:
         for index, group in enumerate(groups.values()):
-            if done[index]:
+            if done[index] or not mine[index]:
                 continue
             # An example's proxies share their prompt's beginning: one session computes it once.
             results = attribute_group_with_retries(model, group, config, layers)
@@ -143,4 +150,8 @@ def score_proxies(
                 ig_sum=np.stack([r.ig_sum for r in results]),
                 ig_delta=np.stack([r.ig_delta for r in results]),
             )
+    if shard is not None and not store.done().all():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # other shards' examples are still to come: expected
+            return open_scores(path, allow_incomplete=True)
     return open_scores(path)

@@ -5,7 +5,9 @@ Layout (see docs/design.md): `ig` and `activation` over (example, proxy, layer, 
 `completeness_gap`, `ig_sum` and `ig_delta` over (example, proxy, layer) (the completeness check:
 `completeness_gap` = `ig_sum` - `ig_delta`), `correct_letter` coordinate over (example, proxy),
 and `done` over (example,): set only after an example's arrays are written, so an interrupted
-write never looks complete. NA-ICA's store has (query, prompt) where NeuronLLM's has (example,
+write never looks complete. Every per-example array, `done` included, has one chunk per example: a
+worker writes only its own examples' chunk files, so several workers (`--shard i/n`) fill one store
+at once. Stores made before that have one `done` chunk: they open and resume with one worker. NA-ICA's store has (query, prompt) where NeuronLLM's has (example,
 proxy) (`ITEM_DIMS`); everything else is the same. Provenance lives in `attrs`; appending with different provenance is refused.
 The store is created whole (under a temporary name, then renamed) and every chunk carries a
 checksum (nsneurons.zarrio): a missing or damaged chunk of a done example is an error naming it.
@@ -31,8 +33,10 @@ from .zarrio import StoreDamagedError, problems, raise_problems, write_atomicall
 # Nor the IG path: staircase, prefix and full compute the same numbers (tests: within 1e-5), so a
 # store begun with one resumes with another (it keeps the first one's name).
 # Where the data lies is recorded, not compared: its content is (prompts_sha256).
+# Nor how a model was split across devices (device_map): the same numbers, placed otherwise.
 _VOLATILE_KEYS = {
     "created",
+    "device_map",
     "nsneurons_version",
     "ig_path",
     "data_source",
@@ -126,18 +130,29 @@ def _chunks(ds: xr.Dataset) -> dict:
     # One chunk per example for the big arrays, so each example is written as one region.
     per_example = ("ig", "activation", "option_prob", "target_value", "completeness_gap", *COMPLETENESS)
     enc = {name: {"chunks": (1,) + ds[name].shape[1:]} for name in per_example if name in ds}
-    enc["done"] = {"chunks": (max(1, ds["done"].size),)}
+    # One flag per chunk too: marking an example done rewrites only its own chunk file (no
+    # read-modify-write of the others' flags), so workers on disjoint examples never collide.
+    enc["done"] = {"chunks": (1,)}
     return enc
+
+
+def per_example_done(path) -> bool:
+    """Whether the store's `done` flags have one chunk per example (stores made before have one chunk)."""
+    import zarr
+
+    flags = zarr.open_group(Path(path), mode="r")["done"]
+    return isinstance(flags, zarr.Array) and flags.chunks[0] == 1
 
 
 class ScoreStore:
     """Writer for one scores store. Use `ScoreStore.open_or_create(...)`."""
 
-    def __init__(self, path: Path, example_ids: list[str], item: str = "example", completeness: bool = True):
+    def __init__(self, path: Path, example_ids: list[str], item: str = "example", completeness: bool = True, shared: bool = True):
         self.path = Path(path)
         self.example_ids = example_ids
         self.item = item  # "example" or "query" (ITEM_DIMS)
         self.completeness = completeness  # whether the store has the COMPLETENESS variables
+        self.shared = shared  # one `done` chunk per example (several workers may write); False: an older store
 
     @classmethod
     def open_or_create(
@@ -150,8 +165,28 @@ class ScoreStore:
         n_neurons: int,
         provenance: dict,
         item: str = "example",
+        workers: bool = False,
     ) -> ScoreStore:
+        """The store at `path`, made if absent, else checked against this run's settings. workers:
+        other workers (shards) may open it at the same time: creation waits for theirs, and an older
+        store with one `done` chunk is refused (its flags cannot be shared)."""
         path = Path(path)
+        if not workers:
+            return cls._open_or_create(path, example_ids, correct_letters, layers, n_neurons, provenance, item)
+        from .runlock import output_lock
+
+        # Workers starting together: the first makes the store, the others wait, then open it.
+        with output_lock(path.with_name(path.name + ".create.lock"), wait=True):
+            store = cls._open_or_create(path, example_ids, correct_letters, layers, n_neurons, provenance, item)
+        if not store.shared:
+            raise StoreError(
+                f"{path} was made by an older nsneurons with one `done` chunk for all {item}s, which several "
+                "workers cannot share; finish it with one worker (without --shard), or remove it to start it anew"
+            )
+        return store
+
+    @classmethod
+    def _open_or_create(cls, path: Path, example_ids, correct_letters, layers, n_neurons, provenance, item) -> ScoreStore:
         if item not in ITEM_DIMS:
             raise ValueError(f"item: expected one of {', '.join(ITEM_DIMS)}, got {item!r}")
         provenance = dict(provenance)
@@ -166,7 +201,13 @@ class ScoreStore:
                 ) from None
             raise_problems(problems(path))  # finished examples are kept: they must be whole
             _check_compatible(path, existing, template)
-            return cls(path, list(example_ids), item, completeness=all(name in existing for name in COMPLETENESS))
+            return cls(
+                path,
+                list(example_ids),
+                item,
+                completeness=all(name in existing for name in COMPLETENESS),
+                shared=per_example_done(path),
+            )
         # Whole or not at all: an interrupt while the template is written leaves no store here.
         write_atomically(path, template, extra=_chunks(template))
         return cls(path, list(example_ids), item)
@@ -202,9 +243,12 @@ class ScoreStore:
         # Every chunk written, even all-zero ones: a missing chunk then always means damage.
         write_region(part, self.path, region)
         checkpoint(f"store.example-written:{self.path.name}")
-        done = self.done()
-        done[index] = True
-        write_region(xr.Dataset({"done": ((item,), done)}), self.path, {item: slice(0, len(done))})
+        if self.shared:  # the example's own flag chunk, nothing else
+            write_region(xr.Dataset({"done": ((item,), np.ones(1, bool))}), self.path, region)
+        else:  # an older store's single flag chunk: read-modify-write (one worker only)
+            done = self.done()
+            done[index] = True
+            write_region(xr.Dataset({"done": ((item,), done)}), self.path, {item: slice(0, len(done))})
         checkpoint(f"store.example-done:{self.path.name}")
 
 

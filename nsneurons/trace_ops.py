@@ -217,7 +217,7 @@ def flat_rows(sites, chunk, alphas: torch.Tensor, pattern: torch.Tensor | None =
 def answer_logits_only(head, answer_ids: torch.Tensor, has_bias: bool) -> None:
     """Make the output layer compute the four answer tokens' logits only (in A..D order)."""
     picked = answer_ids.to(head.weight.device)
-    answer_logits = head.input @ head.weight[picked].T
+    answer_logits = head.input.to(head.weight.device) @ head.weight[picked].T
     if has_bias:
         answer_logits = answer_logits + head.bias[picked]
     head.skip(answer_logits)

@@ -173,10 +173,15 @@ def _array_problems(path: Path, arr, done: np.ndarray | None) -> list[str]:
     dims = getattr(arr.metadata, "dimension_names", None) or ()
     # Per-example (NA-ICA: per-query) chunks not yet done are rewritten on resume: only done ones must be whole.
     per_example = done is not None and arr.path != "done" and dims[:1] in (("example",), ("query",)) and arr.chunks[0] == 1
+    # One flag per chunk: a missing flag reads as False (zarr's fill value; writers that skip empty
+    # chunks even delete it), i.e. "not done", and that example is rewritten on resume: no damage.
+    own_flags = done is not None and arr.path == "done" and arr.chunks[0] == 1
     for coords in np.ndindex(*arr.cdata_shape):
         if per_example and done is not None and not done[coords[0]]:  # (per_example implies done)
             continue
         key = arr.metadata.encode_chunk_key(coords)
+        if own_flags and not (path / arr.path / key).is_file():
+            continue
         if not (path / arr.path / key).is_file():
             found.append(f"{path}: variable {arr.path!r}: chunk {key} is missing")
             continue

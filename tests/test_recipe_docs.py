@@ -43,7 +43,6 @@ def test_reference_lists_every_key_with_type_default_and_comment():
     assert "| `device` | one of 'cpu', 'cuda', 'auto' | `\"auto\"` | where a local model runs |" in text
     assert "| `name` | a string | required |" in text and "| `tasks[].name` | a string | required |" in text
     assert "## crosstask.table8.budgets[]\nOne source task's Table 8 budget" in text
-    # One row per field of every section: 21 (prompt_format) + 8 + 10 + 6 (attribution, with gap_threshold) + 5 + 5 + 12 + 3 + 3,
-    # and selection.k_sweep and selection.distractor_check.
-    assert text.count("
-| `") == 75
+    # One row per field of every section: 23 (prompt_format, device_map, max_memory) + 8 + 10 + 6 (attribution,
+    # with gap_threshold) + 5 + 5 + 12 + 3 + 3, and selection.k_sweep and selection.distractor_check.
+    assert text.count("\n| `") == 77

@@ -12,6 +12,7 @@ The folder's layout, the fingerprint and the start of a run are nsneurons.runfol
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -37,11 +38,14 @@ from ..zarrio import write_atomically
 log = logging.getLogger("nsneurons")
 
 
-def run_recipe(recipe: Recipe, *, model=None, progress: bool = True) -> Path:
+def run_recipe(recipe: Recipe, *, model=None, progress: bool = True, shard=None) -> Path:
     """Run every stage; returns the output folder. Interrupted runs resume; finished tasks are skipped.
-    A second run on the same output folder meanwhile is refused (OutputLockedError names the holder)."""
+    A second run on the same output folder meanwhile is refused (OutputLockedError names the holder).
+    shard (nsneurons.shards.Shard): only this worker's share of the IG scores (see `_score_shard`)."""
     if recipe.experiment != "neuronllm":
         raise RecipeError(f"experiment: nsneurons.runners.neuronllm runs experiment 'neuronllm', got {recipe.experiment!r}")
+    if shard is not None:
+        return run_in_folder(recipe, functools.partial(_score_shard, shard=shard), model=model, progress=progress, shard=shard)
     return run_in_folder(recipe, _run_tasks, model=model, progress=progress)
 
 
@@ -70,16 +74,18 @@ def _run_tasks(recipe: Recipe, model, folder: RunFolder, *, progress: bool) -> N
     checkpoint("run.reported")
 
 
-def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool, store: str | None = None):
-    """Example scores per target the methods need, and the activations (ACT reads any store);
-    into scores/<store, default the task's name>-<target>.zarr."""
+def _score_stores(
+    recipe: Recipe, model, task, id_proxies, out: Path, progress: bool, shard=None, store: str | None = None
+) -> dict[str, xr.Dataset]:
+    """The IG scores store of every target the methods need, scores/<store, default the task's name>-<target>.zarr
+    (with `shard`: this worker's examples written)."""
     needs = {selection.method_needs(m) for m in recipe.selection.methods}
     targets = sorted(t for t in needs if t not in (None, "activation")) or ["ace"]
     a = recipe.attribution
-    es, activations = {}, None
+    stores = {}
     for target in targets:
         config = AttributionConfig(target=target, **a.ig_settings())
-        ds = score_proxies(
+        stores[target] = score_proxies(
             model,
             id_proxies,
             config,
@@ -92,10 +98,31 @@ def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool, 
                 "data_source": (task.source or "packaged fixture") + (f"@{task.revision}" if task.revision else ""),
             },
             progress=progress,
+            shard=shard,
         )
+    return stores
+
+
+def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool, store: str | None = None):
+    """Example scores per target the methods need, and the activations (ACT reads any store)."""
+    es, activations = {}, None
+    for target, ds in _score_stores(recipe, model, task, id_proxies, out, progress, store=store).items():
         es[target] = example_scores(ds).load()
         activations = ds["activation"].load() if activations is None else activations
     return es, activations
+
+
+def _score_shard(recipe: Recipe, model, folder: RunFolder, *, progress: bool, shard) -> None:
+    """`nsneurons run --shard i/n`: this worker's share of every task's IG stores, nothing else; the
+    later stages (selection, interventions, report) run once, after every shard, without --shard."""
+    from ..shards import progress_line
+
+    check_against_model(recipe, model.n_layers, model.n_neurons)
+    for task in recipe.tasks:
+        id_proxies, _ = task_proxies(recipe, task, model.tokenizer)
+        for target, ds in _score_stores(recipe, model, task, id_proxies, folder.root, progress, shard).items():
+            path = folder.scores(task.name, target)
+            print(progress_line(path, ds["done"].values, shard, "once every store is complete, `nsneurons run` without --shard"))
 
 
 def _neuron_sets(recipe: Recipe, model, es, activations) -> dict[str, list[xr.Dataset]]:
