@@ -73,11 +73,9 @@ def _run_tasks(recipe: Recipe, model, folder: RunFolder, *, progress: bool) -> N
 def _scores(recipe: Recipe, model, task, id_proxies, out: Path, progress: bool, store: str | None = None):
     """Example scores per target the methods need, and the activations (ACT reads any store);
     into scores/<store, default the task's name>-<target>.zarr."""
-    needs = {selection.method_needs(m) for m in recipe.selection.methods}
-    targets = sorted(t for t in needs if t not in (None, "activation")) or ["ace"]
     a = recipe.attribution
     es, activations = {}, None
-    for target in targets:
+    for target in selection.ig_targets(recipe.selection.methods):
         config = AttributionConfig(target=target, **a.ig_settings())
         ds = score_proxies(
             model,
