@@ -164,9 +164,8 @@ def crosstask_counts(recipe, shape: ModelShape) -> int:
     from .crosstask_budgets import PAPER_BUDGETS
     from .selection import METHODS
 
-    s, run = recipe.crosstask, list(recipe.selection.methods)
-    methods = list(s.methods or (["neuronllm"] if "neuronllm" in run else run[:1]))
-    budget = list(s.budget_methods or [m for m in ("neuronllm", "tn", "qrnca") if m in run] or run[:1])
+    s = recipe.crosstask
+    methods, budget = crosstask_methods(recipe)
     ratios = len(set(recipe.evaluation.ratios) | {1.0})
     n_ratio = {m: ratios if METHODS[m].with_bad else 1 for m in {*methods, *budget}}
     kmax = (len(recipe.attribution.layers or range(shape.n_layers)) * shape.n_neurons) // 2
@@ -177,14 +176,29 @@ def crosstask_counts(recipe, shape: ModelShape) -> int:
     return n + (len(methods) if has_t8 else 0) * (len(s.table8.budgets or PAPER_BUDGETS))
 
 
-def crosstask_switched(recipe, total: int) -> int:
-    """The most neurons one cross-task condition switches: K, a Table 7 budget, or a Table 8 good + bad budget."""
+def crosstask_methods(recipe) -> tuple[list[str], list[str]]:
+    """The methods of the cross-task analyses and of the budget sweep (Table 7), as nsneurons.crosstask picks them."""
+    s, run = recipe.crosstask, list(recipe.selection.methods)
+    methods = list(s.methods or (["neuronllm"] if "neuronllm" in run else run[:1]))
+    budget = list(s.budget_methods or [m for m in ("neuronllm", "tn", "qrnca") if m in run] or run[:1])
+    return methods, budget
+
+
+def crosstask_switched(recipe, total: int, n_conditions: int) -> int:
+    """An upper bound on the neurons a call of n cross-task conditions switches: n times the most one condition
+    switches, and at most what all of them can reach: per method, Table 8's good + bad budgets and, K each
+    split good:bad, the common, task-specific and per-source-task sets (2 K apiece: both roles' first K of a
+    ranking); per budget method, the first good and bad neurons up to Table 7's largest budget."""
     from .crosstask_budgets import PAPER_BUDGETS, scaled_count
 
     t8 = recipe.crosstask.table8
     scale = (lambda c: scaled_count(c, total, t8.reference_neurons)) if t8.scale else (lambda c: c)
     table8 = [scale(b.good) + scale(b.bad) for b in (t8.budgets or PAPER_BUDGETS)]
-    return max(resolve(k, total) for k in (recipe.selection.k, *recipe.crosstask.k_values, *table8))
+    k = resolve(recipe.selection.k, total)
+    k7 = max(resolve(b, total) for b in recipe.crosstask.k_values)
+    methods, budget = crosstask_methods(recipe)
+    reach = len(methods) * (sum(table8) + (len(recipe.tasks) + 2) * 2 * k) + len(budget) * 2 * k7
+    return min(n_conditions * max(k, k7, *table8), reach, total)
 
 
 def crosstask_stages(recipe, shape: ModelShape, rates: Rates, evaluated: dict) -> list[Stage]:
@@ -193,13 +207,13 @@ def crosstask_stages(recipe, shape: ModelShape, rates: Rates, evaluated: dict) -
     n, step = crosstask_counts(recipe, shape), plan_work.CONDITIONS_PER_CALL
     per_call = [min(step, n - i) + (1 if i == 0 else 0) for i in range(0, n, step)]
     total = shape.n_layers * shape.n_neurons
-    kmax = crosstask_switched(recipe, total)
     for task, (prompts, units) in evaluated.items():  # {task: (its evaluation prompts' token counts, T)}
         t = plan_work.Tally()
-        for c in per_call:  # a condition switches at most kmax neurons (an upper bound on the call's union)
-            switched = min(c * kmax, total)
+        for c in per_call:
+            switched = crosstask_switched(recipe, total, c)
             plan_stages.shared_prefix_calls(t, shape, prompts, c, plan_work.DTYPE_BYTES[recipe.dtype], switched, units)
         detail = f"<= {n} conditions in {len(per_call)} call(s) of <= {step} (+ none) x {len(prompts)} proxies"
+        detail += f"; <= {crosstask_switched(recipe, total, max(per_call)):,} switched neurons uploaded per trace"
         stages.append(plan_work.forward_stage(f"{task}: crosstask", "crosstask", shape, rates, t, detail))
     return stages
 

@@ -209,7 +209,7 @@ def shared_prefix_calls(
 
 
 def batched_calls(
-    t: Tally, shape: ModelShape, prompts: list[int], n_conditions: int, batch: int, act: int, switched: int
+    t: Tally, shape: ModelShape, prompts: list[int], n_conditions: int, batch: int, act: int, switched: int = 0
 ) -> None:
     """intervention.option_probs without a shared prefix (position "all"): batches of (condition, proxy) prompts;
     up: the batch's ids, mask and positions (int64) and the sparse switch tables (at most `switched` pairs)."""
