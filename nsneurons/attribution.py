@@ -79,20 +79,48 @@ class ProxyAttribution:
     ig_delta: np.ndarray  # [layers]: F(x) - F(x with the layer's neurons zeroed at the answer position), the IG baseline
 
 
+def layers_per_pass_for(
+    *,
+    vocab: int,
+    hidden: int,
+    n_layers: int,
+    n_neurons: int,
+    n_attr: int,
+    steps: int,
+    prompt_len: int,
+    budget: int,
+    row_tokens: int = 1,
+) -> int:
+    """Layers per pass when `layers_per_pass` is None: a memory budget (bytes) over a per-row estimate, where
+    logits and activations per query token dominate (a row is `row_tokens` tokens: a unit of multi-token
+    options). At most `n_attr`, the layers attributed. `nsneurons plan` counts with the same rule."""
+    bytes_per_row = 4 * (2 * vocab + n_layers * (12 * hidden + 4 * n_neurons) + 2 * prompt_len)
+    rows = max(1, budget // (bytes_per_row * row_tokens))
+    return int(max(1, min(n_attr, rows // (steps + 2))))
+
+
 def _auto_layers_per_pass(model, n_layers: int, steps: int, prompt_len: int, row_tokens: int = 1) -> int:
-    """Layers per pass from a memory budget: logits and activations per query token dominate (a row
-    is `row_tokens` tokens: a unit of multi-token options)."""
+    """layers_per_pass_for with this model's sizes and memory budget: 8 GiB on NDIF, half the free memory of
+    a GPU, 4 GiB on CPU."""
     cfg = model.hf_model.config
     hidden = getattr(cfg, "hidden_size", 0) or getattr(cfg, "n_embd", 1024)  # absent or None/0: GPT-2's n_embd
-    bytes_per_row = 4 * (2 * cfg.vocab_size + model.n_layers * (12 * hidden + 4 * model.n_neurons) + 2 * prompt_len)
     if model.on_server:
         budget = 8 << 30
     elif model.device.type == "cuda":
         budget = int(free_gpu_bytes(model.hf_model) * 0.5)  # every GPU a split model runs on, summed
     else:
         budget = 4 << 30
-    rows = max(1, budget // (bytes_per_row * row_tokens))
-    return int(max(1, min(n_layers, rows // (steps + 2))))
+    return layers_per_pass_for(
+        vocab=cfg.vocab_size,
+        hidden=hidden,
+        n_layers=model.n_layers,
+        n_neurons=model.n_neurons,
+        n_attr=n_layers,
+        steps=steps,
+        prompt_len=prompt_len,
+        budget=budget,
+        row_tokens=row_tokens,
+    )
 
 
 def attribute_proxy(model, proxy: Proxy, config: AttributionConfig, layers: Sequence[int] | None = None) -> ProxyAttribution:
@@ -115,7 +143,7 @@ def attribute_proxies(
     alphas = _quadrature.alphas_for(config.steps, config.quadrature)
     weights = _quadrature.step_weights(config.steps, config.quadrature)
     longest = max(ids.shape[1] for ids, _ in prompts)
-    row_tokens = max(_unit_tokens(options) for _, options in prompts)
+    row_tokens = max(unit_tokens(options) for _, options in prompts)
     per_pass = config.layers_per_pass or _auto_layers_per_pass(model, len(layers), config.steps, longest, row_tokens)
     chunks = [layers[i : i + per_pass] for i in range(0, len(layers), per_pass)]
     corrects = [proxy.correct for proxy in proxies]
@@ -137,9 +165,10 @@ def checked_layers(model, layers: Sequence[int] | None) -> list[int]:
     return layers
 
 
-def _unit_tokens(options) -> int:
-    """Tokens of one shared-prefix row: the last prompt token and every option's tokens but its last."""
-    return 1 + sum(len(option) - 1 for option in options)
+def unit_tokens(options) -> int:
+    """Tokens of one shared-prefix row (T): the last prompt token and every option's tokens but its last
+    (`options`: the options' token sequences, or their lengths)."""
+    return 1 + sum((option if isinstance(option, int) else len(option)) - 1 for option in options)
 
 
 def _prepare(model, proxy: Proxy, config: AttributionConfig):

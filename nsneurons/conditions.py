@@ -29,7 +29,7 @@ from .intervention import BASELINE, Condition, correct_table, degrader, enhancer
 from .vocab import ConditionKey, Direction, condition_name
 
 MEASURES = ("acc", "com")
-CHUNK = 64  # conditions per option_probs call (bounds the [C, layers, neurons] multiplier table)
+CHUNK = 64  # conditions per option_probs call (bounds the query rows and switch tables of one trace)
 Key = ConditionKey  # (kind, method, direction, where, draw); its stored name is vocab.condition_name(key)
 
 

@@ -5,7 +5,8 @@ A condition is a per-layer multiplier vector over the neurons (1 everywhere, 0 w
 last real token; default) or at every position. Several conditions share one batch: each batch
 row is (condition, proxy), and each row gets its own multipliers. Prompts are left-padded with
 explicit position ids, so every row's answer position is the last one and the numbers equal
-unbatched runs.
+unbatched runs. The traces carry only the switched columns of each touched layer and their
+multipliers (nsneurons.switch_tables), never the dense [conditions, layers, neurons] table.
 
 Options longer than one token (the paper's Eq. 2): an option's probability is the softmax over the
 four options' summed log-probabilities. Every proxy then takes the shared-prefix route (one query
@@ -25,10 +26,9 @@ import xarray as xr
 
 from .answers import check_answer_format, proxy_option_ids
 from .option_units import option_unit, single_token
+from .switch_tables import EXCITE, SILENCE, rows_of, switch_tables
 from .tasks.base import LETTERS, AnswerFormat, Proxy
 from .vocab import ConditionKey, Position
-
-SILENCE, EXCITE = 0.0, 2.0
 
 
 @dataclass(frozen=True)
@@ -103,17 +103,16 @@ def option_probs(
         raise ValueError(f"position must be 'answer' or 'all', got {position!r}")
     check_answer_format(proxies, answer_format)
     options = [proxy_option_ids(model.tokenizer, p) for p in proxies]
-    tables = torch.stack([c.multipliers(model.n_layers, model.n_neurons) for c in conditions])  # [C, L, N]
-    touched = sorted({layer for c in conditions for layer, _ in (*c.silence, *c.excite)})
+    tables = switch_tables(conditions, model.n_layers, model.n_neurons)  # {layer: (columns, [C, columns])}
     if not all(single_token(o) for o in options):
-        out = _option_unit_probs(model, proxies, options, tables, touched, position, progress)
+        out = _option_unit_probs(model, proxies, options, tables, len(conditions), position, progress)
         return _labelled(out, conditions, proxies)
     answer_ids = torch.tensor([[o[0] for o in opts] for opts in options])
     rows = [(c, i) for c in range(len(conditions)) for i in range(len(proxies))]
     # Sorting by prompt length keeps padding small; results go back to their own slots.
     rows.sort(key=lambda r: len(proxies[r[1]].prompt))
     out = torch.zeros(len(conditions), len(proxies), 4)
-    sites = {layer: model.down_proj(layer) for layer in touched}
+    sites = {layer: model.down_proj(layer) for layer in tables}
     if model.remote:
         import nnsight
 
@@ -130,7 +129,7 @@ def option_probs(
         for i in tqdm(range(len(proxies)), disable=not progress, unit="proxy", desc=f"option probs x{len(conditions)}"):
             out[:, i] = _retrying(
                 model,
-                lambda: _shared_prefix_probs(model, proxies[i].prompt, tables, answer_ids[i], sites),  # noqa: B023 - called now
+                lambda: _shared_prefix_probs(model, proxies[i].prompt, tables, len(conditions), answer_ids[i], sites),  # noqa: B023 - called now
                 f"example {proxies[i].example_id!r} proxy {proxies[i].proxy}",
             )
         rows = []
@@ -141,7 +140,7 @@ def option_probs(
         batch_answers = answer_ids[[i for _, i in batch]]
         probs = _retrying(
             model,
-            lambda: _batch_probs(model, ids, mask, positions, tables[cond_index], touched, sites, batch_answers, position),  # noqa: B023
+            lambda: _batch_probs(model, ids, mask, positions, rows_of(tables, cond_index), sites, batch_answers, position),  # noqa: B023
             f"examples {sorted({proxies[i].example_id for _, i in batch})[:3]}",
         )
         for (c, i), p in zip(batch, probs):
@@ -173,34 +172,35 @@ def _retrying(model, fn, describe: str):
     return with_retries(fn, describe=describe)
 
 
-def _batch_probs(model, ids, mask, positions, scales, touched, sites, answers, position) -> torch.Tensor:
-    """Option probabilities [B, 4] of a left-padded batch, row b under multipliers scales[b]."""
+def _batch_probs(model, ids, mask, positions, scales, sites, answers, position) -> torch.Tensor:
+    """Option probabilities [B, 4] of a left-padded batch, row b under the multipliers scales[layer][1][b]
+    of the columns scales[layer][0] (switch_tables.rows_of)."""
     # The block must not name `model`: on NDIF it would be pickled by reference to nsneurons,
     # which the server does not have.
     lm = model.lm
     with lm.trace(ids, attention_mask=mask, position_ids=positions, logits_to_keep=1, remote=model.remote):
-        for layer in touched:
-            scale = scales[:, layer]  # [B, N], made on the layer's own device below (a split model has several)
+        for layer, (columns, scale) in scales.items():
             neurons = sites[layer].input
+            columns, scale = columns.to(neurons.device), scale.to(neurons.device, neurons.dtype)  # [U], [B, U]
             if position == "answer":
-                neurons[:, -1] = neurons[:, -1] * scale.to(neurons.device, neurons.dtype)
+                neurons[:, -1, columns] = neurons[:, -1, columns] * scale
             else:
-                neurons[:] = neurons * scale.to(neurons.device, neurons.dtype)[:, None, :]
+                neurons[:, :, columns] = neurons[:, :, columns] * scale[:, None, :]
         logits = lm.output.logits[:, -1].float()
         picked = torch.gather(logits, 1, answers.to(logits.device))
         probs = torch.softmax(picked, dim=-1).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
     return probs
 
 
-def _shared_prefix_probs(model, prompt: str, tables: torch.Tensor, answer_ids: torch.Tensor, sites: dict) -> torch.Tensor:
-    """Option probabilities [C, 4] of one prompt under C conditions applied at its last token."""
+def _shared_prefix_probs(model, prompt: str, tables: dict, n: int, answer_ids: torch.Tensor, sites: dict) -> torch.Tensor:
+    """Option probabilities [n, 4] of one prompt under n conditions applied at its last token (tables: switch_tables)."""
     from transformers import DynamicCache
 
     from .trace_ops import shared_prefix_queries
 
     lm = model.lm
     ids = model.tokenizer(prompt, return_tensors="pt")["input_ids"]
-    prompt_len, n = ids.shape[1] - 1, tables.shape[0]
+    prompt_len = ids.shape[1] - 1
     dtype, device = model.compute_dtype, model.device
     query, positions, mask = shared_prefix_queries(ids, n, dtype, device)
     with lm.session(remote=model.remote):
@@ -208,9 +208,10 @@ def _shared_prefix_probs(model, prompt: str, tables: torch.Tensor, answer_ids: t
             prefix_cache = lm.output.past_key_values
         cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in prefix_cache.layers])
         with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
-            for layer, site in sites.items():
-                neurons = site.input
-                neurons[0] = neurons[0] * tables[:, layer].to(neurons.device, neurons.dtype)
+            for layer, (columns, table) in tables.items():
+                neurons = sites[layer].input
+                columns = columns.to(neurons.device)
+                neurons[0, :, columns] = neurons[0, :, columns] * table.to(neurons.device, neurons.dtype)
             logits = lm.output.logits[0].float()
             probs = torch.softmax(logits[:, answer_ids.to(logits.device)], dim=-1).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
     return probs
@@ -225,24 +226,24 @@ def correct_table(probs: xr.DataArray) -> xr.DataArray:
 
 def generate(model, prompt: str, condition: Condition = BASELINE, *, max_new_tokens: int = 20) -> str:
     """Greedy generation with the condition's switches applied at every position of every step."""
-    table = condition.multipliers(model.n_layers, model.n_neurons)
-    touched = sorted({layer for layer, _ in (*condition.silence, *condition.excite)})
-    sites = {layer: model.down_proj(layer) for layer in touched}
+    tables = switch_tables([condition], model.n_layers, model.n_neurons)
+    sites = {layer: model.down_proj(layer) for layer in tables}
     lm = model.lm  # not `model` inside the block (see _batch_probs)
     with lm.generate(prompt, max_new_tokens=max_new_tokens, do_sample=False, remote=model.remote) as tracer:
         with tracer.iter[:max_new_tokens]:
-            for layer in touched:
+            for layer, (columns, table) in tables.items():
                 neurons = sites[layer].input
-                neurons[:] = neurons * table[layer].to(neurons.device, neurons.dtype)
+                columns = columns.to(neurons.device)
+                neurons[..., columns] = neurons[..., columns] * table[0].to(neurons.device, neurons.dtype)
         tokens = lm.generator.output.save()
     ids = tokens[0] if tokens.dim() == 2 else tokens
     n_prompt = len(model.tokenizer(prompt)["input_ids"])
     return model.tokenizer.decode(ids[n_prompt:], skip_special_tokens=True)
 
 
-def _option_unit_probs(model, proxies, options, tables, touched, position, progress) -> torch.Tensor:
-    """[C, proxies, 4] option probabilities when some option is longer than one token: per proxy, one
-    query unit per condition after the cached prompt prefix (module docstring)."""
+def _option_unit_probs(model, proxies, options, tables: dict, n: int, position, progress) -> torch.Tensor:
+    """[n, proxies, 4] option probabilities under n conditions (tables: switch_tables) when some option is
+    longer than one token: per proxy, one query unit per condition after the cached prompt prefix (module docstring)."""
     from tqdm.auto import tqdm
 
     if position != "answer":
@@ -250,9 +251,9 @@ def _option_unit_probs(model, proxies, options, tables, touched, position, progr
             "position='all' needs every option's tokens run under the switches as well, which nsneurons does not "
             "do for options longer than one token (words answers); use position='answer' or single-token options"
         )
-    out = torch.zeros(tables.shape[0], len(proxies), 4)
-    sites = {layer: model.down_proj(layer) for layer in touched}
-    for i in tqdm(range(len(proxies)), disable=not progress, unit="proxy", desc=f"option probs x{tables.shape[0]}"):
+    out = torch.zeros(n, len(proxies), 4)
+    sites = {layer: model.down_proj(layer) for layer in tables}
+    for i in tqdm(range(len(proxies)), disable=not progress, unit="proxy", desc=f"option probs x{n}"):
         ids = model.tokenizer(proxies[i].prompt, return_tensors="pt")["input_ids"]
         seen = ids.shape[1] + max(len(o) for o in options[i]) - 1
         if not model.sees_whole_prompt(seen):
@@ -264,22 +265,22 @@ def _option_unit_probs(model, proxies, options, tables, touched, position, progr
         unit, index = option_unit(ids, options[i])
         out[:, i] = _retrying(
             model,
-            lambda: _unit_probs(model, ids, unit, index, tables, sites),  # noqa: B023 - called now
+            lambda: _unit_probs(model, ids, unit, index, tables, n, sites),  # noqa: B023 - called now
             f"example {proxies[i].example_id!r} proxy {proxies[i].proxy}",
         )
     return out
 
 
-def _unit_probs(model, ids, unit, index, tables: torch.Tensor, sites: dict) -> torch.Tensor:
-    """Option probabilities [C, 4] of one prompt under C conditions, each a unit (option_units) after
-    the cached prefix, switched at the unit's first token. Session body layout: nsneurons.ig_paths."""
+def _unit_probs(model, ids, unit, index, tables: dict, n: int, sites: dict) -> torch.Tensor:
+    """Option probabilities [n, 4] of one prompt under n conditions (tables: switch_tables), each a unit
+    (option_units) after the cached prefix, switched at the unit's first token. Session body layout: nsneurons.ig_paths."""
     from transformers import DynamicCache
 
     from . import targets, trace_ops
 
     # The session body must not name `model` (see _batch_probs).
     lm, prefix = model.lm, ids[:, : ids.shape[1] - 1].to(model.device)
-    n, width = tables.shape[0], unit[0].shape[1]
+    width = unit[0].shape[1]
     query, positions, mask = trace_ops.shared_prefix_queries(ids, n, model.compute_dtype, model.device, unit)
     if model.remote:
         import nnsight
@@ -292,9 +293,10 @@ def _unit_probs(model, ids, unit, index, tables: torch.Tensor, sites: dict) -> t
             prefix_cache = lm.output.past_key_values
         cache = DynamicCache(ddp_cache_data=[(layer.keys, layer.values) for layer in prefix_cache.layers])
         with lm.trace(query, past_key_values=cache, position_ids=positions, attention_mask=mask):
-            for layer, site in sites.items():
-                neurons = site.input
-                neurons[0, ::width] = neurons[0, ::width] * tables[:, layer].to(neurons.device, neurons.dtype)
+            for layer, (columns, table) in tables.items():
+                neurons = sites[layer].input
+                columns = columns.to(neurons.device)
+                neurons[0, ::width, columns] = neurons[0, ::width, columns] * table.to(neurons.device, neurons.dtype)
             scores = trace_ops.option_scores(lm.output.logits, index)
             probs = torch.softmax(scores, dim=-1).cpu().save()  # type: ignore[attr-defined]  # nnsight adds .save() to tensors inside a trace
     # fmt: on

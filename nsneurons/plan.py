@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 
 from . import plan_stages, plan_work
+from .budget import resolve, sweep_ks
 from .plan_inputs import read_model_shape, stage_inputs, tokenizer_for
 from .plan_work import ModelShape, Rates, Stage
 
@@ -96,7 +97,7 @@ def make_plan(
     stages, evaluated = [], {}
     for task, (identification, candidates) in inputs.items():
         stages += task_stages(recipe, shape, rates, task, identification, candidates)
-        evaluated[task] = eval_prompts(recipe, candidates)
+        evaluated[task] = (eval_prompts(recipe, candidates), eval_units(candidates))
     if crosstask:
         stages += crosstask_stages(recipe, shape, rates, evaluated)
     return Plan(recipe.name, shape, rates, tuple(stages), tuple(notes + recipe_notes(recipe)))
@@ -126,14 +127,18 @@ def task_stages(recipe, shape: ModelShape, rates: Rates, task: str, identificati
             )
         )
     counts = plan_stages.condition_counts(recipe, shape.n_layers * shape.n_neurons)
+    k, units, prompts = (
+        resolve(recipe.selection.k, shape.n_layers * shape.n_neurons),
+        eval_units(candidates),
+        eval_prompts(recipe, candidates),
+    )
     stages.append(
-        plan_stages.intervention_stage(f"{task}: interventions", recipe, shape, rates, eval_prompts(recipe, candidates), counts)
+        plan_stages.intervention_stage(f"{task}: interventions", recipe, shape, rates, prompts, counts, k=k, units=units)
     )
     if recipe.selection.k_sweep:  # after the tables, from the stored scores (nsneurons.ksweep)
         swept = plan_stages.k_sweep_counts(recipe, shape.n_layers, shape.n_neurons)
-        stages.append(
-            plan_stages.intervention_stage(f"{task}: K sweep", recipe, shape, rates, eval_prompts(recipe, candidates), swept)
-        )
+        k = max(sweep_ks(recipe, shape.n_layers, shape.n_neurons))
+        stages.append(plan_stages.intervention_stage(f"{task}: K sweep", recipe, shape, rates, prompts, swept, k=k, units=units))
     return stages
 
 
@@ -145,8 +150,8 @@ def naica_stages(recipe, shape: ModelShape, rates: Rates, groups) -> list[Stage]
         plan_stages.ig_stage("NA-ICA: IG qrnca", "naica-ig", recipe, shape, rates, groups, target="qrnca", steps=n.steps),
     ]
     t = plan_work.Tally()
-    for g in groups:
-        plan_stages.shared_prefix_calls(t, shape, list(g.lengths), 5, plan_work.DTYPE_BYTES[recipe.dtype])
+    for g in groups:  # boost and suppress switch the same v key neurons, the two controls as many random ones
+        plan_stages.shared_prefix_calls(t, shape, list(g.lengths), 5, plan_work.DTYPE_BYTES[recipe.dtype], 2 * n.v, g.unit_tokens)
     stages.append(
         plan_work.forward_stage(
             "NA-ICA: editing",
@@ -166,9 +171,8 @@ def crosstask_counts(recipe, shape: ModelShape) -> int:
     from .crosstask_budgets import PAPER_BUDGETS
     from .selection import METHODS
 
-    s, run = recipe.crosstask, list(recipe.selection.methods)
-    methods = list(s.methods or (["neuronllm"] if "neuronllm" in run else run[:1]))
-    budget = list(s.budget_methods or [m for m in ("neuronllm", "tn", "qrnca") if m in run] or run[:1])
+    s = recipe.crosstask
+    methods, budget = crosstask_methods(recipe)
     ratios = len(set(recipe.evaluation.ratios) | {1.0})
     n_ratio = {m: ratios if METHODS[m].with_bad else 1 for m in {*methods, *budget}}
     kmax = (len(recipe.attribution.layers or range(shape.n_layers)) * shape.n_neurons) // 2
@@ -179,16 +183,44 @@ def crosstask_counts(recipe, shape: ModelShape) -> int:
     return n + (len(methods) if has_t8 else 0) * (len(s.table8.budgets or PAPER_BUDGETS))
 
 
+def crosstask_methods(recipe) -> tuple[list[str], list[str]]:
+    """The methods of the cross-task analyses and of the budget sweep (Table 7), as nsneurons.crosstask picks them."""
+    s, run = recipe.crosstask, list(recipe.selection.methods)
+    methods = list(s.methods or (["neuronllm"] if "neuronllm" in run else run[:1]))
+    budget = list(s.budget_methods or [m for m in ("neuronllm", "tn", "qrnca") if m in run] or run[:1])
+    return methods, budget
+
+
+def crosstask_switched(recipe, total: int, n_conditions: int) -> int:
+    """An upper bound on the neurons a call of n cross-task conditions switches: n times the most one condition
+    switches, and at most what all of them can reach: per method, Table 8's good + bad budgets and, K each
+    split good:bad, the common, task-specific and per-source-task sets (2 K apiece: both roles' first K of a
+    ranking); per budget method, the first good and bad neurons up to Table 7's largest budget."""
+    from .crosstask_budgets import PAPER_BUDGETS, scaled_count
+
+    t8 = recipe.crosstask.table8
+    scale = (lambda c: scaled_count(c, total, t8.reference_neurons)) if t8.scale else (lambda c: c)
+    table8 = [scale(b.good) + scale(b.bad) for b in (t8.budgets or PAPER_BUDGETS)]
+    k = resolve(recipe.selection.k, total)
+    k7 = max(resolve(b, total) for b in recipe.crosstask.k_values)
+    methods, budget = crosstask_methods(recipe)
+    reach = len(methods) * (sum(table8) + (len(recipe.tasks) + 2) * 2 * k) + len(budget) * 2 * k7
+    return min(n_conditions * max(k, k7, *table8), reach, total)
+
+
 def crosstask_stages(recipe, shape: ModelShape, rates: Rates, evaluated: dict) -> list[Stage]:
     """`nsneurons crosstask` after the run: the model again, then per task calls of <= 64 conditions (+ none once)."""
     stages = [replace(plan_stages.load_stage(recipe, shape, rates), name="crosstask: load model")]
     n, step = crosstask_counts(recipe, shape), plan_work.CONDITIONS_PER_CALL
     per_call = [min(step, n - i) + (1 if i == 0 else 0) for i in range(0, n, step)]
-    for task, prompts in evaluated.items():  # {task: its evaluation prompts' token counts}
+    total = shape.n_layers * shape.n_neurons
+    for task, (prompts, units) in evaluated.items():  # {task: (its evaluation prompts' token counts, T)}
         t = plan_work.Tally()
         for c in per_call:
-            plan_stages.shared_prefix_calls(t, shape, prompts, c, plan_work.DTYPE_BYTES[recipe.dtype])
+            switched = crosstask_switched(recipe, total, c)
+            plan_stages.shared_prefix_calls(t, shape, prompts, c, plan_work.DTYPE_BYTES[recipe.dtype], switched, units)
         detail = f"<= {n} conditions in {len(per_call)} call(s) of <= {step} (+ none) x {len(prompts)} proxies"
+        detail += f"; <= {crosstask_switched(recipe, total, max(per_call)):,} switched neurons uploaded per trace"
         stages.append(plan_work.forward_stage(f"{task}: crosstask", "crosstask", shape, rates, t, detail))
     return stages
 
@@ -199,6 +231,11 @@ def eval_prompts(recipe, candidates) -> list[int]:
     lengths = [n for g in candidates for n in g.lengths]
     n_eval = min(ev.understood + ev.not_understood, len(candidates))
     return [round(sum(lengths) / len(lengths))] * (n_eval * len(candidates[0].lengths))
+
+
+def eval_units(candidates) -> int:
+    """T of the evaluation proxies' options (1: single-token options)."""
+    return max(g.unit_tokens for g in candidates)
 
 
 def recipe_notes(recipe) -> list[str]:

@@ -125,13 +125,24 @@ def _lengths(tokenizer, proxies) -> list[list[int]]:
     return tokenizer([p.prompt for p in proxies])["input_ids"]
 
 
+def _option_lengths(tokenizer, proxies) -> list[tuple[int, ...]]:
+    """Tokens of each proxy's options (as the runner scores them); one each without a tokenizer."""
+    from .answers import proxy_option_ids
+
+    if tokenizer is None:
+        return [(1, 1, 1, 1)] * len(proxies)
+    return [tuple(len(o) for o in proxy_option_ids(tokenizer, p)) for p in proxies]
+
+
 def groups_of(tokenizer, proxies) -> list[plan_work.Group]:
     """Proxies grouped as the runner groups them (one example or query per session), as token counts."""
-    ids = _lengths(tokenizer, proxies)
-    by_key: dict[str, list] = {}
-    for p, i in zip(proxies, ids):
-        by_key.setdefault(p.example_id, []).append(i)
-    return [plan_work.group_of(seqs) for seqs in by_key.values()]
+    ids, options = _lengths(tokenizer, proxies), _option_lengths(tokenizer, proxies)
+    by_key: dict[str, tuple[list, list]] = {}
+    for p, i, o in zip(proxies, ids, options):
+        seqs, opts = by_key.setdefault(p.example_id, ([], []))
+        seqs.append(i)
+        opts.append(o)
+    return [plan_work.group_of(seqs, opts) for seqs, opts in by_key.values()]
 
 
 def stage_inputs(recipe, tokenizer, prompt_tokens: int | None):

@@ -99,6 +99,7 @@ def _conditions(recipe, model, n: int):
 
 def _ig_measure(recipe, model, shape: ModelShape, proxy, device: str):
     """Time one IG proxy at the top layers; returns (Timed, modelled Tally)."""
+    from .answers import proxy_option_ids
     from .attribution import AttributionConfig, attribute_proxies
 
     a = recipe.attribution
@@ -114,10 +115,11 @@ def _ig_measure(recipe, model, shape: ModelShape, proxy, device: str):
     _, took = timed(lambda: attribute_proxies(model, [proxy], config, layers), device)
     tally = Tally()
     ids = model.tokenizer(proxy.prompt)["input_ids"]
+    options = [tuple(len(o) for o in proxy_option_ids(model.tokenizer, proxy))]
     plan_stages.ig_group(
         tally,
         shape,
-        plan_work.group_of([ids]),
+        plan_work.group_of([ids], options),
         [layers],
         steps=steps,
         midpoint=a.quadrature == "midpoint",
@@ -130,6 +132,8 @@ def _ig_measure(recipe, model, shape: ModelShape, proxy, device: str):
 
 def _intervention_measure(recipe, model, shape: ModelShape, proxy, device: str):
     """Time one proxy under as many conditions as a task's sweep (option_probs, shared prefix)."""
+    from .answers import proxy_option_ids
+    from .attribution import unit_tokens
     from .intervention import option_probs
 
     if recipe.experiment == "naica":
@@ -143,8 +147,9 @@ def _intervention_measure(recipe, model, shape: ModelShape, proxy, device: str):
     _, took = timed(call, device)
     tally = Tally()
     length = len(model.tokenizer(proxy.prompt)["input_ids"])
-    if ev.position == "answer" and n > 1:
-        plan_stages.shared_prefix_calls(tally, shape, [length], n, plan_work.DTYPE_BYTES[recipe.dtype])
+    units = unit_tokens(proxy_option_ids(model.tokenizer, proxy))
+    if (ev.position == "answer" and n > 1) or units > 1:
+        plan_stages.shared_prefix_calls(tally, shape, [length], n, plan_work.DTYPE_BYTES[recipe.dtype], units=units)
     else:
         plan_stages.batched_calls(tally, shape, [length], n, ev.batch_size, plan_work.DTYPE_BYTES[recipe.dtype])
     return took, tally, n

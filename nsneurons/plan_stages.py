@@ -23,6 +23,7 @@ from .plan_work import (
     priced,
     row_bytes,
 )
+from .switch_tables import upload_bytes
 from .targets import ANSWER_LOGITS_ONLY
 
 
@@ -33,10 +34,21 @@ def staircase_rows(chunk, n_layers: int, rows_per: int, staircase: bool) -> list
     return [1 + rows_per * sum(1 for j in chunk if j <= layer) for layer in range(chunk[0], n_layers)]
 
 
-def auto_layers_per_pass(shape: ModelShape, n_attr: int, steps: int, prompt_len: int, budget: int) -> int:
-    """attribution's rule for layers_per_pass=None: a memory budget over a per-row estimate."""
-    per_row = 4 * (2 * shape.vocab + shape.n_layers * (12 * shape.hidden + 4 * shape.n_neurons) + 2 * prompt_len)
-    return int(max(1, min(n_attr, max(1, budget // per_row) // (steps + 2))))
+def auto_layers_per_pass(shape: ModelShape, n_attr: int, steps: int, prompt_len: int, budget: int, row_tokens: int = 1) -> int:
+    """attribution's rule for layers_per_pass=None (attribution.layers_per_pass_for) on this shape."""
+    from .attribution import layers_per_pass_for  # imported here: attribution brings nnsight in
+
+    return layers_per_pass_for(
+        vocab=shape.vocab,
+        hidden=shape.hidden,
+        n_layers=shape.n_layers,
+        n_neurons=shape.n_neurons,
+        n_attr=n_attr,
+        steps=steps,
+        prompt_len=prompt_len,
+        budget=budget,
+        row_tokens=row_tokens,
+    )
 
 
 def ig_budget(rates: Rates, shape: ModelShape) -> int:
@@ -52,18 +64,23 @@ def ig_budget(rates: Rates, shape: ModelShape) -> int:
 def ig_group(
     t: Tally, shape: ModelShape, group: Group, chunks, *, steps: int, midpoint: bool, path: str, answer_only: bool, act: int
 ) -> None:
-    """One example's IG session (attribution.attribute_proxies): prefix once, own tokens, one pass per chunk."""
-    rows_per = steps + (2 if midpoint else 1)
-    cols = 4 if answer_only else shape.vocab
+    """One example's IG session (attribution.attribute_proxies): prefix once, own tokens, one pass per chunk.
+    Options longer than one token (T = group.unit_tokens > 1): a shared-prefix row is a unit of T tokens, and
+    a full-prompt row is four sequences, prompt + an option's tokens but its last; logits over the vocabulary."""
+    rows_per, units = steps + (2 if midpoint else 1), group.unit_tokens
+    cols = 4 if answer_only and units == 1 else shape.vocab
     session_down = SESSION_BYTES
     if path == "full":
+        seqs = 1 if units == 1 else 4
         for length in group.lengths:
+            width = length + max(group.options) - 1
             for chunk in chunks:
-                for _ in chunk:  # one trace per layer: rows_per full prompts, logits at every position
-                    tokens = rows_per * length
-                    flops = shape.n_layers * block_flops(shape, tokens, length / 2) + 2 * shape.hidden * shape.vocab * tokens
-                    mem = shape.n_layers * rows_per * length * row_bytes(shape, length, act) + tokens * shape.vocab * 12
-                    t.add(flops=flops, rows=rows_per, backward=True, transient=mem, down=(2 * shape.n_neurons + rows_per + 5) * 4)
+                for _ in chunk:  # one trace per layer: rows_per x seqs full sequences, logits at every position
+                    tokens = rows_per * seqs * width
+                    flops = shape.n_layers * block_flops(shape, tokens, width / 2) + 2 * shape.hidden * shape.vocab * tokens
+                    mem = shape.n_layers * tokens * row_bytes(shape, width, act) + tokens * shape.vocab * 12
+                    down = (2 * shape.n_neurons + rows_per + 5) * 4
+                    t.add(flops=flops, rows=rows_per * seqs, backward=True, transient=mem, down=down)
         t.down += session_down
         t.requests += 1
         return
@@ -75,8 +92,8 @@ def ig_group(
         if own > 0:
             t.add(flops=prefix_flops(shape, own, group.common))
         prefix = length - 1
-        for chunk in chunks:
-            rows = staircase_rows(chunk, shape.n_layers, rows_per, path == "staircase")
+        for chunk in chunks:  # query tokens per block: staircase rows of T tokens each
+            rows = [r * units for r in staircase_rows(chunk, shape.n_layers, rows_per, path == "staircase")]
             flops = sum(block_flops(shape, r, prefix + r) for r in rows) + 2 * shape.hidden * cols * rows[-1]
             mem = sum(r * row_bytes(shape, prefix + r, act) for r in rows) + rows[-1] * cols * 12 + kv_bytes(shape, prefix, act)
             t.add(
@@ -105,11 +122,12 @@ def ig_stage(
     """IG of every proxy of `groups` for one target (scoring.score_proxies / naica_apps.attribute_queries)."""
     a = recipe.attribution
     layers = sorted(set(layers)) if layers else list(range(shape.n_layers))
-    longest = max(max(g.lengths) for g in groups)
-    per_pass = layers_per_pass or auto_layers_per_pass(shape, len(layers), steps, longest, ig_budget(rates, shape))
+    longest, units = max(max(g.lengths) for g in groups), max(g.unit_tokens for g in groups)
+    per_pass = layers_per_pass or auto_layers_per_pass(shape, len(layers), steps, longest, ig_budget(rates, shape), units)
     chunks = [layers[i : i + per_pass] for i in range(0, len(layers), per_pass)]
     t = Tally()
-    answer_only = target in ANSWER_LOGITS_ONLY  # the output layer computes the 4 answer columns (a plain linear head)
+    # The output layer computes the 4 answer columns (a plain linear head) when every option is one token.
+    answer_only = target in ANSWER_LOGITS_ONLY
     for g in groups:
         ig_group(
             t,
@@ -125,7 +143,8 @@ def ig_stage(
     detail = (
         f"{sum(len(g.lengths) for g in groups)} prompts in {len(groups)} sessions, {len(layers)} layers in "
         f"{len(chunks)} pass(es) of <= {per_pass} layers, m = {steps}, path {a.path}, "
-        f"{'4 answer logits' if answer_only else 'full logits'}"
+        f"{'4 answer logits' if answer_only and units == 1 else 'full logits'}"
+        + (f", options up to {units} tokens per unit" if units > 1 else "")
     )
     return priced(name, kind, t, shape, rates, detail, rates.ig_flops)
 
@@ -175,24 +194,27 @@ def screen_stage(name: str, recipe, shape: ModelShape, rates: Rates, prompts: li
     )
 
 
-def shared_prefix_calls(t: Tally, shape: ModelShape, prompts: list[int], n_conditions: int, act: int) -> None:
-    """intervention._shared_prefix_probs per proxy: the prompt minus its last token, then one query row per condition."""
-    c = n_conditions
+def shared_prefix_calls(
+    t: Tally, shape: ModelShape, prompts: list[int], n_conditions: int, act: int, switched: int = 0, units: int = 1
+) -> None:
+    """intervention's shared-prefix route per proxy: the prompt minus its last token, then one query row (a unit
+    of `units` tokens for multi-token options) per condition. Up: the sparse switch tables of `switched`
+    (layer, neuron) pairs (nsneurons.switch_tables), the token and position ids and the query mask."""
+    c, q = n_conditions, n_conditions * units
     for length in prompts:
         t.requests += 1
-        t.add(flops=prefix_flops(shape, length - 1))
-        mem = (
-            kv_bytes(shape, length, act)
-            + c * (row_bytes(shape, length + c, act))
-            + c * shape.vocab * 4
-            + c * shape.n_layers * shape.n_neurons * 4
-        )
-        flops = shape.n_layers * block_flops(shape, c, length + c) + 2 * shape.hidden * shape.vocab * c
-        t.add(flops=flops, rows=c, transient=mem, down=c * 16 + SESSION_BYTES, up=c * shape.n_layers * shape.n_neurons * 4)
+        t.add(flops=prefix_flops(shape, length - 1), up=(length - 1) * 8)
+        up = upload_bytes(switched, c) + q * 16 + q * (length - 1 + q) * act
+        mem = kv_bytes(shape, length, act) + q * row_bytes(shape, length + q, act) + q * shape.vocab * 4 + up
+        flops = shape.n_layers * block_flops(shape, q, length + q) + 2 * shape.hidden * shape.vocab * q
+        t.add(flops=flops, rows=q, transient=mem, down=c * 16 + SESSION_BYTES, up=up)
 
 
-def batched_calls(t: Tally, shape: ModelShape, prompts: list[int], n_conditions: int, batch: int, act: int) -> None:
-    """intervention.option_probs without a shared prefix (position "all"): batches of (condition, proxy) prompts."""
+def batched_calls(
+    t: Tally, shape: ModelShape, prompts: list[int], n_conditions: int, batch: int, act: int, switched: int = 0
+) -> None:
+    """intervention.option_probs without a shared prefix (position "all"): batches of (condition, proxy) prompts;
+    up: the batch's ids, mask and positions (int64) and the sparse switch tables (at most `switched` pairs)."""
     rows = sorted(prompts * n_conditions)
     for i in range(0, len(rows), batch):
         part = rows[i : i + batch]
@@ -203,9 +225,22 @@ def batched_calls(t: Tally, shape: ModelShape, prompts: list[int], n_conditions:
             rows=len(part),
             transient=mem,
             down=len(part) * 16 + SESSION_BYTES,
-            up=len(part) * shape.n_layers * shape.n_neurons * 4,
+            up=tokens * 24 + upload_bytes(switched, len(part)),
         )
         t.requests += 1
+
+
+def switched_pairs(recipe, n_layers: int, n_neurons: int, k: int) -> int:
+    """An upper bound on the distinct (layer, neuron) pairs the run's conditions switch (the columns of the
+    switch tables): per method and draw its K good neurons and, with bad ones, its K bad; a method's smaller
+    sets (ratios, ablations, a K sweep's smaller K) are parts of these. At most every neuron."""
+    s = recipe.selection
+    pool = 0
+    for m in s.methods:
+        method = selection.METHODS[m]
+        twin = not method.with_bad and any(selection.ENABLED_VARIANTS.get(other) == m for other in s.methods)
+        pool += 0 if twin else (s.random_draws if method.needs is None else 1) * (2 if method.with_bad else 1) * k
+    return min(pool, n_layers * n_neurons)
 
 
 def condition_counts(recipe, n_total: int | None = None) -> dict[str, int]:
@@ -242,20 +277,25 @@ def k_sweep_counts(recipe, n_layers: int, n_neurons: int) -> dict[str, int]:
     return counts
 
 
-def intervention_stage(name: str, recipe, shape: ModelShape, rates: Rates, prompts: list[int], counts: dict) -> Stage:
+def intervention_stage(
+    name: str, recipe, shape: ModelShape, rates: Rates, prompts: list[int], counts: dict, *, k: int, units: int = 1
+) -> Stage:
+    """Every condition of `counts` (+ none) on every evaluation proxy (intervention.option_probs): k, the
+    largest K of the stage; units, T of the proxies' options (multi-token options take the shared prefix)."""
     n = 1 + sum(counts.values())  # + the unmodified model ("none")
-    t, ev = Tally(), recipe.evaluation
-    shared = ev.position == "answer" and n > 1
+    t, ev, act = Tally(), recipe.evaluation, DTYPE_BYTES[recipe.dtype]
+    switched = switched_pairs(recipe, shape.n_layers, shape.n_neurons, k)
+    shared = (ev.position == "answer" and n > 1) or units > 1
     if shared:
-        shared_prefix_calls(t, shape, prompts, n, DTYPE_BYTES[recipe.dtype])
+        shared_prefix_calls(t, shape, prompts, n, act, switched, units)
     else:
-        batched_calls(t, shape, prompts, n, ev.batch_size, DTYPE_BYTES[recipe.dtype])
+        batched_calls(t, shape, prompts, n, ev.batch_size, act, switched)
     detail = f"{n} conditions x {len(prompts)} proxies: none 1, " + ", ".join(f"{m} {c}" for m, c in counts.items())
+    detail += f"; <= {switched:,} switched neurons uploaded per trace"
     rate = rates.fwd_flops if shared else rates.batch_flops or rates.fwd_flops
     return priced(name, "intervene", t, shape, rates, detail, rate)
 
 
 def ig_targets(recipe) -> list[str]:
-    """IG targets the methods need (pipeline: every target but activation and random; ace when none)."""
-    needs = {selection.method_needs(m) for m in recipe.selection.methods}
-    return sorted(t for t in needs if t is not None and t != "activation") or ["ace"]
+    """IG targets the runner scores for the recipe's methods (selection.ig_targets)."""
+    return selection.ig_targets(recipe.selection.methods)

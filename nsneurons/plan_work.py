@@ -117,7 +117,7 @@ class Stage:
     kind: str  # load, screen, ig, intervene, naica-ig, naica-edit, crosstask
     passes: int  # forward passes (traces)
     backward: int  # of those, passes with a backward
-    rows: int  # rows reaching the output layer: prompts (full passes) or query rows (shared-prefix passes)
+    rows: int  # rows reaching the output layer: prompts (full passes) or query tokens (shared-prefix passes: T per unit)
     flops: float  # counted work
     peak_bytes: dict  # peak memory per device ("cpu", "cuda", "ndif")
     download_bytes: int  # saved tensors coming back from NDIF (0 locally)
@@ -132,14 +132,22 @@ class Group:
 
     lengths: tuple[int, ...]  # tokens of each prompt
     common: int  # leading tokens shared by every prompt minus its last token (computed once)
+    options: tuple[int, ...] = (1, 1, 1, 1)  # tokens of each option (the proxy with the longest unit's)
+
+    @property
+    def unit_tokens(self) -> int:
+        """T, the tokens of one shared-prefix row: the last prompt token and every option's tokens but its last."""
+        return 1 + sum(n - 1 for n in self.options)
 
 
-def group_of(token_ids) -> Group:
+def group_of(token_ids, options=None) -> Group:
+    """A session's prompts (token ids) and, optionally, each prompt's options' token counts."""
     heads = [list(ids[:-1]) for ids in token_ids]
     n = min(len(h) for h in heads)
     for h in heads[1:]:
         n = next((i for i in range(n) if h[i] != heads[0][i]), n)
-    return Group(tuple(len(ids) for ids in token_ids), n)
+    longest = max(options or [(1, 1, 1, 1)], key=lambda o: sum(o))
+    return Group(tuple(len(ids) for ids in token_ids), n, tuple(longest))
 
 
 # ---- FLOPs and memory of the pieces ------------------------------------------------------

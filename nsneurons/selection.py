@@ -177,6 +177,13 @@ def method_needs(method: str) -> str | None:
     return _method(method).needs
 
 
+def ig_targets(methods) -> list[str]:
+    """The IG targets a run scores for these methods: every target they need but activations (ACT and RANDOM
+    need none), sorted; ace when none is needed. The runner scores these; `nsneurons plan` counts them."""
+    needs = {method_needs(m) for m in methods}
+    return sorted(t for t in needs if t not in (None, "activation")) or ["ace"]
+
+
 def _method(name: str) -> Method:
     try:
         return METHODS[name]

@@ -151,9 +151,16 @@ def test_remote_plan_counts_ndif_bytes(tmp_path, tiny_dir, capsys):
     # Per IG pass: IG and activations (2 layers x 128 neurons), F per row (2 x 5), F(x) and 4 logits, float32;
     # plus one saved session per example (2 KB, an estimate).
     assert stages["sentiment: IG ace"]["download_bytes"] == 6 * (2 * 2 * 128 + 2 * 5 + 5) * 4 + 2 * 2048
-    # Per evaluation proxy: [25 conditions, 4 options] float32 back, the [25, 2, 128] multipliers up.
+    # Per evaluation proxy: [25 conditions, 4 options] float32 back. Up: the sparse switch tables, at most
+    # 55 switched neurons (K = 5: neuronllm 5 good + 5 bad, tn, qrnca, kn, act 5 each, random 5 draws x 5),
+    # each an int64 column and 25 float32 multipliers; the prefix ids (L - 1 int64), the 25 query ids and
+    # positions (int64) and the [25, L - 1 + 25] float32 query mask, L the evaluation prompts' length.
+    recipe = load_recipe(_recipe_file(tmp_path, tiny_dir))
+    (length,) = set(plan.eval_prompts(recipe, plan.stage_inputs(recipe, plan.tokenizer_for(recipe), None)["sentiment"][1]))
     iv = stages["sentiment: interventions"]
-    assert (iv["download_bytes"], iv["upload_bytes"]) == (18 * (25 * 16 + 2048), 18 * 25 * 2 * 128 * 4)
+    per_proxy = 55 * (8 + 25 * 4) + (length - 1) * 8 + 25 * 16 + 25 * (length - 1 + 25) * 4
+    assert (iv["download_bytes"], iv["upload_bytes"]) == (18 * (25 * 16 + 2048), 18 * per_proxy)
+    assert "<= 55 switched neurons" in iv["detail"]
 
 
 @pytest.mark.parametrize(
@@ -236,3 +243,33 @@ def test_a_run_starts_with_the_plan_line_and_a_failure_to_plan_does_not_stop_it(
     assert line.startswith("plan: ") and " passes (" in line and "uncalibrated" in line, line
     broken = SimpleNamespace(hf_model=SimpleNamespace(config=SimpleNamespace(to_dict=lambda: {"model_type": "llama"})))
     assert plan_line(recipe, broken).startswith("plan: not available (ValueError: model PLACEHOLDER: its config lacks")
+
+
+def test_layers_per_pass_rule_by_hand():
+    from nsneurons.attribution import layers_per_pass_for
+
+    # Per row 4 x (2 x 100 + 2 layers x (12 x 8 + 4 x 16) + 2 x 10) = 2160 bytes; a budget of 32 rows.
+    sizes = dict(vocab=100, hidden=8, n_layers=2, n_neurons=16, n_attr=5, steps=2, prompt_len=10, budget=32 * 2160)
+    assert layers_per_pass_for(**sizes) == 5  # 32 rows // (m + 2 = 4) = 8 layers, capped at the 5 attributed
+    assert layers_per_pass_for(**sizes, row_tokens=4) == 2  # units of 4 tokens: 8 rows // 4
+
+
+def test_ig_counts_multi_token_units_by_hand(tiny_dir):
+    from nsneurons.plan_work import Group, Tally, block_flops
+
+    shape = plan.read_model_shape(str(tiny_dir))
+    group = Group((30, 31), 20, (1, 2, 4, 2))
+    assert group.unit_tokens == 1 + 0 + 1 + 3 + 1 == 6
+    t = Tally()
+    plan_stages.ig_group(t, shape, group, [[0, 1]], steps=4, midpoint=False, path="staircase", answer_only=True, act=4)
+    # The common prefix, each prompt's own tokens, one IG pass per prompt; staircase rows 1 + 5 at layer 0 and
+    # 1 + 10 at layer 1, units of 6 tokens: 66 query tokens reach the output, which computes full logits.
+    assert (t.passes, t.backward, t.rows) == (1 + 2 + 2, 2, 2 * 66)
+    t = Tally()
+    plan_stages.ig_group(
+        t, shape, Group((30,), 0, (1, 2, 4, 2)), [[0, 1]], steps=4, midpoint=False, path="full", answer_only=True, act=4
+    )
+    # Full prompts: per layer 5 alpha rows x 4 sequences of 30 + 4 - 1 tokens, logits at every position.
+    tokens = 5 * 4 * 33
+    per_trace = 2 * block_flops(shape, tokens, 33 / 2) + 2 * 64 * shape.vocab * tokens
+    assert (t.passes, t.rows) == (2, 2 * 20) and t.flops == pytest.approx(2 * plan_work.BACKWARD_FACTOR * per_trace)

@@ -79,11 +79,9 @@ def _score_stores(
 ) -> dict[str, xr.Dataset]:
     """The IG scores store of every target the methods need, scores/<store, default the task's name>-<target>.zarr
     (with `shard`: this worker's examples written)."""
-    needs = {selection.method_needs(m) for m in recipe.selection.methods}
-    targets = sorted(t for t in needs if t not in (None, "activation")) or ["ace"]
     a = recipe.attribution
     stores = {}
-    for target in targets:
+    for target in selection.ig_targets(recipe.selection.methods):
         config = AttributionConfig(target=target, **a.ig_settings())
         stores[target] = score_proxies(
             model,
