@@ -25,6 +25,8 @@ from .recipe_checks import (
     check_name,
     check_neuronllm,
     check_prompt_format,
+    check_scoring,
+    check_table8,
     check_tasks,
     need,
     not_blank,
@@ -234,8 +236,8 @@ def _check_values(recipe: Recipe) -> None:
     check_neuronllm(recipe)
     check_naica(recipe.naica)
     check_crosstask(recipe.crosstask)
-    _check_table8(recipe, need)
-    _check_scoring(recipe.evaluation, recipe.selection)
+    check_table8(recipe)
+    check_scoring(recipe.evaluation, recipe.selection)
 
 
 def _check_placement(recipe: Recipe) -> None:
@@ -246,36 +248,6 @@ def _check_placement(recipe: Recipe) -> None:
         check_max_memory(recipe.max_memory, recipe.device_map)
     except PlacementError as err:
         raise RecipeError(str(err)) from None
-
-
-def _check_scoring(ev: Evaluation, sel: Selection) -> None:
-    need(ev.bootstrap >= 1000, "evaluation.bootstrap", f"expected >= 1000 resamples, got {ev.bootstrap}")
-    need(0 < ev.confidence < 1, "evaluation.confidence", f"expected in (0, 1), got {ev.confidence}")
-    need(
-        not (ev.examples_from and ev.screen_model),
-        "evaluation.examples_from",
-        "set either examples_from or screen_model, not both",
-    )
-    not_blank(ev.examples_from, "evaluation.examples_from")
-    not_blank(ev.screen_model, "evaluation.screen_model")
-    need(sel.random_draws >= 1, "selection.random_draws", f"expected >= 1, got {sel.random_draws}")
-
-
-def _check_table8(recipe: Recipe, need) -> None:
-    t8, names = recipe.crosstask.table8, [t.name for t in recipe.tasks]
-    need(t8.reference_neurons >= 1, "crosstask.table8.reference_neurons", f"expected >= 1, got {t8.reference_neurons}")
-    if t8.budgets is None:
-        return
-    need(len(t8.budgets) >= 2, "crosstask.table8.budgets", f"expected at least two tasks, got {len(t8.budgets)}")
-    for i, b in enumerate(t8.budgets):
-        key = f"crosstask.table8.budgets[{i}]"
-        need(b.task in names, f"{key}.task", f"{b.task!r} is not a task of this recipe (tasks: {', '.join(names)})")
-        need(b.task not in [c.task for c in t8.budgets[:i]], f"{key}.task", f"{b.task!r} is listed twice")
-        need(
-            b.good >= 0 and b.bad >= 0 and b.good + b.bad >= 1,
-            key,
-            f"expected good, bad >= 0 and at least one neuron, got good={b.good}, bad={b.bad}",
-        )
 
 
 def recipe_from_dict(data: dict, where: str = "") -> Recipe:

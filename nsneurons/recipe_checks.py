@@ -222,3 +222,35 @@ def unique_key_loader():
             return super().construct_mapping(node, deep=deep)
 
     return UniqueKeyLoader
+
+
+def check_scoring(ev, sel) -> None:
+    """The evaluation section's bootstrap, confidence and example sources, and RANDOM's draws."""
+    need(ev.bootstrap >= 1000, "evaluation.bootstrap", f"expected >= 1000 resamples, got {ev.bootstrap}")
+    need(0 < ev.confidence < 1, "evaluation.confidence", f"expected in (0, 1), got {ev.confidence}")
+    need(
+        not (ev.examples_from and ev.screen_model),
+        "evaluation.examples_from",
+        "set either examples_from or screen_model, not both",
+    )
+    not_blank(ev.examples_from, "evaluation.examples_from")
+    not_blank(ev.screen_model, "evaluation.screen_model")
+    need(sel.random_draws >= 1, "selection.random_draws", f"expected >= 1, got {sel.random_draws}")
+
+
+def check_table8(recipe) -> None:
+    """Table 8's reference size and per-task budgets (tasks of the recipe, each once, at least one neuron)."""
+    t8, names = recipe.crosstask.table8, [t.name for t in recipe.tasks]
+    need(t8.reference_neurons >= 1, "crosstask.table8.reference_neurons", f"expected >= 1, got {t8.reference_neurons}")
+    if t8.budgets is None:
+        return
+    need(len(t8.budgets) >= 2, "crosstask.table8.budgets", f"expected at least two tasks, got {len(t8.budgets)}")
+    for i, b in enumerate(t8.budgets):
+        key = f"crosstask.table8.budgets[{i}]"
+        need(b.task in names, f"{key}.task", f"{b.task!r} is not a task of this recipe (tasks: {', '.join(names)})")
+        need(b.task not in [c.task for c in t8.budgets[:i]], f"{key}.task", f"{b.task!r} is listed twice")
+        need(
+            b.good >= 0 and b.bad >= 0 and b.good + b.bad >= 1,
+            key,
+            f"expected good, bad >= 0 and at least one neuron, got good={b.good}, bad={b.bad}",
+        )
