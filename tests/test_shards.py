@@ -184,3 +184,27 @@ def test_run_in_shards_then_once_without(tmp_path, monkeypatch, capsys):
     assert seen == [] and (tmp_path / "out" / "tiny-ci" / "report.md").is_file()
     assert cli.main(["run", str(tmp_path / "r.yaml"), "--shard", "0/2", "--set", "experiment=naica"]) == 3
     assert "--shard: only experiment 'neuronllm' runs in shards" in capsys.readouterr().err
+
+
+@pytest.mark.ndif
+@pytest.mark.slow
+def test_two_shard_workers_on_ndif_fill_a_store_equal_to_one_worker(ndif_server, tmp_path, monkeypatch):
+    """Against the loopback NDIF server: shard workers 0/2 and 1/2, each with its own remote model
+    (as two client machines would have), fill one store equal to a single remote worker's, each
+    example computed once."""
+    from nnsight import CONFIG as NNSIGHT
+
+    from nsneurons.runfolder import load_run_model
+
+    monkeypatch.setattr(NNSIGHT.API, "HOST", NNSIGHT.API.HOST)  # connecting sets it: undone after the test
+    monkeypatch.setattr(NNSIGHT.APP, "REMOTE_LOGGING", False)
+    proxies = _proxies(3)
+    one_model = load_run_model(ndif_server.model_path, remote=True, host=ndif_server.url)
+    one = _loaded(score_proxies(one_model, proxies, CONFIG, tmp_path / "one.zarr", progress=False))
+    seen = _counting(monkeypatch)
+    for i in (0, 1):
+        worker = load_run_model(ndif_server.model_path, remote=True, host=ndif_server.url)
+        score_proxies(worker, proxies, CONFIG, tmp_path / "two.zarr", progress=False, shard=Shard(i, 2))
+    assert seen == ["ex0", "ex2", "ex1"]
+    assert one.attrs["ndif_server_versions"]["nnsight"]  # computed on the server
+    xr.testing.assert_identical(one, _loaded(open_scores(tmp_path / "two.zarr")))
