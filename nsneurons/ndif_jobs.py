@@ -137,7 +137,8 @@ class JobBackend(RemoteBackend):
             try:
                 result = self.wait_for(tracer, recorded=True)
             except (JobLost, RemoteError) as err:
-                self.say(f"example {self.example!r}: NDIF job {self.job_id} cannot be collected ({err}); submitting it again")
+                why = ([line.strip() for line in str(err).splitlines() if line.strip()] or ["no message"])[-1]
+                self.say(f"example {self.example!r}: NDIF job {self.job_id} cannot be collected ({why}); submitting it again")
                 self.counts.add(resubmitted=1)
             finally:
                 self.counts.add(running=-1)
