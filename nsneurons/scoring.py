@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -99,7 +100,9 @@ def score_jobs(model, groups, todo, done, config, layers, path: Path, jobs: int,
     def attribute(job_model, group):
         return attribute_proxies(job_model, group, config, layers)
 
-    score_in_flight(model, groups, todo, done, attribute, path, jobs, on_result, counts, say=bar.write)
+    score_in_flight(
+        model, groups, todo, done, attribute, path, jobs, on_result, counts, say=lambda text: bar.write(text, file=sys.stderr)
+    )
     bar.set_postfix_str(counts.line(), refresh=True)
 
 
