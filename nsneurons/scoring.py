@@ -104,6 +104,8 @@ def score_jobs(model, groups, todo, done, config, layers, path: Path, jobs: int,
         model, groups, todo, done, attribute, path, jobs, on_result, counts, say=lambda text: bar.write(text, file=sys.stderr)
     )
     bar.set_postfix_str(counts.line(), refresh=True)
+    if bar.disable:  # no bar (not a terminal): the jobs' summary still goes to the log
+        print(f"NDIF {counts.line()}", file=sys.stderr)
 
 
 def score_proxies(

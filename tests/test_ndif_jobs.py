@@ -182,6 +182,24 @@ def test_a_job_the_server_does_not_know_is_sent_again(remote, tmp_path, monkeypa
     xr.testing.assert_identical(_loaded(_score(remote, tmp_path / "b.zarr", 2, None)), jobs)
 
 
+@pytest.mark.ndif
+@pytest.mark.slow
+def test_score_cli_with_jobs(ndif_server, tmp_path):
+    out = tmp_path / "s.zarr"
+    argv = ["score", "--model", ndif_server.model_path, "--remote", "--task", "sentiment", "--examples", "2", "--steps", "2"]
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent), "NDIF_HOST": ndif_server.url}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nsneurons.cli", *argv, "--out", str(out), "--jobs", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "jobs 2 submitted, 0 running, 2 collected" in proc.stderr
+    assert len(_sent(out)) == 2 and _in_flight(out) == {}
+
+
 if __name__ == "__main__":  # the child the kill test runs (and SIGKILLs): url, model folder, store
     from nnsight import CONFIG
 
