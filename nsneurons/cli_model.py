@@ -260,6 +260,7 @@ def cmd_score(args):
         provenance={"task": args.task, "seed": args.seed, "data_source": args.source or "packaged fixture"},
         progress=progress_bars(args),
         shard=args.shard,
+        jobs=args.jobs,
     )
     print(ds)
     if args.shard is not None:
@@ -321,5 +322,11 @@ def add_model_commands(sub) -> None:
         "--layers-per-pass", type=count(), default=None, help="layers attributed per pass (default: from the memory available)"
     )
     p.add_argument("--out", type=Path, required=True, help="output .zarr path")
+    p.add_argument(
+        "--jobs",
+        type=count(),
+        default=None,
+        help="on NDIF: examples in flight as non-blocking jobs, ids kept in OUT.jobs/ (docs/ndif.md)",
+    )
     add_shard_arg(p)
     p.set_defaults(func=locked_score)

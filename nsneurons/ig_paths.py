@@ -113,7 +113,7 @@ def prefix_path(model, prompts, corrects, config, alphas, weights, chunks, stair
     # layer's own cache keeps only the last window's), as the queries' mask expects. `per_prompt` is
     # made and saved inside the session: on NDIF only saved values come back. Body layout: module docstring.
     # fmt: off
-    with lm.session(remote=model.remote):
+    with lm.session(remote=model.remote, backend=model.session_backend):
         per_prompt = []
         common_kv = []
         if common > 0:
@@ -160,7 +160,7 @@ def full_path(model, ids, options, correct, config, alphas, weights, chunks) -> 
     ship_trace_code(model)
     # `results` is made and saved inside the session (see prefix_path). Body layout: module docstring.
     # fmt: off
-    with lm.session(remote=model.remote):
+    with lm.session(remote=model.remote, backend=model.session_backend):
         results = []
         for _layer, site in sites:
             with lm.trace(batch):
@@ -190,7 +190,7 @@ def full_path_options(model, ids, options, correct, config, alphas, weights, chu
     ship_trace_code(model)
     # `results` is made and saved inside the session (see prefix_path). Body layout: module docstring.
     # fmt: off
-    with lm.session(remote=model.remote):
+    with lm.session(remote=model.remote, backend=model.session_backend):
         results = []
         for _layer, site in sites:
             with lm.trace(batch):

@@ -44,6 +44,8 @@ class NeuronModel:
     n_neurons: int
     provenance: dict = field(default_factory=dict)
     remote: bool | str = False
+    # nnsight backend for IG sessions: None for nnsight's own; a non-blocking NDIF job backend when many examples are in flight (nsneurons.ndif_jobs)
+    session_backend: object = None
 
     @property
     def total_neurons(self) -> int:

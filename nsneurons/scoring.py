@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -86,6 +87,27 @@ def attribute_group_with_retries(model, proxies, config, layers=None):
     )
 
 
+def score_jobs(model, groups, todo, done, config, layers, path: Path, jobs: int, write, bar) -> None:
+    """The examples `todo` as non-blocking NDIF jobs, up to `jobs` in flight; the bar shows the jobs."""
+    from .ndif_jobs import JobCounts, score_in_flight
+
+    counts = JobCounts()
+
+    def on_result(index: int, results) -> None:
+        write(index, results)
+        bar.set_postfix_str(counts.line(), refresh=True)
+
+    def attribute(job_model, group):
+        return attribute_proxies(job_model, group, config, layers)
+
+    score_in_flight(
+        model, groups, todo, done, attribute, path, jobs, on_result, counts, say=lambda text: bar.write(text, file=sys.stderr)
+    )
+    bar.set_postfix_str(counts.line(), refresh=True)
+    if bar.disable:  # no bar (not a terminal): the jobs' summary still goes to the log
+        print(f"NDIF {counts.line()}", file=sys.stderr)
+
+
 def score_proxies(
     model,
     proxies: Sequence[Proxy],
@@ -97,11 +119,14 @@ def score_proxies(
     progress: bool = True,
     item: str = "example",
     shard: Shard | None = None,
+    jobs: int | None = None,
 ):
     """Compute IG for every proxy and write the store at `path`; resumes where a previous run stopped.
     item: the store's first dim, "example" (NeuronLLM) or "query" (NA-ICA: a query's prompts are its proxies).
     shard: score only this worker's examples (nsneurons.shards); other workers fill the rest of the
-    same store meanwhile, and the store is returned as it then is (`done` says which are written)."""
+    same store meanwhile, and the store is returned as it then is (`done` says which are written).
+    jobs: on NDIF, keep up to this many examples in flight as non-blocking jobs whose ids are kept next to
+    the store (nsneurons.ndif_jobs); None: one blocking session at a time."""
     from tqdm.auto import tqdm
 
     groups = group_by_example(proxies)
@@ -134,12 +159,11 @@ def score_proxies(
         disable=not progress,
         dynamic_ncols=True,
     ) as bar:
-        for index, group in enumerate(groups.values()):
-            if done[index] or not mine[index]:
-                continue
-            # An example's proxies share their prompt's beginning: one session computes it once.
-            results = attribute_group_with_retries(model, group, config, layers)
-            bar.update(len(group))
+        todo = [index for index in range(len(groups)) if mine[index] and not done[index]]
+        group_list = list(groups.values())
+
+        def write(index: int, results) -> None:
+            bar.update(len(results))
             store.write_example(
                 index,
                 ig=np.stack([r.ig for r in results]),
@@ -150,6 +174,13 @@ def score_proxies(
                 ig_sum=np.stack([r.ig_sum for r in results]),
                 ig_delta=np.stack([r.ig_delta for r in results]),
             )
+
+        if jobs is not None and model.on_server:
+            score_jobs(model, group_list, todo, done, config, layers, Path(path), jobs, write, bar)
+        else:
+            for index in todo:
+                # An example's proxies share their prompt's beginning: one session computes it once.
+                write(index, attribute_group_with_retries(model, group_list[index], config, layers))
     if shard is not None and not store.done().all():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # other shards' examples are still to come: expected
