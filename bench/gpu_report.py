@@ -126,7 +126,8 @@ def section_recipe(res: dict) -> list[str]:
         f"prompts {res['prompt_tokens']['mean']:.0f} tokens on average (the tests' tokenizer)"
         if res["prompt_tokens"]
         else "",
-        f"- end to end: {res['recipe_s']:.1f} s (model built in {res['build_s']:.1f} s, not counted); peak GPU memory "
+        f"- end to end: {res['recipe_s']:.1f} s (model built in {res['build_s']:.1f} s and "
+        f"warmed up in {res.get('warm_up_s', float('nan')):.1f} s, not counted); peak GPU memory "
         f"{_gib(res['peak_gpu_memory_bytes'])}",
         "- per unit: IG "
         + ", ".join(f"{k} {v:.3f} s" for k, v in x["seconds_per_proxy_ig"].items())
