@@ -41,7 +41,7 @@ from . import targets as _targets
 from .answers import check_answer_format, proxy_option_ids
 from .ig_paths import full_path, prefix_path
 from .ig_settings import IGSettings
-from .placement import free_gpu_bytes
+from .placement import free_gpu_bytes, without_cudnn_attention
 from .tasks.base import AnswerFormat, Proxy
 from .trace_ops import PassResult
 
@@ -128,6 +128,7 @@ def attribute_proxy(model, proxy: Proxy, config: AttributionConfig, layers: Sequ
     return attribute_proxies(model, [proxy], config, layers)[0]
 
 
+@without_cudnn_attention
 def attribute_proxies(
     model, proxies: Sequence[Proxy], config: AttributionConfig, layers: Sequence[int] | None = None
 ) -> list[ProxyAttribution]:

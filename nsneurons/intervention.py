@@ -26,6 +26,7 @@ import xarray as xr
 
 from .answers import check_answer_format, proxy_option_ids
 from .option_units import option_unit, single_token
+from .placement import without_cudnn_attention
 from .switch_tables import EXCITE, SILENCE, rows_of, switch_tables
 from .tasks.base import LETTERS, AnswerFormat, Proxy
 from .vocab import ConditionKey, Position
@@ -81,6 +82,7 @@ def _left_padded(tokenizer, prompts: Sequence[str]):
     return ids, mask, positions
 
 
+@without_cudnn_attention
 def option_probs(
     model,
     proxies: Sequence[Proxy],

@@ -160,3 +160,27 @@ def gpu_count(device_map, max_memory) -> int:
     import torch
 
     return max(1, torch.cuda.device_count())
+
+
+def without_cudnn_attention(fn):
+    """Run `fn(model, ...)` with PyTorch's cuDNN attention kernel excluded when the model runs on a
+    local GPU (the flash, memory-efficient and math kernels stay allowed); elsewhere unchanged.
+
+    Why: on Hopper GPUs scaled_dot_product_attention with a mask picks cuDNN first, and cuDNN builds
+    a plan for every sequence length it has not seen. Every example's prompts have their own length,
+    so a run paid that again and again: measured on an H200 (bench/RESULTS.md, 2026-11-30), IG of an
+    example whose length was new took 4.4 s with cuDNN and 0.56-0.83 s without; at a length already
+    seen, 0.48 s and 0.53 s. The choice is made for the call only and restored after it."""
+    import functools
+
+    @functools.wraps(fn)
+    def call(model, *args, **kwargs):
+        if model.device.type != "cuda":
+            return fn(model, *args, **kwargs)
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        allowed = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        with sdpa_kernel(allowed):
+            return fn(model, *args, **kwargs)
+
+    return call

@@ -4,6 +4,7 @@ multi-GPU split) gives the plain model's IG on every path and its intervention r
 
 import numpy as np
 import pytest
+import torch
 from fixtures_models import llama_style_tokenizer, tiny_hf_model
 
 from nsneurons.attribution import AttributionConfig, attribute_proxies
@@ -18,6 +19,7 @@ from nsneurons.placement import (
     normalized,
     parse_cli,
     split_devices,
+    without_cudnn_attention,
 )
 from nsneurons.recipe import RecipeError, recipe_from_dict
 from nsneurons.tasks.base import Proxy
@@ -171,3 +173,25 @@ def test_cli_placement_flags_are_checked_before_loading(capsys):
     assert "tiny-ci.yaml with --set: device_map: expected one of 'auto'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="device_map: NDIF places the model itself"):
         load_model("meta-llama/Llama-3.1-8B", remote=True, device_map="auto")
+
+
+class _OnDevice:
+    def __init__(self, kind: str):
+        self.device = torch.device(kind)
+
+
+def test_cudnn_attention_is_left_out_on_a_gpu_for_the_call_only():
+    """IG and interventions on a local GPU exclude cuDNN's attention kernel (a plan per new sequence
+    length: bench/RESULTS.md) and restore the process's choice after; on the CPU nothing changes."""
+    seen = []
+
+    @without_cudnn_attention
+    def body(model, tag):
+        seen.append((tag, torch.backends.cuda.cudnn_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled()))
+        return tag
+
+    assert torch.backends.cuda.cudnn_sdp_enabled()
+    assert body(_OnDevice("cuda"), "gpu") == "gpu" and body(_OnDevice("cpu"), "cpu") == "cpu"
+    assert seen == [("gpu", False, True), ("cpu", True, True)]
+    assert torch.backends.cuda.cudnn_sdp_enabled()  # restored
+    assert attribute_proxies.__wrapped__ and option_probs.__wrapped__  # the two entry points carry it
