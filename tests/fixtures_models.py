@@ -167,3 +167,25 @@ def save_tiny_llama(path, *, layers: int = 2, seed: int = 0):
     tiny_hf_model("llama", layers=layers, vocab_size=len(tok), seed=seed).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+SENTIMENT_OPTIONS = ("positive", "negative", "neutral", "not sure")
+
+
+def sentiment_proxies(n_examples: int):
+    """n_examples x 3 hand-made sentiment proxies, each example's prompt its own, correct (e + p) % 4."""
+    from nsneurons.tasks.base import Proxy
+
+    text = "Question: review number {} was good\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:"
+    return [
+        Proxy(f"ex{e}", p, text.format(e), SENTIMENT_OPTIONS, (e + p) % 4, "sentiment")
+        for e in range(n_examples)
+        for p in range(3)
+    ]
+
+
+def loaded(ds):
+    """A store's dataset in memory, its `created` timestamp left out (for assert_identical)."""
+    ds = ds.load()
+    ds.attrs = {k: v for k, v in ds.attrs.items() if k != "created"}
+    return ds

@@ -18,24 +18,12 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
+from fixtures_models import loaded, sentiment_proxies
 
 from nsneurons import ndif_jobs
 from nsneurons.ndif_jobs import JobCounts, JobLedger, jobs_folder
-from nsneurons.tasks.base import Proxy
 
 HERE = Path(__file__).resolve().parent
-OPTIONS = ("positive", "negative", "neutral", "not sure")
-
-
-def _proxies(n_examples):
-    text = "Question: review number {} was good\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:"
-    return [Proxy(f"ex{e}", p, text.format(e), OPTIONS, (e + p) % 4, "sentiment") for e in range(n_examples) for p in range(3)]
-
-
-def _loaded(ds):
-    ds = ds.load()
-    ds.attrs = {k: v for k, v in ds.attrs.items() if k != "created"}
-    return ds
 
 
 def _sent(store: Path) -> list[str]:
@@ -100,16 +88,16 @@ def _score(model, store: Path, n: int, jobs: int | None, path: str = "staircase"
     from nsneurons.scoring import score_proxies
 
     config = AttributionConfig(target="ace", steps=4, path=path)
-    return score_proxies(model, _proxies(n), config, store, progress=progress, jobs=jobs)
+    return score_proxies(model, sentiment_proxies(n), config, store, progress=progress, jobs=jobs)
 
 
 @pytest.mark.ndif
 @pytest.mark.slow
 @pytest.mark.parametrize("path, sessions", [("staircase", 1), ("full", 3)])  # sessions per example
 def test_jobs_in_flight_give_the_blocking_store(remote, tmp_path, path, sessions):
-    blocking = _loaded(_score(remote, tmp_path / "b.zarr", 3, None, path))
+    blocking = loaded(_score(remote, tmp_path / "b.zarr", 3, None, path))
     assert not jobs_folder(tmp_path / "b.zarr").exists()
-    jobs = _loaded(_score(remote, tmp_path / "j.zarr", 3, 2, path))
+    jobs = loaded(_score(remote, tmp_path / "j.zarr", 3, 2, path))
     xr.testing.assert_identical(blocking, jobs)
     sent = _sent(tmp_path / "j.zarr")
     assert len(sent) == 3 * sessions and len({line.split()[2] for line in sent}) == 3 * sessions
@@ -158,7 +146,7 @@ def test_killed_client_collects_its_jobs_by_id_and_sends_none_twice(ndif_server,
     assert len(after) == 4 and after[:3] == sent
     assert sorted(line.split()[1] for line in after) == ["ex0", "ex1", "ex2", "ex3"]
     assert _in_flight(store) == {}
-    xr.testing.assert_identical(_loaded(_score(remote, tmp_path / "b.zarr", 4, None)), _loaded(resumed))
+    xr.testing.assert_identical(loaded(_score(remote, tmp_path / "b.zarr", 4, None)), loaded(resumed))
 
 
 @pytest.mark.ndif
@@ -169,7 +157,7 @@ def test_a_job_the_server_does_not_know_is_sent_again(remote, tmp_path, monkeypa
     ledger.record(1, "ex1", ["no-such-job"])
     monkeypatch.setattr(ndif_jobs, "LOST_AFTER_S", 1.0)
     capsys.readouterr()
-    jobs = _loaded(_score(remote, store, 2, 2, progress=True))
+    jobs = loaded(_score(remote, store, 2, 2, progress=True))
     err = capsys.readouterr().err
     assert (
         "example 'ex1': NDIF job no-such-job cannot be collected (the server has no record of it after 1 s); submitting it again"
@@ -179,7 +167,7 @@ def test_a_job_the_server_does_not_know_is_sent_again(remote, tmp_path, monkeypa
     with capsys.disabled():
         print("\nlost job:", [line for line in err.splitlines() if "cannot be collected" in line])
     assert [line.split()[:2] for line in _sent(store)].count(["1", "ex1"]) == 2  # the bogus one, then the real one
-    xr.testing.assert_identical(_loaded(_score(remote, tmp_path / "b.zarr", 2, None)), jobs)
+    xr.testing.assert_identical(loaded(_score(remote, tmp_path / "b.zarr", 2, None)), jobs)
 
 
 @pytest.mark.ndif

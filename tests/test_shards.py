@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-from fixtures_models import llama_style_tokenizer, tiny_hf_model
+from fixtures_models import llama_style_tokenizer, loaded, sentiment_proxies, tiny_hf_model
 
 import nsneurons.scoring as scoring
 from nsneurons import cli
@@ -18,23 +18,10 @@ from nsneurons.runlock import OutputLockedError, output_lock
 from nsneurons.scoring import score_proxies
 from nsneurons.shards import Shard, ShardError, conflicting_locks, parse_shard, progress_line, shard_lock
 from nsneurons.store import StoreError, open_scores
-from nsneurons.tasks.base import Proxy
 from nsneurons.zarrio import write_atomically
 
 ROOT = Path(__file__).resolve().parent.parent
-OPTIONS = ("positive", "negative", "neutral", "not sure")
 CONFIG = AttributionConfig(target="ace", steps=2)
-
-
-def _proxies(n_examples):
-    text = "Question: review number {} was good\nOptions:\nA. positive\nB. negative\nC. neutral\nD. not sure\nAnswer:"
-    return [Proxy(f"ex{e}", p, text.format(e), OPTIONS, (e + p) % 4, "sentiment") for e in range(n_examples) for p in range(3)]
-
-
-def _loaded(ds):
-    ds = ds.load()
-    ds.attrs = {k: v for k, v in ds.attrs.items() if k != "created"}
-    return ds
 
 
 def _counting(monkeypatch, die_at=None):
@@ -61,54 +48,54 @@ def test_parse_shard():
 
 @pytest.mark.slow
 def test_two_shards_fill_a_store_equal_to_one_worker(tiny_llama, tmp_path, monkeypatch):
-    one = _loaded(score_proxies(tiny_llama, _proxies(3), CONFIG, tmp_path / "one.zarr", progress=False))
+    one = loaded(score_proxies(tiny_llama, sentiment_proxies(3), CONFIG, tmp_path / "one.zarr", progress=False))
     seen = _counting(monkeypatch)
-    first = score_proxies(tiny_llama, _proxies(3), CONFIG, tmp_path / "two.zarr", progress=False, shard=Shard(0, 2))
+    first = score_proxies(tiny_llama, sentiment_proxies(3), CONFIG, tmp_path / "two.zarr", progress=False, shard=Shard(0, 2))
     assert seen == ["ex0", "ex2"] and first["done"].values.tolist() == [True, False, True]
     said = progress_line("two.zarr", first["done"].values, Shard(0, 2), "run")
     assert (
         said
         == "shard 0/2: done; two.zarr has 2 of 3 examples, 1 left to the other shards (a shard that stopped resumes with its own command)"
     )
-    second = score_proxies(tiny_llama, _proxies(3), CONFIG, tmp_path / "two.zarr", progress=False, shard=Shard(1, 2))
+    second = score_proxies(tiny_llama, sentiment_proxies(3), CONFIG, tmp_path / "two.zarr", progress=False, shard=Shard(1, 2))
     assert seen == ["ex0", "ex2", "ex1"]
     assert progress_line("two.zarr", second["done"].values, Shard(1, 2), "run").endswith(
         "is complete (3 of 3 examples); next: run"
     )
-    xr.testing.assert_identical(one, _loaded(open_scores(tmp_path / "two.zarr")))
+    xr.testing.assert_identical(one, loaded(open_scores(tmp_path / "two.zarr")))
     # Each example's flag is a chunk of its own: a worker rewrites no other example's file.
     assert sorted(p.name for p in (tmp_path / "two.zarr" / "done" / "c").iterdir()) == ["0", "1", "2"]
 
 
 @pytest.mark.slow
 def test_an_interrupted_shard_resumes_without_recomputing(tiny_llama, tmp_path, monkeypatch):
-    whole = _loaded(score_proxies(tiny_llama, _proxies(4), CONFIG, tmp_path / "one.zarr", progress=False))
+    whole = loaded(score_proxies(tiny_llama, sentiment_proxies(4), CONFIG, tmp_path / "one.zarr", progress=False))
     _counting(monkeypatch, die_at=2)  # shard 1/2 has ex1 and ex3: dies computing ex3
     with pytest.raises(KeyboardInterrupt):
-        score_proxies(tiny_llama, _proxies(4), CONFIG, tmp_path / "s.zarr", progress=False, shard=Shard(1, 2))
+        score_proxies(tiny_llama, sentiment_proxies(4), CONFIG, tmp_path / "s.zarr", progress=False, shard=Shard(1, 2))
     seen = _counting(monkeypatch)
-    score_proxies(tiny_llama, _proxies(4), CONFIG, tmp_path / "s.zarr", progress=False, shard=Shard(1, 2))
+    score_proxies(tiny_llama, sentiment_proxies(4), CONFIG, tmp_path / "s.zarr", progress=False, shard=Shard(1, 2))
     assert seen == ["ex3"]
-    score_proxies(tiny_llama, _proxies(4), CONFIG, tmp_path / "s.zarr", progress=False, shard=Shard(0, 2))
+    score_proxies(tiny_llama, sentiment_proxies(4), CONFIG, tmp_path / "s.zarr", progress=False, shard=Shard(0, 2))
     assert seen == ["ex3", "ex0", "ex2"]
-    xr.testing.assert_identical(whole, _loaded(open_scores(tmp_path / "s.zarr")))
+    xr.testing.assert_identical(whole, loaded(open_scores(tmp_path / "s.zarr")))
 
 
 @pytest.mark.slow
 def test_a_store_with_one_done_chunk_resumes_with_one_worker_and_refuses_shards(tiny_llama, tmp_path, monkeypatch):
     """Stores made before per-example flags: one `done` chunk for all examples."""
-    whole = _loaded(score_proxies(tiny_llama, _proxies(3), CONFIG, tmp_path / "one.zarr", progress=False))
+    whole = loaded(score_proxies(tiny_llama, sentiment_proxies(3), CONFIG, tmp_path / "one.zarr", progress=False))
     old = whole.copy(deep=True)
     old["done"][:] = [True, False, False]
     per_example = {name: {"chunks": (1,) + old[name].shape[1:]} for name in old.data_vars if name != "done"}
     write_atomically(tmp_path / "old.zarr", old, extra={**per_example, "done": {"chunks": (3,)}})
     with pytest.raises(StoreError, match="one `done` chunk for all examples.*finish it with one worker \\(without --shard\\)"):
-        score_proxies(tiny_llama, _proxies(3), CONFIG, tmp_path / "old.zarr", progress=False, shard=Shard(0, 2))
+        score_proxies(tiny_llama, sentiment_proxies(3), CONFIG, tmp_path / "old.zarr", progress=False, shard=Shard(0, 2))
     seen = _counting(monkeypatch)
-    resumed = score_proxies(tiny_llama, _proxies(3), CONFIG, tmp_path / "old.zarr", progress=False)
+    resumed = score_proxies(tiny_llama, sentiment_proxies(3), CONFIG, tmp_path / "old.zarr", progress=False)
     assert seen == ["ex1", "ex2"]
     assert sorted(p.name for p in (tmp_path / "old.zarr" / "done" / "c").iterdir()) == ["0"]
-    xr.testing.assert_identical(whole, _loaded(resumed))
+    xr.testing.assert_identical(whole, loaded(resumed))
 
 
 def test_locks_admit_other_shards_and_refuse_the_same_shard_or_no_shard(tmp_path):
@@ -157,7 +144,7 @@ def test_two_shard_processes_at_once_fill_one_store(tmp_path):
     assert sum("is complete (5 of 5 examples)" in out for out in outs) >= 1
     one = subprocess.run([*base, "--out", str(tmp_path / "one.zarr")], env=env, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr
-    xr.testing.assert_identical(_loaded(open_scores(tmp_path / "one.zarr")), _loaded(open_scores(tmp_path / "s.zarr")))
+    xr.testing.assert_identical(loaded(open_scores(tmp_path / "one.zarr")), loaded(open_scores(tmp_path / "s.zarr")))
     assert np.abs(open_scores(tmp_path / "s.zarr").ig.values).max() > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "one.zarr", "s.zarr"]  # no lock file left
 
@@ -198,13 +185,13 @@ def test_two_shard_workers_on_ndif_fill_a_store_equal_to_one_worker(ndif_server,
 
     monkeypatch.setattr(NNSIGHT.API, "HOST", NNSIGHT.API.HOST)  # connecting sets it: undone after the test
     monkeypatch.setattr(NNSIGHT.APP, "REMOTE_LOGGING", False)
-    proxies = _proxies(3)
+    proxies = sentiment_proxies(3)
     one_model = load_run_model(ndif_server.model_path, remote=True, host=ndif_server.url)
-    one = _loaded(score_proxies(one_model, proxies, CONFIG, tmp_path / "one.zarr", progress=False))
+    one = loaded(score_proxies(one_model, proxies, CONFIG, tmp_path / "one.zarr", progress=False))
     seen = _counting(monkeypatch)
     for i in (0, 1):
         worker = load_run_model(ndif_server.model_path, remote=True, host=ndif_server.url)
         score_proxies(worker, proxies, CONFIG, tmp_path / "two.zarr", progress=False, shard=Shard(i, 2))
     assert seen == ["ex0", "ex2", "ex1"]
     assert one.attrs["ndif_server_versions"]["nnsight"]  # computed on the server
-    xr.testing.assert_identical(one, _loaded(open_scores(tmp_path / "two.zarr")))
+    xr.testing.assert_identical(one, loaded(open_scores(tmp_path / "two.zarr")))
