@@ -226,3 +226,15 @@ def test_gpu_check_records_a_failed_and_a_timed_out_stage_and_goes_on(tmp_path, 
     assert "| env | failed |" in md and "| ig_bench | timed out |" in md
     assert "(no result: stage timed out" in md  # the report survives a stage without a result
     assert json.loads((tmp_path / "out" / "gpu_check.json").read_text())["stages"]["env"]["returncode"] == 3
+
+
+def test_staircase_vs_prefix_is_a_tie_where_medians_and_fastest_runs_disagree():
+    report = _load("gpu_report")
+
+    def row(median, fastest):
+        return {"seconds_per_question": median, "min_seconds_per_question": fastest}
+
+    # The H200's first run: prefix's median lower, staircase's fastest run lower.
+    assert report.faster_path(row(0.149, 0.128), row(0.141, 0.131)).startswith("a tie")
+    assert report.faster_path(row(0.10, 0.09), row(0.12, 0.11)) == "faster here: staircase (the default)"
+    assert report.faster_path(row(0.12, 0.11), row(0.10, 0.09)).startswith("faster here: path=prefix")
