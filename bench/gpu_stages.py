@@ -228,8 +228,8 @@ def extrapolate(calls: list, measured, paper, total_s: float) -> dict:
 def warm_up(recipe, model) -> float:
     """One untimed IG call and one evaluation call on the task's first proxy, so that the timed
     recipe does not pay CUDA's one-time costs (context, cuBLAS handles, the allocator's first
-    blocks) inside its first unit: the first run on the GPU paid them in IG `ace` (1.3 s per proxy
-    against 0.2 s for the other targets)."""
+    blocks) inside its first unit. (What IG `ace` still paid after this warm-up on the H200, 1.2 s
+    per proxy against 0.2 s, was cuDNN's plan per new prompt length: results/gpu_h200_new_lengths.md.)"""
     from nsneurons.attribution import AttributionConfig, attribute_proxy
     from nsneurons.intervention import BASELINE, option_probs
     from nsneurons.splits import task_proxies
