@@ -197,3 +197,22 @@ def test_layers_split_across_two_devices_equal_the_cpu(weights, reference):
     conditions = [BASELINE, enhancer([(0, 5), (2, 9)], [(1, 3)], "enh")]
     diff = np.abs(option_probs(split, [proxy], conditions).values - option_probs(reference, [proxy], conditions).values)
     assert float(diff.max()) <= F32_PROB_ABS
+
+
+def test_ig_and_interventions_on_the_device_run_without_cudnn_attention(on_device, monkeypatch):
+    """On a GPU every attention call of IG and of the interventions runs with cuDNN's kernel left
+    out (it planned per prompt length: bench/results/gpu_h200_new_lengths.md); on the CPU (the
+    NSNEURONS_TEST_DEVICE=cpu dry run) nothing is switched."""
+    _, model = on_device
+    sdpa, seen = torch.nn.functional.scaled_dot_product_attention, []
+
+    def recording(*args, **kwargs):
+        seen.append(torch.backends.cuda.cudnn_sdp_enabled())
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    proxy = Proxy("ex", 0, PROMPT, OPTIONS, 0, "sentiment")
+    attribute_proxy(model, proxy, AttributionConfig(target="ace", steps=4))
+    option_probs(model, [proxy], [BASELINE, enhancer([(0, 1)], [])])
+    assert seen, "the model's attention did not go through scaled_dot_product_attention"
+    assert set(seen) == ({False} if model.device.type == "cuda" else {torch.backends.cuda.cudnn_sdp_enabled()})
