@@ -175,7 +175,7 @@ def without_cudnn_attention(fn):
 
     @functools.wraps(fn)
     def call(model, *args, **kwargs):
-        if model.device.type != "cuda":
+        if getattr(getattr(model, "device", None), "type", None) != "cuda":  # CPU, NDIF, or checks before any model
             return fn(model, *args, **kwargs)
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
