@@ -123,6 +123,9 @@ def timed_stages(calls: list, tokenizer):
 
         return module, name, original, timed
 
+    def probs(args, kwargs):
+        return {"n_proxies": len(args[1]), "n_conditions": len(args[2])}
+
     def tokens(proxies):
         return [len(tokenizer(p.prompt)["input_ids"]) for p in proxies]
 
@@ -133,9 +136,8 @@ def timed_stages(calls: list, tokenizer):
             "ig",
             lambda a, k: {"target": a[2].target, "n_proxies": len(a[1]), "prompt_tokens": tokens(a[1])},
         ),
-        wrap(pipeline, "option_probs", "option_probs", lambda a, k: {"n_proxies": len(a[1]), "n_conditions": len(a[2])}),
-        # The screen calls option_probs from its own module (1 condition); it is timed there.
-        wrap(evaluation_set, "option_probs", "option_probs", lambda a, k: {"n_proxies": len(a[1]), "n_conditions": len(a[2])}),
+        wrap(pipeline, "option_probs", "option_probs", probs),
+        wrap(evaluation_set, "option_probs", "option_probs", probs),  # the screen calls it from its own module
         wrap(selection, "select", "selection", lambda a, k: {"method": a[0]}),
         wrap(report, "write_report", "report", lambda a, k: {}),
     ]

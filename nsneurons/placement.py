@@ -10,6 +10,7 @@ imports no torch at import time: the recipe checks its values before the heavy i
 
 from __future__ import annotations
 
+import functools
 import re
 
 # The strategies accelerate computes a map for (from the devices it sees and max_memory).
@@ -171,7 +172,6 @@ def without_cudnn_attention(fn):
     so a run paid that again and again: measured on an H200 (bench/RESULTS.md, 2026-11-30), IG of an
     example whose length was new took 4.4 s with cuDNN and 0.56-0.83 s without; at a length already
     seen, 0.48 s and 0.53 s. The choice is made for the call only and restored after it."""
-    import functools
 
     @functools.wraps(fn)
     def call(model, *args, **kwargs):
